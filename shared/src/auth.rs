@@ -1,0 +1,145 @@
+//! Bearer JWTs: HS256 only, `exp` required, issuer and audience checked when configured.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Tenant ids are 1 to this many bytes, printable, without `#` (a key delimiter).
+pub const MAX_TENANT_LEN: usize = 256;
+
+/// Who is calling: the tenant owns what it creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed Authorization header; expected 'Bearer <token>'")]
+    Malformed,
+    #[error("token is too long")]
+    TooLong,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token is invalid: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier").finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    pub fn new(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
+        // Pinning the algorithm list to HS256 is what stops `alg: none` and HS/RS confusion:
+        // the header's algorithm must be in this list, and the key is only ever an HMAC key.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        match issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        JwtVerifier { key: DecodingKey::from_secret(secret), validation }
+    }
+
+    /// Verifies an `Authorization` header value.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        self.verify(token.trim())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::TooLong);
+        }
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            K::ExpiredSignature => AuthError::Expired,
+            K::ImmatureSignature => AuthError::NotYetValid,
+            K::InvalidSignature => AuthError::Invalid("bad signature"),
+            K::InvalidAlgorithm | K::InvalidAlgorithmName => AuthError::Invalid("algorithm not allowed"),
+            K::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+            K::InvalidAudience => AuthError::Invalid("wrong audience"),
+            K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
+            _ => AuthError::Invalid("malformed token"),
+        })?;
+        let claims = data.claims;
+        let tenant = claims.tenant.clone().or_else(|| claims.sub.clone()).ok_or(AuthError::Invalid("no tenant or sub claim"))?;
+        if tenant.is_empty() || tenant.len() > MAX_TENANT_LEN || tenant.contains('#') || tenant.chars().any(char::is_control) {
+            return Err(AuthError::Invalid("tenant must be 1-256 printable characters without '#'"));
+        }
+        Ok(Principal { tenant, subject: claims.sub })
+    }
+}
+
+/// Mints an HS256 token; the local runner's `token` command and the tests use it.
+pub fn mint(secret: &[u8], claims: &Claims) -> String {
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
+}
+
+pub fn claims_for(sub: &str, tenant: Option<&str>, ttl_seconds: u64) -> Claims {
+    Claims {
+        sub: Some(sub.to_string()),
+        tenant: tenant.map(str::to_string),
+        exp: crate::time::now_ms() / 1000 + ttl_seconds,
+        iss: None,
+        aud: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_falls_back_to_sub() {
+        let v = JwtVerifier::new(b"k", None, None);
+        let t = mint(b"k", &claims_for("alice", None, 60));
+        assert_eq!(v.verify(&t).expect("valid").tenant, "alice");
+        let t = mint(b"k", &claims_for("alice", Some("acme"), 60));
+        assert_eq!(v.verify_header(Some(&format!("Bearer {t}"))).expect("valid").tenant, "acme");
+        assert_eq!(v.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
+        let t = mint(b"k", &claims_for("a#b", None, 60));
+        assert!(v.verify(&t).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration, read once at start-up from the environment. A bad or missing variable
+//! names itself, so mistakes show at cold start rather than mid-request.
+
+use std::time::Duration;
+
+use crate::ssrf::TargetPolicy;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub jwt_secret: Option<Vec<u8>>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub webhooks_table: String,
+    pub deliveries_table: String,
+    pub events_queue_url: Option<String>,
+    pub delivery_queue_url: Option<String>,
+    pub policy: TargetPolicy,
+    pub test_timeout: Duration,
+    pub delivery_timeout: Duration,
+    pub retry_schedule: Vec<u64>,
+    pub retention_days: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The JWT secret is never printed.
+        f.debug_struct("Config")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("webhooks_table", &self.webhooks_table)
+            .field("deliveries_table", &self.deliveries_table)
+            .field("events_queue_url", &self.events_queue_url)
+            .field("delivery_queue_url", &self.delivery_queue_url)
+            .field("policy", &self.policy)
+            .field("test_timeout", &self.test_timeout)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+/// The default backoff: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (8 attempts over ~28 h).
+pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 36000];
+/// SQS cannot hide a message for longer than 12 hours.
+pub const MAX_RETRY_DELAY_S: u64 = 12 * 3600;
+pub const MAX_RETRY_ATTEMPTS: usize = 50;
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => Ok(default),
+                Some("1" | "true" | "yes" | "on") => Ok(true),
+                Some("0" | "false" | "no" | "off") => Ok(false),
+                Some(other) => Err(ConfigError::Invalid { name, why: format!("'{other}' is not true or false") }),
+            }
+        };
+        let seconds = |name: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(s) if (1..=max).contains(&s) => Ok(s),
+                    _ => Err(ConfigError::Invalid { name, why: format!("'{v}' is not a whole number from 1 to {max}") }),
+                },
+            }
+        };
+        Ok(Config {
+            jwt_secret: get("JWT_SECRET").map(String::into_bytes),
+            jwt_issuer: get("JWT_ISSUER"),
+            jwt_audience: get("JWT_AUDIENCE"),
+            webhooks_table: get("WEBHOOKS_TABLE").unwrap_or_else(|| "webhooks".into()),
+            deliveries_table: get("DELIVERIES_TABLE").unwrap_or_else(|| "webhook-deliveries".into()),
+            events_queue_url: get("EVENTS_QUEUE_URL"),
+            delivery_queue_url: get("DELIVERY_QUEUE_URL"),
+            policy: TargetPolicy {
+                allow_http: flag("ALLOW_HTTP_TARGETS", false)?,
+                allow_private: flag("ALLOW_PRIVATE_TARGETS", false)?,
+            },
+            test_timeout: Duration::from_secs(seconds("TEST_TIMEOUT_SECONDS", 10, 25)?),
+            delivery_timeout: Duration::from_secs(seconds("DELIVERY_TIMEOUT_SECONDS", 15, 60)?),
+            retry_schedule: match get("RETRY_SCHEDULE_SECONDS") {
+                None => DEFAULT_RETRY_SCHEDULE.to_vec(),
+                Some(v) => parse_schedule(&v)
+                    .map_err(|why| ConfigError::Invalid { name: "RETRY_SCHEDULE_SECONDS", why })?,
+            },
+            retention_days: seconds("DELIVERY_RETENTION_DAYS", 30, 365)?,
+        })
+    }
+
+    pub fn jwt_secret(&self) -> Result<&[u8], ConfigError> {
+        self.jwt_secret.as_deref().ok_or(ConfigError::Missing("JWT_SECRET"))
+    }
+
+    pub fn events_queue_url(&self) -> Result<&str, ConfigError> {
+        self.events_queue_url.as_deref().ok_or(ConfigError::Missing("EVENTS_QUEUE_URL"))
+    }
+
+    pub fn delivery_queue_url(&self) -> Result<&str, ConfigError> {
+        self.delivery_queue_url.as_deref().ok_or(ConfigError::Missing("DELIVERY_QUEUE_URL"))
+    }
+}
+
+/// `"5,300,1800"` -> `[5, 300, 1800]`: N delays, so N + 1 attempts. `""` means no retries.
+pub fn parse_schedule(s: &str) -> Result<Vec<u64>, String> {
+    if s.trim().is_empty() || s.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let delays = s
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.parse::<u64>() {
+                Ok(d) if d <= MAX_RETRY_DELAY_S => Ok(d),
+                Ok(_) => Err(format!("delay {part} is over the 12 h SQS maximum ({MAX_RETRY_DELAY_S} s)")),
+                Err(_) => Err(format!("'{part}' is not a whole number of seconds")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.len() > MAX_RETRY_ATTEMPTS {
+        return Err(format!("at most {MAX_RETRY_ATTEMPTS} delays"));
+    }
+    Ok(delays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_strict() {
+        let c = cfg(&[]).expect("defaults");
+        assert_eq!(c.policy, TargetPolicy { allow_http: false, allow_private: false });
+        assert_eq!(c.retry_schedule, DEFAULT_RETRY_SCHEDULE);
+        assert_eq!(c.jwt_secret(), Err(ConfigError::Missing("JWT_SECRET")));
+    }
+
+    #[test]
+    fn bad_values_name_themselves() {
+        let e = cfg(&[("ALLOW_PRIVATE_TARGETS", "maybe")]).err().expect("invalid");
+        assert!(e.to_string().starts_with("ALLOW_PRIVATE_TARGETS"));
+        let e = cfg(&[("RETRY_SCHEDULE_SECONDS", "1,x")]).err().expect("invalid");
+        assert!(e.to_string().contains("'x'"));
+        assert!(cfg(&[("RETRY_SCHEDULE_SECONDS", "50000")]).is_err());
+        assert_eq!(cfg(&[("RETRY_SCHEDULE_SECONDS", "1, 2,3")]).expect("ok").retry_schedule, vec![1, 2, 3]);
+        assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! Sending one signed request: the code path of both the test endpoint and the dispatcher.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::signing::SignedRequest;
+use crate::ssrf::{self, TargetError, TargetPolicy};
+
+/// At most this many bytes of a receiver's response body are kept in the delivery log.
+pub const MAX_RESPONSE_BODY: usize = 1024;
+/// Connecting (DNS, TCP, TLS) must finish within this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Delivered,
+    HttpError,
+    Timeout,
+    ConnectionRefused,
+    DnsFailed,
+    TlsError,
+    NotAllowed,
+    ConnectionFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptReport {
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// The first `MAX_RESPONSE_BODY` bytes of the response, lossily decoded.
+    pub response_body: Option<String>,
+    /// A `Retry-After` the receiver sent with a failure, in seconds.
+    pub retry_after_s: Option<u64>,
+}
+
+impl AttemptReport {
+    pub fn success(&self) -> bool {
+        self.outcome == Outcome::Delivered
+    }
+
+    fn failed(outcome: Outcome, message: String, started: Instant) -> Self {
+        AttemptReport {
+            outcome,
+            status_code: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+            message,
+            response_body: None,
+            retry_after_s: None,
+        }
+    }
+}
+
+/// Resolves names the way the system does, then refuses the answer when any address is
+/// forbidden by the policy. Because the HTTP client connects only to what this returns, the
+/// guard applies to the address actually used, whatever DNS said at registration time.
+struct GuardedResolver {
+    policy: TargetPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("DNS lookup failed for {host}")]
+struct DnsFailed {
+    host: String,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(a) => a.collect(),
+                Err(_) => Vec::new(),
+            };
+            if addrs.is_empty() {
+                return Err(Box::new(DnsFailed { host }) as Box<dyn StdError + Send + Sync>);
+            }
+            if !policy.allow_private {
+                ssrf::check_addrs(&addrs).map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// One HTTP client for every delivery: connection reuse across a batch and across warm
+/// invocations, rustls, no redirects (a redirect could lead to a private address, and the
+/// receiver's signature check is about the URL that was registered).
+#[derive(Clone)]
+pub struct Deliverer {
+    client: reqwest::Client,
+    policy: TargetPolicy,
+}
+
+impl Deliverer {
+    pub fn new(policy: TargetPolicy) -> Self {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { policy }))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("webhooks/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Deliverer { client, policy }
+    }
+
+    pub fn policy(&self) -> TargetPolicy {
+        self.policy
+    }
+
+    /// POSTs `request` to `url`, waiting at most `timeout` for the whole exchange.
+    pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
+        let started = Instant::now();
+        // IP literals never reach the resolver, so they are checked here.
+        if let Err(e) = ssrf::check_url(url, self.policy) {
+            let outcome = match e {
+                TargetError::Blocked { .. } | TargetError::BlockedName { .. } => Outcome::NotAllowed,
+                _ => Outcome::ConnectionFailed,
+            };
+            return AttemptReport::failed(outcome, capitalise(&e.to_string()), started);
+        }
+        let mut builder = self.client.post(url).timeout(timeout).body(request.body.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        let mut response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return classify(&e, timeout, started),
+        };
+        let status = response.status();
+        let retry_after_s = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_RESPONSE_BODY - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= MAX_RESPONSE_BODY {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The status already arrived; a body cut short does not change the verdict.
+                Err(_) => break,
+            }
+        }
+        let code = status.as_u16();
+        let (outcome, message) = if status.is_success() {
+            (Outcome::Delivered, "Webhook delivered successfully".to_string())
+        } else {
+            let reason = status.canonical_reason().map(|r| format!(" {r}")).unwrap_or_default();
+            (Outcome::HttpError, format!("Receiver answered HTTP {code}{reason}"))
+        };
+        AttemptReport {
+            outcome,
+            status_code: Some(code),
+            duration_ms: started.elapsed().as_millis() as u64,
+            message,
+            response_body: Some(String::from_utf8_lossy(&body).into_owned()),
+            retry_after_s: if status.is_success() { None } else { retry_after_s },
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptReport {
+    let mut source: Option<&(dyn StdError + 'static)> = e.source();
+    let mut chain = String::new();
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<TargetError>() {
+            return AttemptReport::failed(Outcome::NotAllowed, capitalise(&t.to_string()), started);
+        }
+        if let Some(d) = err.downcast_ref::<DnsFailed>() {
+            return AttemptReport::failed(Outcome::DnsFailed, capitalise(&d.to_string()), started);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return AttemptReport::failed(
+                Outcome::ConnectionRefused,
+                "Connection refused: nothing is listening at the receiver's address".into(),
+                started,
+            );
+        }
+        chain.push_str(&err.to_string());
+        chain.push_str("; ");
+        source = err.source();
+    }
+    if e.is_timeout() {
+        let secs = timeout.as_secs_f64();
+        return AttemptReport::failed(Outcome::Timeout, format!("Timed out after {secs} s waiting for the receiver"), started);
+    }
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("ssl") {
+        let detail = chain.trim_end_matches("; ");
+        return AttemptReport::failed(Outcome::TlsError, format!("TLS error: {detail}"), started);
+    }
+    let detail = if chain.is_empty() { e.to_string() } else { chain.trim_end_matches("; ").to_string() };
+    AttemptReport::failed(Outcome::ConnectionFailed, format!("Could not reach the receiver: {detail}"), started)
+}

@@ -1,0 +1,261 @@
+//! DynamoDB adapters.
+//!
+//! Webhooks table (`WEBHOOKS_TABLE`), keys `pk`/`sk` (strings):
+//! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself
+//! - subscription: pk `S#{tenant}#{filter}`, sk `W#{id}`: one per filter of an *active* webhook
+//!
+//! Ingest finds the subscribers of an event with one Query per matching filter (the type, its
+//! `prefix.*` wildcards and `*`): a key lookup, never a Scan. A webhook and its subscription
+//! items change together in one transaction, conditional on the webhook's `version`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+
+use crate::domain::Webhook;
+use crate::event_types::EventType;
+use crate::ports::{Page, StoreError, WebhookStore};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn backend<E: std::error::Error>(e: E) -> StoreError {
+    StoreError::Backend(DisplayErrorContext(e).to_string())
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+pub fn get_n(item: &Item, k: &str) -> Option<u64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn webhook_key(tenant: &str, id: &str) -> Item {
+    HashMap::from([("pk".to_string(), s(format!("T#{tenant}"))), ("sk".to_string(), s(format!("W#{id}")))])
+}
+
+fn subscription_key(tenant: &str, filter: &str, id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("S#{tenant}#{filter}"))),
+        ("sk".to_string(), s(format!("W#{id}"))),
+    ])
+}
+
+fn to_item(w: &Webhook) -> Item {
+    let mut item = webhook_key(&w.tenant, &w.id);
+    item.insert("id".into(), s(&w.id));
+    item.insert("tenant".into(), s(&w.tenant));
+    item.insert("url".into(), s(&w.url));
+    item.insert("events".into(), AttributeValue::L(w.events.iter().map(s).collect()));
+    if let Some(secret) = &w.secret {
+        item.insert("secret".into(), s(secret));
+    }
+    item.insert("active".into(), AttributeValue::Bool(w.active));
+    item.insert("createdAt".into(), n(w.created_at));
+    item.insert("updatedAt".into(), n(w.updated_at));
+    item.insert("version".into(), n(w.version));
+    item
+}
+
+fn from_item(item: &Item) -> Result<Webhook, StoreError> {
+    let bad = |field: &str| StoreError::Backend(format!("stored webhook has no valid '{field}'"));
+    let events = match item.get("events") {
+        Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+        _ => return Err(bad("events")),
+    };
+    Ok(Webhook {
+        id: get_s(item, "id").ok_or_else(|| bad("id"))?,
+        tenant: get_s(item, "tenant").ok_or_else(|| bad("tenant"))?,
+        url: get_s(item, "url").ok_or_else(|| bad("url"))?,
+        events,
+        secret: get_s(item, "secret"),
+        active: item.get("active").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        created_at: get_n(item, "createdAt").ok_or_else(|| bad("createdAt"))?,
+        updated_at: get_n(item, "updatedAt").ok_or_else(|| bad("updatedAt"))?,
+        version: get_n(item, "version").ok_or_else(|| bad("version"))?,
+    })
+}
+
+/// The subscription items a webhook should have: one per filter while it is active, none
+/// while it is not.
+fn subscription_filters(w: &Webhook) -> BTreeSet<&str> {
+    if w.active { w.events.iter().map(String::as_str).collect() } else { BTreeSet::new() }
+}
+
+#[derive(Clone)]
+pub struct DynamoWebhookStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoWebhookStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoWebhookStore { client, table: table.into() }
+    }
+
+    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        if let Some((expr, values)) = condition {
+            put = put.condition_expression(expr);
+            if !values.is_empty() {
+                put = put.set_expression_attribute_values(Some(values));
+            }
+        }
+        Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
+    }
+
+    fn delete_op(&self, key: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
+        let mut del = Delete::builder().table_name(&self.table).set_key(Some(key));
+        if let Some((expr, values)) = condition {
+            del = del.condition_expression(expr).set_expression_attribute_values(Some(values));
+        }
+        Ok(TransactWriteItem::builder().delete(del.build().map_err(backend)?).build())
+    }
+
+    fn subscription_item(&self, w: &Webhook, filter: &str) -> Item {
+        let mut item = subscription_key(&w.tenant, filter, &w.id);
+        item.insert("webhookId".into(), s(&w.id));
+        item
+    }
+
+    /// Runs a transaction; a failed condition becomes `Err(None)`, anything else `Err(Some)`.
+    async fn transact(&self, ops: Vec<TransactWriteItem>) -> Result<(), Option<StoreError>> {
+        match self.client.transact_write_items().set_transact_items(Some(ops)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let code = e.code().unwrap_or_default().to_string();
+                if code == "TransactionCanceledException" || code == "ConditionalCheckFailedException" {
+                    let msg = e.message().unwrap_or_default();
+                    if msg.contains("ConditionalCheckFailed") || code == "ConditionalCheckFailedException" {
+                        return Err(None);
+                    }
+                    // TransactionConflict: another transaction touched the same items.
+                    return Err(Some(StoreError::Conflict));
+                }
+                Err(Some(backend(e)))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl WebhookStore for DynamoWebhookStore {
+    async fn create(&self, w: &Webhook) -> Result<(), StoreError> {
+        let mut ops = vec![self.put(to_item(w), Some(("attribute_not_exists(pk)", Item::new())))?];
+        for filter in subscription_filters(w) {
+            ops.push(self.put(self.subscription_item(w, filter), None)?);
+        }
+        self.transact(ops).await.map_err(|e| e.unwrap_or(StoreError::AlreadyExists))
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(webhook_key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item().map(from_item).transpose()
+    }
+
+    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(format!("T#{tenant}")))
+            .expression_attribute_values(":after", s(format!("W#{}", after.unwrap_or(""))))
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut items = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|w| w.id.clone()).unwrap_or_default()
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
+        let condition = HashMap::from([(":v".to_string(), n(old.version))]);
+        let mut ops = vec![self.put(to_item(new), Some(("version = :v", condition)))?];
+        let (before, after) = (subscription_filters(old), subscription_filters(new));
+        for gone in before.difference(&after) {
+            ops.push(self.delete_op(subscription_key(&old.tenant, gone, &old.id), None)?);
+        }
+        for added in after.difference(&before) {
+            ops.push(self.put(self.subscription_item(new, added), None)?);
+        }
+        match self.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(e),
+            // The condition failed: tell a deleted webhook from a concurrent update.
+            Err(None) => match self.get(&old.tenant, &old.id).await? {
+                Some(_) => Err(StoreError::Conflict),
+                None => Err(StoreError::NotFound),
+            },
+        }
+    }
+
+    async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        // The subscription items to remove depend on the stored filters, so read, then delete
+        // conditionally on the version read; a concurrent update makes us read again.
+        for _ in 0..5 {
+            let Some(current) = self.get(tenant, id).await? else { return Err(StoreError::NotFound) };
+            let condition = HashMap::from([(":v".to_string(), n(current.version))]);
+            let mut ops = vec![self.delete_op(webhook_key(tenant, id), Some(("version = :v", condition)))?];
+            for filter in subscription_filters(&current) {
+                ops.push(self.delete_op(subscription_key(tenant, filter, id), None)?);
+            }
+            match self.transact(ops).await {
+                Ok(()) => return Ok(()),
+                Err(None) | Err(Some(StoreError::Conflict)) => continue,
+                Err(Some(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError> {
+        let mut ids = BTreeSet::new();
+        for filter in event.matching_filters() {
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(format!("S#{tenant}#{filter}")))
+                    .projection_expression("webhookId")
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                ids.extend(out.items().iter().filter_map(|i| get_s(i, "webhookId")));
+                match out.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+}

@@ -1,0 +1,49 @@
+//! Identifiers: time-ordered (so keys sort by creation) and unguessable (80 random bits).
+
+use rand::RngCore;
+
+const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+/// A 26-character ULID-style string: 48 bits of milliseconds, then 80 bits from the OS CSPRNG.
+pub fn ulid_at(ms: u64) -> String {
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let mut value: u128 = (ms as u128 & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= (*b as u128) << (8 * (9 - i));
+    }
+    let mut out = [0u8; 26];
+    for i in (0..26).rev() {
+        out[i] = CROCKFORD[(value & 31) as usize];
+        value >>= 5;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid_at(crate::time::now_ms()))
+}
+
+/// True when `s` has the shape `new_id(prefix)` produces; used to reject junk ids and cursors
+/// before they reach a key.
+pub fn is_id(prefix: &str, s: &str) -> bool {
+    s.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('_'))
+        .is_some_and(|r| r.len() == 26 && r.bytes().all(|b| CROCKFORD.contains(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_differ() {
+        let a = ulid_at(1_000);
+        let b = ulid_at(2_000);
+        assert!(a < b);
+        assert_ne!(ulid_at(5), ulid_at(5));
+        assert!(is_id("wh", &new_id("wh")));
+        assert!(!is_id("wh", "wh_123"));
+        assert!(!is_id("wh", &new_id("dl")));
+    }
+}

@@ -1,0 +1,146 @@
+//! The signed request every receiver gets, from the test endpoint and the dispatcher alike.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::jsjson;
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const HEADER_EVENT: &str = "x-webhook-event";
+pub const HEADER_TIMESTAMP: &str = "x-webhook-timestamp";
+pub const HEADER_SIGNATURE: &str = "x-webhook-signature";
+pub const HEADER_ID: &str = "x-webhook-id";
+pub const HEADER_SW_ID: &str = "webhook-id";
+pub const HEADER_SW_TIMESTAMP: &str = "webhook-timestamp";
+pub const HEADER_SW_SIGNATURE: &str = "webhook-signature";
+
+/// The body of the guide: `{"event","timestamp","payload"}` as `JSON.stringify` prints it.
+pub fn delivery_body(event: &str, timestamp_iso: &str, payload: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + event.len());
+    out.extend_from_slice(b"{\"event\":");
+    jsjson::write_string(&mut out, event);
+    out.extend_from_slice(b",\"timestamp\":");
+    jsjson::write_string(&mut out, timestamp_iso);
+    out.extend_from_slice(b",\"payload\":");
+    jsjson::write_value(&mut out, payload);
+    out.push(b'}');
+    out
+}
+
+/// `X-Webhook-Signature`: hex HMAC-SHA256 of the body, keyed with the secret's UTF-8 bytes,
+/// exactly as the guide's Node.js example computes it.
+pub fn guide_signature(secret: &str, body: &[u8]) -> String {
+    hex::encode(hmac(secret.as_bytes(), &[body]))
+}
+
+/// `webhook-signature` of the Standard Webhooks spec: `v1,` + base64 HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}`. A secret written `whsec_<base64>` is keyed with the decoded
+/// bytes, as the spec's libraries do; any other secret with its UTF-8 bytes, so an
+/// off-the-shelf verifier works when given `whsec_` + base64(secret).
+pub fn standard_signature(secret: &str, id: &str, timestamp_s: u64, body: &[u8]) -> String {
+    let key = standard_key(secret);
+    let ts = timestamp_s.to_string();
+    let mac = hmac(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!("v1,{}", B64.encode(mac))
+}
+
+fn standard_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| B64.decode(b64).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time check of a hex `X-Webhook-Signature`, for receivers written in Rust and for
+/// our own tests.
+pub fn verify_guide_signature(secret: &str, body: &[u8], signature_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(signature_hex) else { return false };
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// One signed delivery request, ready to send.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// What a delivery is about; `id` stays the same across the retries of one delivery.
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub timestamp_ms: u64,
+    pub payload: &'a Value,
+}
+
+impl Envelope<'_> {
+    /// Builds the body and every header. `now_s` is the attempt time (Standard Webhooks'
+    /// timestamp is for replay protection, so it is the time of sending, not of the event).
+    pub fn sign(&self, secret: Option<&str>, now_s: u64) -> SignedRequest {
+        let body = delivery_body(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
+        let mut headers = vec![
+            ("content-type", "application/json".to_string()),
+            (HEADER_EVENT, self.event.to_string()),
+            (HEADER_TIMESTAMP, self.timestamp_ms.to_string()),
+            (HEADER_ID, self.id.to_string()),
+            (HEADER_SW_ID, self.id.to_string()),
+            (HEADER_SW_TIMESTAMP, now_s.to_string()),
+        ];
+        if let Some(secret) = secret {
+            headers.push((HEADER_SIGNATURE, guide_signature(secret, &body)));
+            headers.push((HEADER_SW_SIGNATURE, standard_signature(secret, self.id, now_s, &body)));
+        }
+        SignedRequest { body, headers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_guides_shape() {
+        let payload: Value = serde_json::from_str(r#"{"id":"1","status":"COMPLETED","n":1.0}"#).expect("json");
+        let body = delivery_body("workflow.execution.completed", "2025-05-21T21:27:09.442Z", &payload);
+        assert_eq!(
+            String::from_utf8(body).expect("utf8"),
+            r#"{"event":"workflow.execution.completed","timestamp":"2025-05-21T21:27:09.442Z","payload":{"id":"1","status":"COMPLETED","n":1}}"#
+        );
+    }
+
+    #[test]
+    fn signatures_match_known_vectors() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            guide_signature("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(verify_guide_signature("Jefe", b"what do ya want for nothing?",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+        assert!(!verify_guide_signature("Jefe", b"what do ya want for nothing!",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+        // The Standard Webhooks spec's published example.
+        let sig = standard_signature(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}

@@ -1,0 +1,33 @@
+//! Times as the guide writes them: ISO-8601 UTC with milliseconds and `Z`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+pub fn now_ms() -> u64 {
+    Utc::now().timestamp_millis().max(0) as u64
+}
+
+pub fn iso_ms(ms: u64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses an RFC 3339 time (any offset) to milliseconds since the epoch.
+pub fn parse_iso(s: &str) -> Option<u64> {
+    let t = DateTime::parse_from_rfc3339(s).ok()?;
+    u64::try_from(t.timestamp_millis()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_the_guide() {
+        assert_eq!(iso_ms(1_747_862_818_211), "2025-05-21T21:26:58.211Z");
+        assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(parse_iso("2025-05-21T21:26:58.211Z"), Some(1_747_862_818_211));
+        assert_eq!(parse_iso("2025-05-21T23:26:58.211+02:00"), Some(1_747_862_818_211));
+        assert_eq!(parse_iso("yesterday"), None);
+    }
+}
