@@ -1,16 +1,31 @@
 //! Identifiers: time-ordered (so keys sort by creation) and unguessable (80 random bits).
 
+use std::sync::Mutex;
+
 use rand::RngCore;
 
 const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+/// The last id made by this process, so ids made in the same millisecond still sort in order.
+static LAST: Mutex<u128> = Mutex::new(0);
+
 /// A 26-character ULID-style string: 48 bits of milliseconds, then 80 bits from the OS CSPRNG.
+/// Within one process ids are strictly increasing: an id made in the same millisecond as the
+/// previous one is the previous plus a random 64-bit step, so it is still unguessable.
 pub fn ulid_at(ms: u64) -> String {
     let mut random = [0u8; 10];
     rand::rng().fill_bytes(&mut random);
     let mut value: u128 = (ms as u128 & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in random.iter().enumerate() {
         value |= (*b as u128) << (8 * (9 - i));
+    }
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        // Same millisecond, or a clock that stepped back: continue from the last id.
+        if value <= *last {
+            value = last.saturating_add(1 + (rand::rng().next_u64() as u128));
+        }
+        *last = value;
     }
     let mut out = [0u8; 26];
     for i in (0..26).rev() {
@@ -38,10 +53,9 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time_and_differ() {
-        let a = ulid_at(1_000);
-        let b = ulid_at(2_000);
-        assert!(a < b);
         assert_ne!(ulid_at(5), ulid_at(5));
+        let many: Vec<String> = (0..1000).map(|_| new_id("wh")).collect();
+        assert!(many.windows(2).all(|w| w[0] < w[1]), "ids of one process are increasing");
         assert!(is_id("wh", &new_id("wh")));
         assert!(!is_id("wh", "wh_123"));
         assert!(!is_id("wh", &new_id("dl")));

@@ -159,3 +159,18 @@ pub async fn create_queues(
     }
     Ok(urls)
 }
+
+/// Creates every table and queue the functions use at the SDK's endpoint and prints the
+/// environment a local runner needs to use them.
+pub async fn bootstrap(sdk: &aws_config::SdkConfig, config: &crate::config::Config, queue_prefix: &str) -> Result<(), StoreError> {
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    create_table(&dynamo, &WEBHOOKS_TABLE, &config.webhooks_table).await?;
+    create_table(&dynamo, &DELIVERIES_TABLE, &config.deliveries_table).await?;
+    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix).await?;
+    let url_of = |id: &str| urls.iter().find(|(l, _)| *l == id).map(|(_, u)| u.clone()).unwrap_or_default();
+    println!("export WEBHOOKS_TABLE={}", config.webhooks_table);
+    println!("export DELIVERIES_TABLE={}", config.deliveries_table);
+    println!("export EVENTS_QUEUE_URL={}", url_of(EVENTS_QUEUE.logical_id));
+    println!("export DELIVERY_QUEUE_URL={}", url_of(DELIVERY_QUEUE.logical_id));
+    Ok(())
+}

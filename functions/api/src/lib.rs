@@ -1,1 +1,215 @@
+//! The management API of the integration guide as an axum `Router` over the ports. The Lambda
+//! binary serves it through `lambda_http`; the local runner through a TCP listener.
+
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use webhooks::auth::JwtVerifier;
+use webhooks::delivery::Deliverer;
+use webhooks::domain::{self, Webhook};
+use webhooks::ports::{StoreError, WebhookStore};
+use webhooks::signing::Envelope;
+use webhooks::ssrf::{self, TargetPolicy};
+use webhooks::{event_types, ids, time};
+
+use crate::error::ApiError;
+use crate::extract::{Auth, JsonBody};
+
+/// Listing pages hold this many webhooks unless `?limit=` says otherwise (1 to `MAX_PAGE`).
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 100;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn WebhookStore>,
+    pub verifier: Arc<JwtVerifier>,
+    pub deliverer: Deliverer,
+    pub policy: TargetPolicy,
+    pub test_timeout: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/api/webhooks/test", post(test_webhook))
+        .route("/api/webhooks/{id}", get(get_webhook).put(update_webhook).delete(delete_webhook))
+        .route("/api/event-types", get(list_event_types))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// How a stored webhook is shown. The secret is shown only when it is created or replaced;
+/// afterwards `hasSecret` tells whether one is set, so a client that sends back what it read
+/// never overwrites the secret with a placeholder.
+fn view(w: &Webhook, reveal_secret: bool) -> Value {
+    let mut v = json!({
+        "id": w.id,
+        "url": w.url,
+        "events": w.events,
+        "active": w.active,
+        "hasSecret": w.secret.is_some(),
+        "createdAt": time::iso_ms(w.created_at),
+        "updatedAt": time::iso_ms(w.updated_at),
+    });
+    if reveal_secret {
+        v["secret"] = json!(w.secret);
+    }
+    v
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("webhook not found".into())
+}
+
+async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Webhook, ApiError> {
+    if !ids::is_id("wh", id) {
+        return Err(not_found());
+    }
+    state.store.get(tenant, id).await?.ok_or_else(not_found)
+}
+
+async fn check_target(state: &AppState, url: &str) -> Result<(), ApiError> {
+    let parsed = ssrf::check_url(url, state.policy)
+        .map_err(|e| ApiError::Invalid(vec![domain::FieldError::new("url", e.to_string())]))?;
+    ssrf::check_resolved(&parsed, state.policy)
+        .await
+        .map_err(|e| ApiError::Invalid(vec![domain::FieldError::new("url", e.to_string())]))
+}
+
+async fn create_webhook(State(state): State<AppState>, Auth(who): Auth, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let new = domain::parse_create(&body, state.policy).map_err(ApiError::Invalid)?;
+    check_target(&state, &new.url).await?;
+    let now = time::now_ms();
+    let webhook = Webhook {
+        id: ids::new_id("wh"),
+        tenant: who.tenant,
+        url: new.url,
+        events: new.events,
+        secret: new.secret,
+        active: new.active,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    state.store.create(&webhook).await?;
+    tracing::info!(webhook_id = %webhook.id, tenant = %webhook.tenant, "webhook created");
+    let location = HeaderValue::from_str(&format!("/api/webhooks/{}", webhook.id)).ok();
+    let mut response = (StatusCode::CREATED, Json(view(&webhook, true))).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `?limit=` and `?cursor=` of a listing.
+fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>), ApiError> {
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?;
+            }
+            "cursor" => {
+                if !ids::is_id(cursor_prefix, &v) {
+                    return Err(ApiError::bad_request("cursor", "is not a cursor this API returned"));
+                }
+                cursor = Some(v.into_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+/// A GitHub-style `Link: <…>; rel="next"` header, relative to the request's own path so it
+/// stays right behind any API Gateway domain or stage mapping.
+fn next_link(uri: &Uri, limit: usize, next: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(r#"<{}?limit={limit}&cursor={next}>; rel="next""#, uri.path())).ok()
+}
+
+async fn list_webhooks(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
+    let (limit, cursor) = page_params(&uri, "wh")?;
+    let page = state.store.list(&who.tenant, limit, cursor.as_deref()).await?;
+    let items: Vec<Value> = page.items.iter().map(|w| view(w, false)).collect();
+    let mut response = Json(items).into_response();
+    if let Some(link) = page.next.as_deref().and_then(|n| next_link(&uri, limit, n)) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+async fn get_webhook(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&load(&state, &who.tenant, &id).await?, false)))
+}
+
+async fn update_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let mut current = load(&state, &who.tenant, &id).await?;
+    let patch = domain::parse_update(&body, state.policy).map_err(ApiError::Invalid)?;
+    if let Some(url) = &patch.url {
+        check_target(&state, url).await?;
+    }
+    // Optimistic concurrency: a concurrent update makes us re-read and re-apply this patch on
+    // top of it, so neither is lost; a concurrent delete wins (no resurrection).
+    for _ in 0..5 {
+        let updated = patch.apply(&current, time::now_ms());
+        match state.store.update(&current, &updated).await {
+            Ok(()) => {
+                tracing::info!(webhook_id = %id, tenant = %who.tenant, "webhook updated");
+                let reveal = matches!(patch.secret, Some(Some(_)));
+                return Ok(Json(view(&updated, reveal)));
+            }
+            Err(StoreError::Conflict) => current = load(&state, &who.tenant, &id).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+async fn delete_webhook(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if !ids::is_id("wh", &id) {
+        return Err(not_found());
+    }
+    state.store.delete(&who.tenant, &id).await?;
+    tracing::info!(webhook_id = %id, tenant = %who.tenant, "webhook deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test_webhook(State(state): State<AppState>, Auth(who): Auth, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let test = domain::parse_test(&body, state.policy).map_err(ApiError::Invalid)?;
+    let now = time::now_ms();
+    let id = ids::new_id("msg");
+    let envelope = Envelope { id: &id, event: test.event.as_str(), timestamp_ms: now, payload: &test.payload };
+    let request = envelope.sign(test.secret.as_deref(), now / 1000);
+    let report = state.deliverer.send(&test.url, &request, state.test_timeout).await;
+    tracing::info!(tenant = %who.tenant, outcome = ?report.outcome, status = ?report.status_code, "test webhook sent");
+    Ok(Json(json!({
+        "success": report.success(),
+        "statusCode": report.status_code,
+        "message": report.message,
+    })))
+}
+
+async fn list_event_types(Auth(_): Auth) -> Json<Value> {
+    Json(json!(event_types::catalogue()))
+}
 

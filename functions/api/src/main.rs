@@ -1,1 +1,28 @@
-fn main() {}
+//! The API function: wiring only. Clients are built once per sandbox, at cold start.
+
+use std::sync::Arc;
+
+use webhooks::auth::JwtVerifier;
+use webhooks::config::Config;
+use webhooks::delivery::Deliverer;
+use webhooks::dynamo::DynamoWebhookStore;
+use webhooks_api::{AppState, router};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    webhooks::telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = webhooks::aws_config().await;
+    let state = AppState {
+        store: Arc::new(DynamoWebhookStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.webhooks_table)),
+        verifier: Arc::new(JwtVerifier::new(
+            config.jwt_secret()?,
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        )),
+        deliverer: Deliverer::new(config.policy),
+        policy: config.policy,
+        test_timeout: config.test_timeout,
+    };
+    lambda_http::run(router(state)).await
+}

@@ -1,1 +1,91 @@
-fn main() {}
+//! `cargo run -p webhooks-local` serves the API on 127.0.0.1:${PORT:-3000}.
+//! `cargo run -p webhooks-local -- token --sub alice [--tenant acme] [--ttl 3600]` mints a token.
+//! `cargo run -p webhooks-local -- bootstrap` creates the tables and queues at AWS_ENDPOINT_URL.
+
+use rand::RngCore;
+use webhooks::auth;
+use webhooks_local::{Backend, Runner, local_config};
+
+const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P]]";
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = local_config(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(config).await,
+        Some("token") => {
+            let secret = config.jwt_secret().map_err(|_| "token needs JWT_SECRET (the one the server uses)")?;
+            let sub = flag(&args, "--sub").ok_or(USAGE)?;
+            let ttl = flag(&args, "--ttl").map(|t| t.parse::<u64>()).transpose()?.unwrap_or(24 * 3600);
+            let mut claims = auth::claims_for(&sub, flag(&args, "--tenant").as_deref(), ttl);
+            claims.iss = config.jwt_issuer.clone();
+            claims.aud = config.jwt_audience.clone();
+            println!("{}", auth::mint(secret, &claims));
+            Ok(())
+        }
+        Some("bootstrap") => {
+            if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+                return Err("bootstrap creates resources at AWS_ENDPOINT_URL; set it (for example http://127.0.0.1:4566)".into());
+            }
+            let sdk = webhooks::aws_config().await;
+            let prefix = flag(&args, "--prefix").unwrap_or_default();
+            webhooks::resources::bootstrap(&sdk, &config, &prefix).await?;
+            Ok(())
+        }
+        Some(_) => Err(USAGE.into()),
+    }
+}
+
+async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+    webhooks::telemetry::init();
+    let (secret, generated) = match &config.jwt_secret {
+        Some(s) => (s.clone(), false),
+        None => {
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            (hex::encode(bytes).into_bytes(), true)
+        }
+    };
+    let backend = if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        Backend::Aws(webhooks::aws_config().await)
+    } else {
+        Backend::Memory
+    };
+    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose()?.unwrap_or(3000);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let token = auth::mint(&secret, &{
+        let mut c = auth::claims_for("local-dev", None, 24 * 3600);
+        c.iss = config.jwt_issuer.clone();
+        c.aud = config.jwt_audience.clone();
+        c
+    });
+    println!("webhooks-local listening on http://{addr}");
+    println!("  storage: {}", backend.describe());
+    println!(
+        "  targets: private addresses {}, plain http {} (ALLOW_PRIVATE_TARGETS / ALLOW_HTTP_TARGETS)",
+        if config.policy.allow_private { "ALLOWED" } else { "refused" },
+        if config.policy.allow_http { "ALLOWED" } else { "refused" },
+    );
+    if generated {
+        // A development secret generated for this run; set JWT_SECRET to keep tokens valid
+        // across restarts.
+        println!("  JWT_SECRET not set; development secret for this run: {}", String::from_utf8_lossy(&secret));
+    }
+    println!("  token (sub=local-dev, 24 h): {token}");
+    println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
+    Runner::new(&config, &secret, &backend).serve(listener).await?;
+    Ok(())
+}
