@@ -74,7 +74,10 @@ impl JwtVerifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        JwtVerifier { key: DecodingKey::from_secret(secret), validation }
+        JwtVerifier {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     /// Verifies an `Authorization` header value.
@@ -92,28 +95,49 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            K::ExpiredSignature => AuthError::Expired,
-            K::ImmatureSignature => AuthError::NotYetValid,
-            K::InvalidSignature => AuthError::Invalid("bad signature"),
-            K::InvalidAlgorithm | K::InvalidAlgorithmName => AuthError::Invalid("algorithm not allowed"),
-            K::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-            K::InvalidAudience => AuthError::Invalid("wrong audience"),
-            K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
-            _ => AuthError::Invalid("malformed token"),
-        })?;
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+                K::ExpiredSignature => AuthError::Expired,
+                K::ImmatureSignature => AuthError::NotYetValid,
+                K::InvalidSignature => AuthError::Invalid("bad signature"),
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+                    AuthError::Invalid("algorithm not allowed")
+                }
+                K::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+                K::InvalidAudience => AuthError::Invalid("wrong audience"),
+                K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
+                _ => AuthError::Invalid("malformed token"),
+            })?;
         let claims = data.claims;
-        let tenant = claims.tenant.clone().or_else(|| claims.sub.clone()).ok_or(AuthError::Invalid("no tenant or sub claim"))?;
-        if tenant.is_empty() || tenant.len() > MAX_TENANT_LEN || tenant.contains('#') || tenant.chars().any(char::is_control) {
-            return Err(AuthError::Invalid("tenant must be 1-256 printable characters without '#'"));
+        let tenant = claims
+            .tenant
+            .clone()
+            .or_else(|| claims.sub.clone())
+            .ok_or(AuthError::Invalid("no tenant or sub claim"))?;
+        if tenant.is_empty()
+            || tenant.len() > MAX_TENANT_LEN
+            || tenant.contains('#')
+            || tenant.chars().any(char::is_control)
+        {
+            return Err(AuthError::Invalid(
+                "tenant must be 1-256 printable characters without '#'",
+            ));
         }
-        Ok(Principal { tenant, subject: claims.sub })
+        Ok(Principal {
+            tenant,
+            subject: claims.sub,
+        })
     }
 }
 
 /// Mints an HS256 token; the local runner's `token` command and the tests use it.
 pub fn mint(secret: &[u8], claims: &Claims) -> String {
-    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
 }
 
 pub fn claims_for(sub: &str, tenant: Option<&str>, ttl_seconds: u64) -> Claims {
@@ -136,9 +160,17 @@ mod tests {
         let t = mint(b"k", &claims_for("alice", None, 60));
         assert_eq!(v.verify(&t).expect("valid").tenant, "alice");
         let t = mint(b"k", &claims_for("alice", Some("acme"), 60));
-        assert_eq!(v.verify_header(Some(&format!("Bearer {t}"))).expect("valid").tenant, "acme");
+        assert_eq!(
+            v.verify_header(Some(&format!("Bearer {t}")))
+                .expect("valid")
+                .tenant,
+            "acme"
+        );
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
-        assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(
+            v.verify_header(Some("Basic abc")),
+            Err(AuthError::Malformed)
+        );
         let t = mint(b"k", &claims_for("a#b", None, 60));
         assert!(v.verify(&t).is_err());
     }

@@ -66,7 +66,10 @@ impl Config {
                 None => Ok(default),
                 Some("1" | "true" | "yes" | "on") => Ok(true),
                 Some("0" | "false" | "no" | "off") => Ok(false),
-                Some(other) => Err(ConfigError::Invalid { name, why: format!("'{other}' is not true or false") }),
+                Some(other) => Err(ConfigError::Invalid {
+                    name,
+                    why: format!("'{other}' is not true or false"),
+                }),
             }
         };
         let seconds = |name: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
@@ -74,7 +77,10 @@ impl Config {
                 None => Ok(default),
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(s) if (1..=max).contains(&s) => Ok(s),
-                    _ => Err(ConfigError::Invalid { name, why: format!("'{v}' is not a whole number from 1 to {max}") }),
+                    _ => Err(ConfigError::Invalid {
+                        name,
+                        why: format!("'{v}' is not a whole number from 1 to {max}"),
+                    }),
                 },
             }
         };
@@ -83,7 +89,8 @@ impl Config {
             jwt_issuer: get("JWT_ISSUER"),
             jwt_audience: get("JWT_AUDIENCE"),
             webhooks_table: get("WEBHOOKS_TABLE").unwrap_or_else(|| "webhooks".into()),
-            deliveries_table: get("DELIVERIES_TABLE").unwrap_or_else(|| "webhook-deliveries".into()),
+            deliveries_table: get("DELIVERIES_TABLE")
+                .unwrap_or_else(|| "webhook-deliveries".into()),
             events_queue_url: get("EVENTS_QUEUE_URL"),
             delivery_queue_url: get("DELIVERY_QUEUE_URL"),
             policy: TargetPolicy {
@@ -94,23 +101,31 @@ impl Config {
             delivery_timeout: Duration::from_secs(seconds("DELIVERY_TIMEOUT_SECONDS", 15, 60)?),
             retry_schedule: match get("RETRY_SCHEDULE_SECONDS") {
                 None => DEFAULT_RETRY_SCHEDULE.to_vec(),
-                Some(v) => parse_schedule(&v)
-                    .map_err(|why| ConfigError::Invalid { name: "RETRY_SCHEDULE_SECONDS", why })?,
+                Some(v) => parse_schedule(&v).map_err(|why| ConfigError::Invalid {
+                    name: "RETRY_SCHEDULE_SECONDS",
+                    why,
+                })?,
             },
             retention_days: seconds("DELIVERY_RETENTION_DAYS", 30, 365)?,
         })
     }
 
     pub fn jwt_secret(&self) -> Result<&[u8], ConfigError> {
-        self.jwt_secret.as_deref().ok_or(ConfigError::Missing("JWT_SECRET"))
+        self.jwt_secret
+            .as_deref()
+            .ok_or(ConfigError::Missing("JWT_SECRET"))
     }
 
     pub fn events_queue_url(&self) -> Result<&str, ConfigError> {
-        self.events_queue_url.as_deref().ok_or(ConfigError::Missing("EVENTS_QUEUE_URL"))
+        self.events_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("EVENTS_QUEUE_URL"))
     }
 
     pub fn delivery_queue_url(&self) -> Result<&str, ConfigError> {
-        self.delivery_queue_url.as_deref().ok_or(ConfigError::Missing("DELIVERY_QUEUE_URL"))
+        self.delivery_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("DELIVERY_QUEUE_URL"))
     }
 }
 
@@ -125,7 +140,9 @@ pub fn parse_schedule(s: &str) -> Result<Vec<u64>, String> {
             let part = part.trim();
             match part.parse::<u64>() {
                 Ok(d) if d <= MAX_RETRY_DELAY_S => Ok(d),
-                Ok(_) => Err(format!("delay {part} is over the 12 h SQS maximum ({MAX_RETRY_DELAY_S} s)")),
+                Ok(_) => Err(format!(
+                    "delay {part} is over the 12 h SQS maximum ({MAX_RETRY_DELAY_S} s)"
+                )),
                 Err(_) => Err(format!("'{part}' is not a whole number of seconds")),
             }
         })
@@ -142,26 +159,40 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
     #[test]
     fn defaults_are_strict() {
         let c = cfg(&[]).expect("defaults");
-        assert_eq!(c.policy, TargetPolicy { allow_http: false, allow_private: false });
+        assert_eq!(
+            c.policy,
+            TargetPolicy {
+                allow_http: false,
+                allow_private: false
+            }
+        );
         assert_eq!(c.retry_schedule, DEFAULT_RETRY_SCHEDULE);
         assert_eq!(c.jwt_secret(), Err(ConfigError::Missing("JWT_SECRET")));
     }
 
     #[test]
     fn bad_values_name_themselves() {
-        let e = cfg(&[("ALLOW_PRIVATE_TARGETS", "maybe")]).err().expect("invalid");
+        let e = cfg(&[("ALLOW_PRIVATE_TARGETS", "maybe")]).expect_err("invalid");
         assert!(e.to_string().starts_with("ALLOW_PRIVATE_TARGETS"));
-        let e = cfg(&[("RETRY_SCHEDULE_SECONDS", "1,x")]).err().expect("invalid");
+        let e = cfg(&[("RETRY_SCHEDULE_SECONDS", "1,x")]).expect_err("invalid");
         assert!(e.to_string().contains("'x'"));
         assert!(cfg(&[("RETRY_SCHEDULE_SECONDS", "50000")]).is_err());
-        assert_eq!(cfg(&[("RETRY_SCHEDULE_SECONDS", "1, 2,3")]).expect("ok").retry_schedule, vec![1, 2, 3]);
+        assert_eq!(
+            cfg(&[("RETRY_SCHEDULE_SECONDS", "1, 2,3")])
+                .expect("ok")
+                .retry_schedule,
+            vec![1, 2, 3]
+        );
         assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());
     }
 }

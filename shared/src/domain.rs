@@ -45,7 +45,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -106,8 +109,14 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn of(body: &'a Value) -> Result<Self, Invalid> {
         match body {
-            Value::Object(map) => Ok(Fields { map, errors: Vec::new() }),
-            other => Err(vec![FieldError::new("", format!("body must be a JSON object, not {}", kind(other)))]),
+            Value::Object(map) => Ok(Fields {
+                map,
+                errors: Vec::new(),
+            }),
+            other => Err(vec![FieldError::new(
+                "",
+                format!("body must be a JSON object, not {}", kind(other)),
+            )]),
         }
     }
 
@@ -135,7 +144,10 @@ impl<'a> Fields<'a> {
             None => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                self.errors.push(FieldError::new(name, format!("must be a string, not {}", kind(other))));
+                self.errors.push(FieldError::new(
+                    name,
+                    format!("must be a string, not {}", kind(other)),
+                ));
                 None
             }
         }
@@ -173,15 +185,24 @@ fn parse_url(f: &mut Fields, raw: &str, policy: TargetPolicy) -> Option<String> 
 
 fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
-        f.errors.push(FieldError::new("events", format!("must be an array of event types, not {}", kind(v))));
+        f.errors.push(FieldError::new(
+            "events",
+            format!("must be an array of event types, not {}", kind(v)),
+        ));
         return None;
     };
     if items.is_empty() {
-        f.errors.push(FieldError::new("events", "must name at least one event type"));
+        f.errors.push(FieldError::new(
+            "events",
+            "must name at least one event type",
+        ));
         return None;
     }
     if items.len() > MAX_EVENTS {
-        f.errors.push(FieldError::new("events", format!("must have at most {MAX_EVENTS} entries")));
+        f.errors.push(FieldError::new(
+            "events",
+            format!("must have at most {MAX_EVENTS} entries"),
+        ));
         return None;
     }
     let mut out: Vec<String> = Vec::with_capacity(items.len());
@@ -190,14 +211,22 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
         let field = format!("events[{i}]");
         match item {
             Value::String(s) => match EventFilter::parse(s) {
-                Some(filter) if !out.iter().any(|e| e == filter.as_str()) => out.push(filter.as_str().to_string()),
+                Some(filter) if !out.iter().any(|e| e == filter.as_str()) => {
+                    out.push(filter.as_str().to_string())
+                }
                 Some(_) => {}
                 None => f.errors.push(FieldError::new(
                     field,
-                    format!("unknown event type '{}'; GET /api/event-types lists them", truncate(s, 100)),
+                    format!(
+                        "unknown event type '{}'; GET /api/event-types lists them",
+                        truncate(s, 100)
+                    ),
                 )),
             },
-            other => f.errors.push(FieldError::new(field, format!("must be a string, not {}", kind(other)))),
+            other => f.errors.push(FieldError::new(
+                field,
+                format!("must be a string, not {}", kind(other)),
+            )),
         }
     }
     (f.errors.len() == before).then_some(out)
@@ -207,17 +236,30 @@ fn parse_secret(f: &mut Fields, v: &Value, nullable: bool) -> Option<Option<Stri
     match v {
         Value::Null if nullable => Some(None),
         Value::String(s) if s.is_empty() => {
-            f.errors.push(FieldError::new("secret", "must not be empty (omit it to send unsigned webhooks)"));
+            f.errors.push(FieldError::new(
+                "secret",
+                "must not be empty (omit it to send unsigned webhooks)",
+            ));
             None
         }
         Value::String(s) if s.len() > MAX_SECRET_LEN => {
-            f.errors.push(FieldError::new("secret", format!("must be at most {MAX_SECRET_LEN} bytes")));
+            f.errors.push(FieldError::new(
+                "secret",
+                format!("must be at most {MAX_SECRET_LEN} bytes"),
+            ));
             None
         }
         Value::String(s) => Some(Some(s.clone())),
         other => {
-            let want = if nullable { "a string or null" } else { "a string" };
-            f.errors.push(FieldError::new("secret", format!("must be {want}, not {}", kind(other))));
+            let want = if nullable {
+                "a string or null"
+            } else {
+                "a string"
+            };
+            f.errors.push(FieldError::new(
+                "secret",
+                format!("must be {want}, not {}", kind(other)),
+            ));
             None
         }
     }
@@ -227,7 +269,10 @@ fn parse_bool(f: &mut Fields, name: &str, v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         other => {
-            f.errors.push(FieldError::new(name, format!("must be a boolean, not {}", kind(other))));
+            f.errors.push(FieldError::new(
+                name,
+                format!("must be a boolean, not {}", kind(other)),
+            ));
             None
         }
     }
@@ -252,7 +297,10 @@ fn parse_payload(f: &mut Fields, required: bool) -> Option<Value> {
             Some(v.clone())
         }
         Some(other) => {
-            f.errors.push(FieldError::new("payload", format!("must be a JSON object, not {}", kind(other))));
+            f.errors.push(FieldError::new(
+                "payload",
+                format!("must be a JSON object, not {}", kind(other)),
+            ));
             None
         }
     }
@@ -265,7 +313,10 @@ fn parse_event_type(f: &mut Fields, name: &str) -> Option<EventType> {
         None => {
             f.errors.push(FieldError::new(
                 name,
-                format!("unknown event type '{}'; GET /api/event-types lists them", truncate(s, 100)),
+                format!(
+                    "unknown event type '{}'; GET /api/event-types lists them",
+                    truncate(s, 100)
+                ),
             ));
             None
         }
@@ -283,7 +334,9 @@ fn truncate(s: &str, max: usize) -> String {
 pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(&["url", "events", "secret", "active"], &[]);
-    let url = f.string("url", true).and_then(|u| parse_url(&mut f, u, policy));
+    let url = f
+        .string("url", true)
+        .and_then(|u| parse_url(&mut f, u, policy));
     let events = match f.present("events") {
         Some(v) => parse_events(&mut f, v),
         None => {
@@ -300,7 +353,12 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
         None => Some(true),
     };
     let value = match (url, events, secret, active) {
-        (Some(url), Some(events), Some(secret), Some(active)) => Some(NewWebhook { url, events, secret, active }),
+        (Some(url), Some(events), Some(secret), Some(active)) => Some(NewWebhook {
+            url,
+            events,
+            secret,
+            active,
+        }),
         _ => None,
     };
     f.finish(value)
@@ -311,14 +369,20 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
 /// back what it got.
 pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, Invalid> {
     let mut f = Fields::of(body)?;
-    f.reject_unknown(&["url", "events", "secret", "active"], &["id", "createdAt", "updatedAt", "hasSecret"]);
+    f.reject_unknown(
+        &["url", "events", "secret", "active"],
+        &["id", "createdAt", "updatedAt", "hasSecret"],
+    );
     let mut patch = WebhookPatch::default();
     let mut ok = true;
     if let Some(v) = f.present("url") {
         patch.url = match v {
             Value::String(u) => parse_url(&mut f, u, policy),
             other => {
-                f.errors.push(FieldError::new("url", format!("must be a string, not {}", kind(other))));
+                f.errors.push(FieldError::new(
+                    "url",
+                    format!("must be a string, not {}", kind(other)),
+                ));
                 None
             }
         };
@@ -344,8 +408,13 @@ pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, 
 pub fn parse_test(body: &Value, policy: TargetPolicy) -> Result<TestRequest, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(&["url", "event", "payload", "secret"], &[]);
-    let syntax_only = TargetPolicy { allow_private: true, ..policy };
-    let url = f.string("url", true).and_then(|u| parse_url(&mut f, u, syntax_only));
+    let syntax_only = TargetPolicy {
+        allow_private: true,
+        ..policy
+    };
+    let url = f
+        .string("url", true)
+        .and_then(|u| parse_url(&mut f, u, syntax_only));
     let event = parse_event_type(&mut f, "event");
     let payload = parse_payload(&mut f, true);
     let secret = match f.present("secret") {
@@ -353,7 +422,12 @@ pub fn parse_test(body: &Value, policy: TargetPolicy) -> Result<TestRequest, Inv
         None => Some(None),
     };
     let value = match (url, event, payload, secret) {
-        (Some(url), Some(event), Some(payload), Some(secret)) => Some(TestRequest { url, event, payload, secret }),
+        (Some(url), Some(event), Some(payload), Some(secret)) => Some(TestRequest {
+            url,
+            event,
+            payload,
+            secret,
+        }),
         _ => None,
     };
     f.finish(value)
@@ -366,7 +440,9 @@ pub fn parse_event_submission(body: &Value) -> Result<EventSubmission, Invalid> 
     let event = parse_event_type(&mut f, "event");
     let payload = parse_payload(&mut f, true);
     let id = match f.string("id", false) {
-        Some(id) if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) => {
+        Some(id)
+            if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) =>
+        {
             f.errors.push(FieldError::new(
                 "id",
                 format!("must be 1 to {MAX_EVENT_ID_LEN} bytes without control characters"),
@@ -389,10 +465,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const P: TargetPolicy = TargetPolicy { allow_http: false, allow_private: false };
+    const P: TargetPolicy = TargetPolicy {
+        allow_http: false,
+        allow_private: false,
+    };
 
     fn fields(r: Result<impl std::fmt::Debug, Invalid>) -> Vec<String> {
-        r.expect_err("should be invalid").into_iter().map(|e| e.field).collect()
+        r.expect_err("should be invalid")
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -401,7 +483,14 @@ mod tests {
             "events": ["workflow.execution.completed", "task.execution.failed", "task.execution.failed", "workflow.*"],
             "secret": "your-webhook-secret"});
         let w = parse_create(&body, P).expect("valid");
-        assert_eq!(w.events, vec!["workflow.execution.completed", "task.execution.failed", "workflow.*"]);
+        assert_eq!(
+            w.events,
+            vec![
+                "workflow.execution.completed",
+                "task.execution.failed",
+                "workflow.*"
+            ]
+        );
         assert!(w.active);
         assert_eq!(w.secret.as_deref(), Some("your-webhook-secret"));
     }
@@ -411,36 +500,97 @@ mod tests {
         assert_eq!(fields(parse_create(&json!([]), P)), vec![""]);
         assert_eq!(fields(parse_create(&json!({}), P)), vec!["url", "events"]);
         assert_eq!(
-            fields(parse_create(&json!({"url": "http://x.com", "events": ["nope", 3], "secret": "", "extra": 1}), P)),
+            fields(parse_create(
+                &json!({"url": "http://x.com", "events": ["nope", 3], "secret": "", "extra": 1}),
+                P
+            )),
             vec!["extra", "url", "events[0]", "events[1]", "secret"]
         );
-        assert_eq!(fields(parse_create(&json!({"url": "https://x.com", "events": []}), P)), vec!["events"]);
-        assert_eq!(fields(parse_create(&json!({"url": 5, "events": "system.info"}), P)), vec!["url", "events"]);
+        assert_eq!(
+            fields(parse_create(
+                &json!({"url": "https://x.com", "events": []}),
+                P
+            )),
+            vec!["events"]
+        );
+        assert_eq!(
+            fields(parse_create(&json!({"url": 5, "events": "system.info"}), P)),
+            vec!["url", "events"]
+        );
         let many: Vec<&str> = vec!["system.info"; MAX_EVENTS + 1];
-        assert_eq!(fields(parse_create(&json!({"url": "https://x.com", "events": many}), P)), vec!["events"]);
+        assert_eq!(
+            fields(parse_create(
+                &json!({"url": "https://x.com", "events": many}),
+                P
+            )),
+            vec!["events"]
+        );
         let long = "s".repeat(MAX_SECRET_LEN + 1);
-        assert_eq!(fields(parse_create(&json!({"url": "https://x.com", "events": ["*"], "secret": long}), P)), vec!["secret"]);
+        assert_eq!(
+            fields(parse_create(
+                &json!({"url": "https://x.com", "events": ["*"], "secret": long}),
+                P
+            )),
+            vec!["secret"]
+        );
     }
 
     #[test]
     fn update_is_partial_and_ignores_read_only_fields() {
-        let p = parse_update(&json!({"active": false, "id": "wh_x", "createdAt": "t"}), P).expect("valid");
-        assert_eq!(p, WebhookPatch { active: Some(false), ..Default::default() });
+        let p = parse_update(&json!({"active": false, "id": "wh_x", "createdAt": "t"}), P)
+            .expect("valid");
+        assert_eq!(
+            p,
+            WebhookPatch {
+                active: Some(false),
+                ..Default::default()
+            }
+        );
         let p = parse_update(&json!({"secret": null}), P).expect("valid");
         assert_eq!(p.secret, Some(None));
-        assert_eq!(fields(parse_update(&json!({"active": "yes", "events": []}), P)), vec!["events", "active"]);
+        assert_eq!(
+            fields(parse_update(&json!({"active": "yes", "events": []}), P)),
+            vec!["events", "active"]
+        );
     }
 
     #[test]
     fn test_and_event_bodies() {
-        let t = parse_test(&json!({"url": "https://x.com", "event": "system.info", "payload": {"a": 1}}), P).expect("ok");
+        let t = parse_test(
+            &json!({"url": "https://x.com", "event": "system.info", "payload": {"a": 1}}),
+            P,
+        )
+        .expect("ok");
         assert_eq!(t.event.as_str(), "system.info");
-        assert_eq!(fields(parse_test(&json!({"url": "https://x.com", "event": "system.*", "payload": 1}), P)), vec!["event", "payload"]);
+        assert_eq!(
+            fields(parse_test(
+                &json!({"url": "https://x.com", "event": "system.*", "payload": 1}),
+                P
+            )),
+            vec!["event", "payload"]
+        );
         let big = "x".repeat(MAX_PAYLOAD_BYTES);
-        assert_eq!(fields(parse_event_submission(&json!({"event": "system.info", "payload": {"b": big}}))), vec!["payload"]);
-        assert_eq!(fields(parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": ""}))), vec!["id"]);
-        assert_eq!(fields(parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": 7}))), vec!["id"]);
-        let e = parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": "evt-1"})).expect("ok");
+        assert_eq!(
+            fields(parse_event_submission(
+                &json!({"event": "system.info", "payload": {"b": big}})
+            )),
+            vec!["payload"]
+        );
+        assert_eq!(
+            fields(parse_event_submission(
+                &json!({"event": "system.info", "payload": {}, "id": ""})
+            )),
+            vec!["id"]
+        );
+        assert_eq!(
+            fields(parse_event_submission(
+                &json!({"event": "system.info", "payload": {}, "id": 7})
+            )),
+            vec!["id"]
+        );
+        let e =
+            parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": "evt-1"}))
+                .expect("ok");
         assert_eq!(e.id.as_deref(), Some("evt-1"));
     }
 }

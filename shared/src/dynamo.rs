@@ -38,11 +38,16 @@ pub fn get_s(item: &Item, k: &str) -> Option<String> {
 }
 
 pub fn get_n(item: &Item, k: &str) -> Option<u64> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn webhook_key(tenant: &str, id: &str) -> Item {
-    HashMap::from([("pk".to_string(), s(format!("T#{tenant}"))), ("sk".to_string(), s(format!("W#{id}")))])
+    HashMap::from([
+        ("pk".to_string(), s(format!("T#{tenant}"))),
+        ("sk".to_string(), s(format!("W#{id}"))),
+    ])
 }
 
 fn subscription_key(tenant: &str, filter: &str, id: &str) -> Item {
@@ -57,7 +62,10 @@ fn to_item(w: &Webhook) -> Item {
     item.insert("id".into(), s(&w.id));
     item.insert("tenant".into(), s(&w.tenant));
     item.insert("url".into(), s(&w.url));
-    item.insert("events".into(), AttributeValue::L(w.events.iter().map(s).collect()));
+    item.insert(
+        "events".into(),
+        AttributeValue::L(w.events.iter().map(s).collect()),
+    );
     if let Some(secret) = &w.secret {
         item.insert("secret".into(), s(secret));
     }
@@ -80,7 +88,11 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
         url: get_s(item, "url").ok_or_else(|| bad("url"))?,
         events,
         secret: get_s(item, "secret"),
-        active: item.get("active").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        active: item
+            .get("active")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
         created_at: get_n(item, "createdAt").ok_or_else(|| bad("createdAt"))?,
         updated_at: get_n(item, "updatedAt").ok_or_else(|| bad("updatedAt"))?,
         version: get_n(item, "version").ok_or_else(|| bad("version"))?,
@@ -90,7 +102,11 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
 /// The subscription items a webhook should have: one per filter while it is active, none
 /// while it is not.
 fn subscription_filters(w: &Webhook) -> BTreeSet<&str> {
-    if w.active { w.events.iter().map(String::as_str).collect() } else { BTreeSet::new() }
+    if w.active {
+        w.events.iter().map(String::as_str).collect()
+    } else {
+        BTreeSet::new()
+    }
 }
 
 #[derive(Clone)]
@@ -101,10 +117,17 @@ pub struct DynamoWebhookStore {
 
 impl DynamoWebhookStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoWebhookStore { client, table: table.into() }
+        DynamoWebhookStore {
+            client,
+            table: table.into(),
+        }
     }
 
-    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
+    fn put(
+        &self,
+        item: Item,
+        condition: Option<(&str, Item)>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
         if let Some((expr, values)) = condition {
             put = put.condition_expression(expr);
@@ -112,15 +135,25 @@ impl DynamoWebhookStore {
                 put = put.set_expression_attribute_values(Some(values));
             }
         }
-        Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(backend)?)
+            .build())
     }
 
-    fn delete_op(&self, key: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
+    fn delete_op(
+        &self,
+        key: Item,
+        condition: Option<(&str, Item)>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let mut del = Delete::builder().table_name(&self.table).set_key(Some(key));
         if let Some((expr, values)) = condition {
-            del = del.condition_expression(expr).set_expression_attribute_values(Some(values));
+            del = del
+                .condition_expression(expr)
+                .set_expression_attribute_values(Some(values));
         }
-        Ok(TransactWriteItem::builder().delete(del.build().map_err(backend)?).build())
+        Ok(TransactWriteItem::builder()
+            .delete(del.build().map_err(backend)?)
+            .build())
     }
 
     fn subscription_item(&self, w: &Webhook, filter: &str) -> Item {
@@ -131,13 +164,23 @@ impl DynamoWebhookStore {
 
     /// Runs a transaction; a failed condition becomes `Err(None)`, anything else `Err(Some)`.
     async fn transact(&self, ops: Vec<TransactWriteItem>) -> Result<(), Option<StoreError>> {
-        match self.client.transact_write_items().set_transact_items(Some(ops)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(ops))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let code = e.code().unwrap_or_default().to_string();
-                if code == "TransactionCanceledException" || code == "ConditionalCheckFailedException" {
+                if code == "TransactionCanceledException"
+                    || code == "ConditionalCheckFailedException"
+                {
                     let msg = e.message().unwrap_or_default();
-                    if msg.contains("ConditionalCheckFailed") || code == "ConditionalCheckFailedException" {
+                    if msg.contains("ConditionalCheckFailed")
+                        || code == "ConditionalCheckFailedException"
+                    {
                         return Err(None);
                     }
                     // TransactionConflict: another transaction touched the same items.
@@ -156,7 +199,9 @@ impl WebhookStore for DynamoWebhookStore {
         for filter in subscription_filters(w) {
             ops.push(self.put(self.subscription_item(w, filter), None)?);
         }
-        self.transact(ops).await.map_err(|e| e.unwrap_or(StoreError::AlreadyExists))
+        self.transact(ops)
+            .await
+            .map_err(|e| e.unwrap_or(StoreError::AlreadyExists))
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
@@ -172,7 +217,12 @@ impl WebhookStore for DynamoWebhookStore {
         out.item().map(from_item).transpose()
     }
 
-    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
+    async fn list(
+        &self,
+        tenant: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Webhook>, StoreError> {
         let out = self
             .client
             .query()
@@ -185,7 +235,11 @@ impl WebhookStore for DynamoWebhookStore {
             .send()
             .await
             .map_err(backend)?;
-        let mut items = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        let mut items = out
+            .items()
+            .iter()
+            .map(from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = (items.len() > limit).then(|| {
             items.truncate(limit);
             items.last().map(|w| w.id.clone()).unwrap_or_default()
@@ -218,9 +272,12 @@ impl WebhookStore for DynamoWebhookStore {
         // The subscription items to remove depend on the stored filters, so read, then delete
         // conditionally on the version read; a concurrent update makes us read again.
         for _ in 0..5 {
-            let Some(current) = self.get(tenant, id).await? else { return Err(StoreError::NotFound) };
+            let Some(current) = self.get(tenant, id).await? else {
+                return Err(StoreError::NotFound);
+            };
             let condition = HashMap::from([(":v".to_string(), n(current.version))]);
-            let mut ops = vec![self.delete_op(webhook_key(tenant, id), Some(("version = :v", condition)))?];
+            let mut ops =
+                vec![self.delete_op(webhook_key(tenant, id), Some(("version = :v", condition)))?];
             for filter in subscription_filters(&current) {
                 ops.push(self.delete_op(subscription_key(tenant, filter, id), None)?);
             }

@@ -4,27 +4,81 @@ use serde::Serialize;
 
 /// Every event type the guide documents, with its description, in the guide's order.
 pub const EVENT_TYPES: &[(&str, &str)] = &[
-    ("workflow.definition.created", "A new workflow definition has been created"),
-    ("workflow.definition.updated", "A workflow definition has been updated"),
-    ("workflow.definition.deleted", "A workflow definition has been deleted"),
-    ("workflow.execution.started", "A workflow execution has started"),
-    ("workflow.execution.completed", "A workflow execution has completed successfully"),
-    ("workflow.execution.failed", "A workflow execution has failed"),
-    ("workflow.execution.cancelled", "A workflow execution has been cancelled"),
+    (
+        "workflow.definition.created",
+        "A new workflow definition has been created",
+    ),
+    (
+        "workflow.definition.updated",
+        "A workflow definition has been updated",
+    ),
+    (
+        "workflow.definition.deleted",
+        "A workflow definition has been deleted",
+    ),
+    (
+        "workflow.execution.started",
+        "A workflow execution has started",
+    ),
+    (
+        "workflow.execution.completed",
+        "A workflow execution has completed successfully",
+    ),
+    (
+        "workflow.execution.failed",
+        "A workflow execution has failed",
+    ),
+    (
+        "workflow.execution.cancelled",
+        "A workflow execution has been cancelled",
+    ),
     ("task.execution.started", "A task execution has started"),
-    ("task.execution.completed", "A task execution has completed successfully"),
+    (
+        "task.execution.completed",
+        "A task execution has completed successfully",
+    ),
     ("task.execution.failed", "A task execution has failed"),
-    ("task.execution.cancelled", "A task execution has been cancelled"),
-    ("progress.updated", "Progress has been updated for a workflow execution"),
-    ("blocker.detected", "A blocker has been detected in a workflow execution"),
-    ("blocker.resolved", "A blocker has been resolved in a workflow execution"),
-    ("milestone.achieved", "A milestone has been achieved in a workflow execution"),
-    ("resource.allocated", "Resources have been allocated for a task execution"),
-    ("resource.released", "Resources have been released after a task execution"),
+    (
+        "task.execution.cancelled",
+        "A task execution has been cancelled",
+    ),
+    (
+        "progress.updated",
+        "Progress has been updated for a workflow execution",
+    ),
+    (
+        "blocker.detected",
+        "A blocker has been detected in a workflow execution",
+    ),
+    (
+        "blocker.resolved",
+        "A blocker has been resolved in a workflow execution",
+    ),
+    (
+        "milestone.achieved",
+        "A milestone has been achieved in a workflow execution",
+    ),
+    (
+        "resource.allocated",
+        "Resources have been allocated for a task execution",
+    ),
+    (
+        "resource.released",
+        "Resources have been released after a task execution",
+    ),
     ("resource.shortage", "A resource shortage has been detected"),
-    ("synchronization.point.reached", "A synchronization point has been reached"),
-    ("synchronization.point.completed", "A synchronization point has been completed"),
-    ("synchronization.point.failed", "A synchronization point has failed"),
+    (
+        "synchronization.point.reached",
+        "A synchronization point has been reached",
+    ),
+    (
+        "synchronization.point.completed",
+        "A synchronization point has been completed",
+    ),
+    (
+        "synchronization.point.failed",
+        "A synchronization point has failed",
+    ),
     ("system.error", "A system error has occurred"),
     ("system.warning", "A system warning has occurred"),
     ("system.info", "A system information event has occurred"),
@@ -53,7 +107,11 @@ pub struct EventTypeInfo {
 pub fn catalogue() -> Vec<EventTypeInfo> {
     EVENT_TYPES
         .iter()
-        .map(|(name, description)| EventTypeInfo { name, description, category: category_of(name) })
+        .map(|(name, description)| EventTypeInfo {
+            name,
+            description,
+            category: category_of(name),
+        })
         .collect()
 }
 
@@ -63,7 +121,10 @@ pub struct EventType(&'static str);
 
 impl EventType {
     pub fn parse(s: &str) -> Option<Self> {
-        EVENT_TYPES.iter().find(|(name, _)| *name == s).map(|(name, _)| EventType(name))
+        EVENT_TYPES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(name, _)| EventType(name))
     }
 
     pub fn as_str(&self) -> &'static str {
@@ -134,7 +195,12 @@ mod tests {
         let ev = EventType::parse("workflow.execution.completed").expect("known");
         assert_eq!(
             ev.matching_filters(),
-            vec!["workflow.execution.completed", "workflow.execution.*", "workflow.*", "*"]
+            vec![
+                "workflow.execution.completed",
+                "workflow.execution.*",
+                "workflow.*",
+                "*"
+            ]
         );
         assert!(EventFilter::parse("workflow.*").expect("ok").matches(ev));
         assert!(EventFilter::parse("*").expect("ok").matches(ev));

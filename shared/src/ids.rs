@@ -55,7 +55,10 @@ mod tests {
     fn ids_sort_by_time_and_differ() {
         assert_ne!(ulid_at(5), ulid_at(5));
         let many: Vec<String> = (0..1000).map(|_| new_id("wh")).collect();
-        assert!(many.windows(2).all(|w| w[0] < w[1]), "ids of one process are increasing");
+        assert!(
+            many.windows(2).all(|w| w[0] < w[1]),
+            "ids of one process are increasing"
+        );
         assert!(is_id("wh", &new_id("wh")));
         assert!(!is_id("wh", "wh_123"));
         assert!(!is_id("wh", &new_id("dl")));

@@ -55,8 +55,10 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
     };
     // Integer-like keys come first in ascending order in every JavaScript engine
     // (OrdinaryOwnPropertyKeys); the rest keep the order in which they were first seen.
-    let mut indices: Vec<(u32, &String, &Value)> =
-        map.iter().filter_map(|(k, v)| array_index(k).map(|i| (i, k, v))).collect();
+    let mut indices: Vec<(u32, &String, &Value)> = map
+        .iter()
+        .filter_map(|(k, v)| array_index(k).map(|i| (i, k, v)))
+        .collect();
     if !indices.is_empty() {
         indices.sort_unstable_by_key(|(i, _, _)| *i);
         for (_, k, v) in &indices {
@@ -75,7 +77,11 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
 /// 2^32 - 1, without sign or leading zeros.
 fn array_index(key: &str) -> Option<u32> {
     let b = key.as_bytes();
-    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+    if b.is_empty()
+        || b.len() > 10
+        || !b.iter().all(u8::is_ascii_digit)
+        || (b.len() > 1 && b[0] == b'0')
+    {
         return None;
     }
     let n: u64 = key.parse().ok()?;
@@ -127,7 +133,14 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         } else {
             out.extend_from_slice(escape);
         }
@@ -149,25 +162,42 @@ mod tests {
     // Expected outputs are what node 20 prints for JSON.stringify(JSON.parse(input)).
     #[test]
     fn numbers_follow_ecmascript() {
-        assert_eq!(js("[1.0,1.5,-0,-0.0,1e21,1e-7,123456789012345678901234567890]"),
-            "[1,1.5,0,0,1e+21,1e-7,1.2345678901234568e+29]");
-        assert_eq!(js("[12345678901234567890,9007199254740993,-9007199254740993,0.1,100,1e2,2.5E-3]"),
-            "[12345678901234567000,9007199254740992,-9007199254740992,0.1,100,100,0.0025]");
-        assert_eq!(js("[1e300, 5e-324, 0.000001, 1e-6, 123e18, 1.7976931348623157e308]"),
-            "[1e+300,5e-324,0.000001,0.000001,123000000000000000000,1.7976931348623157e+308]");
+        assert_eq!(
+            js("[1.0,1.5,-0,-0.0,1e21,1e-7,123456789012345678901234567890]"),
+            "[1,1.5,0,0,1e+21,1e-7,1.2345678901234568e+29]"
+        );
+        assert_eq!(
+            js("[12345678901234567890,9007199254740993,-9007199254740993,0.1,100,1e2,2.5E-3]"),
+            "[12345678901234567000,9007199254740992,-9007199254740992,0.1,100,100,0.0025]"
+        );
+        assert_eq!(
+            js("[1e300, 5e-324, 0.000001, 1e-6, 123e18, 1.7976931348623157e308]"),
+            "[1e+300,5e-324,0.000001,0.000001,123000000000000000000,1.7976931348623157e+308]"
+        );
     }
 
     #[test]
     fn keys_follow_javascript_property_order() {
-        assert_eq!(js(r#"{"b":1,"2":2,"a":3,"1":4,"01":5,"4294967295":6,"4294967294":7}"#),
-            r#"{"1":4,"2":2,"4294967294":7,"b":1,"a":3,"01":5,"4294967295":6}"#);
+        assert_eq!(
+            js(r#"{"b":1,"2":2,"a":3,"1":4,"01":5,"4294967295":6,"4294967294":7}"#),
+            r#"{"1":4,"2":2,"4294967294":7,"b":1,"a":3,"01":5,"4294967295":6}"#
+        );
         assert_eq!(js(r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
-        assert_eq!(js(r#"{"z":{"y":[{"x":1,"w":2}]}}"#), r#"{"z":{"y":[{"x":1,"w":2}]}}"#);
+        assert_eq!(
+            js(r#"{"z":{"y":[{"x":1,"w":2}]}}"#),
+            r#"{"z":{"y":[{"x":1,"w":2}]}}"#
+        );
     }
 
     #[test]
     fn strings_follow_json_stringify() {
-        assert_eq!(js(r#""a\"b\\c\/d\n\t\r\b\f\u0001\u001f\u007f""#), "\"a\\\"b\\\\c/d\\n\\t\\r\\b\\f\\u0001\\u001f\u{7f}\"");
-        assert_eq!(js(r#""héllo \u2028 😀 \ud83d\ude00""#), "\"héllo \u{2028} 😀 😀\"");
+        assert_eq!(
+            js(r#""a\"b\\c\/d\n\t\r\b\f\u0001\u001f\u007f""#),
+            "\"a\\\"b\\\\c/d\\n\\t\\r\\b\\f\\u0001\\u001f\u{7f}\""
+        );
+        assert_eq!(
+            js(r#""héllo \u2028 😀 \ud83d\ude00""#),
+            "\"héllo \u{2028} 😀 😀\""
+        );
     }
 }

@@ -20,5 +20,7 @@ pub mod time;
 /// One SDK configuration per process: region, credentials and `AWS_ENDPOINT_URL` (LocalStack,
 /// moto server) come from the environment as the AWS SDKs define it.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
 }

@@ -40,10 +40,18 @@ impl WebhookStore for MemoryWebhookStore {
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
-        Ok(self.lock().get(&(tenant.to_string(), id.to_string())).cloned())
+        Ok(self
+            .lock()
+            .get(&(tenant.to_string(), id.to_string()))
+            .cloned())
     }
 
-    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
+    async fn list(
+        &self,
+        tenant: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Webhook>, StoreError> {
         let items = self.lock();
         let start = (tenant.to_string(), after.unwrap_or("").to_string());
         let mut page: Vec<Webhook> = items

@@ -34,7 +34,12 @@ pub trait WebhookStore: Send + Sync {
     async fn create(&self, webhook: &Webhook) -> Result<(), StoreError>;
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError>;
     /// The tenant's webhooks in creation order, `limit` at a time, after the cursor `after`.
-    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError>;
+    async fn list(
+        &self,
+        tenant: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Webhook>, StoreError>;
     /// Replaces `old` with `new` if the stored webhook still has `old.version`: `Conflict` when
     /// it changed, `NotFound` when it is gone (a deleted webhook is never written back).
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError>;

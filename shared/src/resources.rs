@@ -2,7 +2,8 @@
 //! and a test compares them with `template.yaml`, so the two cannot drift apart.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -91,11 +92,25 @@ pub const QUEUES: [QueueSpec; 4] = [EVENTS_DLQ, EVENTS_QUEUE, DELIVERY_DLQ, DELI
 
 /// Creates a table of `spec` named `name` (on-demand, TTL where the spec has one). An
 /// existing table is left as it is.
-pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, name: &str) -> Result<(), StoreError> {
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+    name: &str,
+) -> Result<(), StoreError> {
     let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().map_err(backend)
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(backend)
     };
-    let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .map_err(backend)
+    };
     let created = client
         .create_table()
         .table_name(name)
@@ -107,15 +122,26 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, n
         .send()
         .await;
     if let Err(e) = created {
-        let existing = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
+        let existing = e
+            .as_service_error()
+            .is_some_and(|s| s.is_resource_in_use_exception());
         if !existing {
             return Err(backend(e));
         }
     }
     if let Some(ttl) = spec.ttl_attribute {
-        let spec = TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().map_err(backend)?;
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(ttl)
+            .enabled(true)
+            .build()
+            .map_err(backend)?;
         // Enabling TTL twice is an error on AWS; the table is usable either way.
-        let _ = client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await;
+        let _ = client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(spec)
+            .send()
+            .await;
     }
     Ok(())
 }
@@ -137,10 +163,20 @@ pub async fn create_queues(
         let mut req = client
             .create_queue()
             .queue_name(queue_name(&spec, prefix))
-            .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout_s.to_string())
-            .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                spec.visibility_timeout_s.to_string(),
+            )
+            .attributes(
+                QueueAttributeName::MessageRetentionPeriod,
+                spec.retention_s.to_string(),
+            );
         if let Some((dlq, max_receive)) = spec.redrive {
-            let dlq_url = urls.iter().find(|(id, _)| *id == dlq).map(|(_, u)| u.clone()).unwrap_or_default();
+            let dlq_url = urls
+                .iter()
+                .find(|(id, _)| *id == dlq)
+                .map(|(_, u)| u.clone())
+                .unwrap_or_default();
             let arn = client
                 .get_queue_attributes()
                 .queue_url(&dlq_url)
@@ -151,10 +187,17 @@ pub async fn create_queues(
                 .attributes()
                 .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
                 .unwrap_or_default();
-            let policy = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
+            let policy =
+                format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy);
         }
-        let url = req.send().await.map_err(backend)?.queue_url().unwrap_or_default().to_string();
+        let url = req
+            .send()
+            .await
+            .map_err(backend)?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
         urls.push((spec.logical_id, url));
     }
     Ok(urls)
@@ -162,15 +205,54 @@ pub async fn create_queues(
 
 /// Creates every table and queue the functions use at the SDK's endpoint and prints the
 /// environment a local runner needs to use them.
-pub async fn bootstrap(sdk: &aws_config::SdkConfig, config: &crate::config::Config, queue_prefix: &str) -> Result<(), StoreError> {
+pub async fn bootstrap(
+    sdk: &aws_config::SdkConfig,
+    config: &crate::config::Config,
+    queue_prefix: &str,
+) -> Result<(), StoreError> {
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     create_table(&dynamo, &WEBHOOKS_TABLE, &config.webhooks_table).await?;
     create_table(&dynamo, &DELIVERIES_TABLE, &config.deliveries_table).await?;
     let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix).await?;
-    let url_of = |id: &str| urls.iter().find(|(l, _)| *l == id).map(|(_, u)| u.clone()).unwrap_or_default();
+    let url_of = |id: &str| {
+        urls.iter()
+            .find(|(l, _)| *l == id)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_default()
+    };
     println!("export WEBHOOKS_TABLE={}", config.webhooks_table);
     println!("export DELIVERIES_TABLE={}", config.deliveries_table);
-    println!("export EVENTS_QUEUE_URL={}", url_of(EVENTS_QUEUE.logical_id));
-    println!("export DELIVERY_QUEUE_URL={}", url_of(DELIVERY_QUEUE.logical_id));
+    println!(
+        "export EVENTS_QUEUE_URL={}",
+        url_of(EVENTS_QUEUE.logical_id)
+    );
+    println!(
+        "export DELIVERY_QUEUE_URL={}",
+        url_of(DELIVERY_QUEUE.logical_id)
+    );
     Ok(())
+}
+
+/// The specs as JSON, for checks that compare them with `template.yaml`.
+pub fn specs_json() -> serde_json::Value {
+    let tables: Vec<serde_json::Value> = TABLES
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "logicalId": t.logical_id, "defaultName": t.default_name,
+                "hashKey": t.hash_key, "rangeKey": t.range_key, "ttlAttribute": t.ttl_attribute,
+            })
+        })
+        .collect();
+    let queues: Vec<serde_json::Value> = QUEUES
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "logicalId": q.logical_id, "defaultName": q.default_name,
+                "visibilityTimeout": q.visibility_timeout_s, "retentionPeriod": q.retention_s,
+                "deadLetterQueue": q.redrive.map(|(d, _)| d), "maxReceiveCount": q.redrive.map(|(_, m)| m),
+            })
+        })
+        .collect();
+    serde_json::json!({"tables": tables, "queues": queues})
 }

@@ -19,7 +19,10 @@ pub struct TargetPolicy {
 }
 
 impl TargetPolicy {
-    pub const PERMISSIVE: TargetPolicy = TargetPolicy { allow_http: true, allow_private: true };
+    pub const PERMISSIVE: TargetPolicy = TargetPolicy {
+        allow_http: true,
+        allow_private: true,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,9 +89,12 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
     // Addresses that carry an IPv4 address are judged by it: IPv4-mapped (::ffff:a.b.c.d),
     // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:AABB:CCDD::).
-    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo]
+        | [0, 0, 0, 0, 0, 0, hi, lo]
+        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
             return forbidden_v4(embedded(hi, lo));
         }
         [0x2002, hi, lo, ..] => return forbidden_v4(embedded(hi, lo)),
@@ -137,7 +143,10 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<Url, TargetError> {
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if name == "localhost" || name.ends_with(".localhost") {
-                return Err(TargetError::BlockedName { host: name, reason: "loopback" });
+                return Err(TargetError::BlockedName {
+                    host: name,
+                    reason: "loopback",
+                });
             }
         }
     }
@@ -158,7 +167,9 @@ pub async fn check_resolved(url: &Url, policy: TargetPolicy) -> Result<(), Targe
     if policy.allow_private {
         return Ok(());
     }
-    let Some(Host::Domain(name)) = url.host() else { return Ok(()) };
+    let Some(Host::Domain(name)) = url.host() else {
+        return Ok(());
+    };
     let port = url.port_or_known_default().unwrap_or(443);
     let lookup = tokio::net::lookup_host((name, port));
     let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(2), lookup).await else {
@@ -178,11 +189,20 @@ pub fn check_addrs(addrs: &[SocketAddr]) -> Result<(), TargetError> {
 mod tests {
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy { allow_http: false, allow_private: false };
+    const STRICT: TargetPolicy = TargetPolicy {
+        allow_http: false,
+        allow_private: false,
+    };
 
     fn blocked(url: &str) -> bool {
         matches!(
-            check_url(url, TargetPolicy { allow_http: true, allow_private: false }),
+            check_url(
+                url,
+                TargetPolicy {
+                    allow_http: true,
+                    allow_private: false
+                }
+            ),
             Err(TargetError::Blocked { .. } | TargetError::BlockedName { .. })
         )
     }
@@ -240,11 +260,23 @@ mod tests {
 
     #[test]
     fn scheme_length_and_credentials() {
-        assert_eq!(check_url("http://example.com/", STRICT), Err(TargetError::Scheme));
+        assert_eq!(
+            check_url("http://example.com/", STRICT),
+            Err(TargetError::Scheme)
+        );
         assert!(check_url("http://example.com/", TargetPolicy::PERMISSIVE).is_ok());
-        assert!(matches!(check_url("ftp://example.com/", STRICT), Err(TargetError::UnsupportedScheme(_))));
-        assert!(matches!(check_url("example.com", STRICT), Err(TargetError::Malformed(_))));
-        assert_eq!(check_url("https://u:p@example.com/", STRICT), Err(TargetError::Credentials));
+        assert!(matches!(
+            check_url("ftp://example.com/", STRICT),
+            Err(TargetError::UnsupportedScheme(_))
+        ));
+        assert!(matches!(
+            check_url("example.com", STRICT),
+            Err(TargetError::Malformed(_))
+        ));
+        assert_eq!(
+            check_url("https://u:p@example.com/", STRICT),
+            Err(TargetError::Credentials)
+        );
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(check_url(&long, STRICT), Err(TargetError::TooLong));
         assert!(check_url("http://127.0.0.1:9/", TargetPolicy::PERMISSIVE).is_ok());
@@ -253,7 +285,10 @@ mod tests {
     #[tokio::test]
     async fn resolved_names_are_checked() {
         let url = Url::parse("http://localhost.:1/").expect("url");
-        let policy = TargetPolicy { allow_http: true, allow_private: false };
+        let policy = TargetPolicy {
+            allow_http: true,
+            allow_private: false,
+        };
         // `localhost` resolves to loopback from /etc/hosts, with no network needed.
         let url2 = Url::parse("http://localhost:1/").expect("url");
         assert!(check_resolved(&url2, policy).await.is_err());

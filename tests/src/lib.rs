@@ -23,7 +23,10 @@ pub fn bearer(tenant: &str) -> String {
 
 /// A unique name for tables and queues, so suites running in parallel never share state.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", webhooks::ids::new_id("t").to_lowercase().replace('_', "-"))
+    format!(
+        "{prefix}-{}",
+        webhooks::ids::new_id("t").to_lowercase().replace('_', "-")
+    )
 }
 
 /// The emulator's SDK configuration, or `None` (and a note) when `AWS_ENDPOINT_URL` is not set.
@@ -81,20 +84,35 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(default: Reply) -> Receiver {
-        let state = Arc::new(Mutex::new(ReceiverState { default: Some(default), ..Default::default() }));
+        let state = Arc::new(Mutex::new(ReceiverState {
+            default: Some(default),
+            ..Default::default()
+        }));
         let shared = state.clone();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let shared = shared.clone();
-            async move {
-                let reply = {
-                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    s.seen.push(Received { path: uri.path().to_string(), headers, body, at: Instant::now() });
-                    s.script.pop_front().or_else(|| s.default.clone()).unwrap_or(Reply::Status(200))
-                };
-                answer(reply).await
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let reply = {
+                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        s.seen.push(Received {
+                            path: uri.path().to_string(),
+                            headers,
+                            body,
+                            at: Instant::now(),
+                        });
+                        s.script
+                            .pop_front()
+                            .or_else(|| s.default.clone())
+                            .unwrap_or(Reply::Status(200))
+                    };
+                    answer(reply).await
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { addr, state }
@@ -106,11 +124,19 @@ impl Receiver {
 
     /// Replies for the next requests, in order; then the default applies again.
     pub fn script(&self, replies: Vec<Reply>) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).script.extend(replies);
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .script
+            .extend(replies);
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).seen.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .clone()
     }
 
     /// Waits (bounded) until at least `n` requests arrived; returns what arrived.
@@ -134,7 +160,9 @@ async fn answer(reply: Reply) -> Response {
             tokio::time::sleep(d).await;
             (code(c), "slow").into_response()
         }
-        Reply::RetryAfter(c, s) => (code(c), [("retry-after", s.to_string())], "later").into_response(),
+        Reply::RetryAfter(c, s) => {
+            (code(c), [("retry-after", s.to_string())], "later").into_response()
+        }
     }
 }
 

@@ -38,28 +38,67 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     // create / get round-trips every field; a second create of the same id is refused.
     let a = webhook(&tenant, &["workflow.execution.completed", "task.*"], true);
     store.create(&a).await.expect("create");
-    assert_eq!(store.get(&tenant, &a.id).await.expect("get"), Some(a.clone()));
-    assert!(matches!(store.create(&a).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(
+        store.get(&tenant, &a.id).await.expect("get"),
+        Some(a.clone())
+    );
+    assert!(matches!(
+        store.create(&a).await,
+        Err(StoreError::AlreadyExists)
+    ));
     let mut unsigned = webhook(&tenant, &["*"], true);
     unsigned.secret = None;
     store.create(&unsigned).await.expect("create unsigned");
-    assert_eq!(store.get(&tenant, &unsigned.id).await.expect("get").expect("found").secret, None);
+    assert_eq!(
+        store
+            .get(&tenant, &unsigned.id)
+            .await
+            .expect("get")
+            .expect("found")
+            .secret,
+        None
+    );
 
     // Tenancy: another tenant sees nothing of it.
     assert_eq!(store.get(&other, &a.id).await.expect("get"), None);
-    assert!(store.list(&other, 10, None).await.expect("list").items.is_empty());
-    assert!(matches!(store.delete(&other, &a.id).await, Err(StoreError::NotFound)));
-    assert!(store.subscribers(&other, ev("task.execution.failed")).await.expect("subs").is_empty());
+    assert!(
+        store
+            .list(&other, 10, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(matches!(
+        store.delete(&other, &a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .subscribers(&other, ev("task.execution.failed"))
+            .await
+            .expect("subs")
+            .is_empty()
+    );
 
     // Subscribers: exact types, wildcards, `*`; inactive webhooks are not subscribers.
     let inactive = webhook(&tenant, &["task.execution.failed"], false);
     store.create(&inactive).await.expect("create inactive");
-    let mut subs = store.subscribers(&tenant, ev("task.execution.failed")).await.expect("subs");
+    let mut subs = store
+        .subscribers(&tenant, ev("task.execution.failed"))
+        .await
+        .expect("subs");
     subs.sort();
     let mut want = vec![a.id.clone(), unsigned.id.clone()];
     want.sort();
     assert_eq!(subs, want);
-    assert_eq!(store.subscribers(&tenant, ev("system.info")).await.expect("subs"), vec![unsigned.id.clone()]);
+    assert_eq!(
+        store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs"),
+        vec![unsigned.id.clone()]
+    );
 
     // Pagination in creation order, with a cursor.
     let mut all = vec![a.clone(), unsigned.clone(), inactive.clone()];
@@ -71,7 +110,10 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..10 {
-        let page = store.list(&tenant, 4, cursor.as_deref()).await.expect("list");
+        let page = store
+            .list(&tenant, 4, cursor.as_deref())
+            .await
+            .expect("list");
         assert!(page.items.len() <= 4);
         seen.extend(page.items.into_iter().map(|w| w.id));
         match page.next {
@@ -81,7 +123,11 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     }
     assert_eq!(seen, all.iter().map(|w| w.id.clone()).collect::<Vec<_>>());
     let exact = store.list(&tenant, 6, None).await.expect("list");
-    assert_eq!((exact.items.len(), exact.next), (6, None), "a full last page has no next cursor");
+    assert_eq!(
+        (exact.items.len(), exact.next),
+        (6, None),
+        "a full last page has no next cursor"
+    );
 
     // Conditional update: the stale writer loses and learns it; subscriptions follow.
     let mut b = a.clone();
@@ -91,32 +137,74 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     let mut stale = a.clone();
     stale.url = "https://stale.example.com/".into();
     stale.version = 2;
-    assert!(matches!(store.update(&a, &stale).await, Err(StoreError::Conflict)));
-    assert_eq!(store.get(&tenant, &a.id).await.expect("get"), Some(b.clone()));
-    assert!(!store.subscribers(&tenant, ev("task.execution.failed")).await.expect("subs").contains(&a.id));
-    assert!(store.subscribers(&tenant, ev("system.info")).await.expect("subs").contains(&a.id));
+    assert!(matches!(
+        store.update(&a, &stale).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get(&tenant, &a.id).await.expect("get"),
+        Some(b.clone())
+    );
+    assert!(
+        !store
+            .subscribers(&tenant, ev("task.execution.failed"))
+            .await
+            .expect("subs")
+            .contains(&a.id)
+    );
+    assert!(
+        store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .contains(&a.id)
+    );
 
     // Deactivating removes it from fan-out, reactivating brings it back.
     let mut off = b.clone();
     off.active = false;
     off.version = 3;
     store.update(&b, &off).await.expect("deactivate");
-    assert!(!store.subscribers(&tenant, ev("system.info")).await.expect("subs").contains(&a.id));
+    assert!(
+        !store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .contains(&a.id)
+    );
     let mut on = off.clone();
     on.active = true;
     on.version = 4;
     store.update(&off, &on).await.expect("reactivate");
-    assert!(store.subscribers(&tenant, ev("system.info")).await.expect("subs").contains(&a.id));
+    assert!(
+        store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .contains(&a.id)
+    );
 
     // Delete, then no resurrection by a late update, and no more fan-out.
     store.delete(&tenant, &a.id).await.expect("delete");
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
-    assert!(matches!(store.delete(&tenant, &a.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete(&tenant, &a.id).await,
+        Err(StoreError::NotFound)
+    ));
     let mut late = on.clone();
     late.version = 5;
-    assert!(matches!(store.update(&on, &late).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update(&on, &late).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
-    assert!(!store.subscribers(&tenant, ev("system.info")).await.expect("subs").contains(&a.id));
+    assert!(
+        !store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .contains(&a.id)
+    );
 }
 
 #[tokio::test]
@@ -129,7 +217,9 @@ async fn dynamodb_store_meets_the_contract() {
     let Some(sdk) = emulator().await else { return };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique("webhooks");
-    create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("create table");
+    create_table(&client, &WEBHOOKS_TABLE, &table)
+        .await
+        .expect("create table");
     contract(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }
 
@@ -161,10 +251,17 @@ async fn concurrent_updates(store: Arc<dyn WebhookStore>) {
     for t in tasks {
         assert!(t.await.expect("task"), "a writer gave up");
     }
-    let end = store.get(&tenant, &w.id).await.expect("get").expect("exists");
+    let end = store
+        .get(&tenant, &w.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(end.version, 9);
     for i in 0..8 {
-        assert!(end.events.contains(&format!("writer-{i}")), "writer {i}'s update was lost");
+        assert!(
+            end.events.contains(&format!("writer-{i}")),
+            "writer {i}'s update was lost"
+        );
     }
 }
 
@@ -178,6 +275,8 @@ async fn dynamodb_store_keeps_concurrent_updates() {
     let Some(sdk) = emulator().await else { return };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique("webhooks");
-    create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("create table");
+    create_table(&client, &WEBHOOKS_TABLE, &table)
+        .await
+        .expect("create table");
     concurrent_updates(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }

@@ -27,7 +27,10 @@ where
         let state = AppState::from_ref(state);
         let header = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
-            Some(v) => Some(v.to_str().map_err(|_| webhooks::auth::AuthError::Malformed)?),
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| webhooks::auth::AuthError::Malformed)?,
+            ),
         };
         Ok(Auth(state.verifier.verify_header(header)?))
     }
@@ -57,17 +60,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
             return Err(ApiError::TooLarge(MAX_BODY_BYTES));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-            if too_large {
-                ApiError::TooLarge(MAX_BODY_BYTES)
-            } else {
-                ApiError::bad_request("", "could not read the request body")
-            }
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e).is_some_and(|s| {
+                    s.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                });
+                if too_large {
+                    ApiError::TooLarge(MAX_BODY_BYTES)
+                } else {
+                    ApiError::bad_request("", "could not read the request body")
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("", "request body is empty; expected a JSON object"));
+            return Err(ApiError::bad_request(
+                "",
+                "request body is empty; expected a JSON object",
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(JsonBody)

@@ -41,7 +41,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/webhooks", get(list_webhooks).post(create_webhook))
         .route("/api/webhooks/test", post(test_webhook))
-        .route("/api/webhooks/{id}", get(get_webhook).put(update_webhook).delete(delete_webhook))
+        .route(
+            "/api/webhooks/{id}",
+            get(get_webhook).put(update_webhook).delete(delete_webhook),
+        )
         .route("/api/event-types", get(list_event_types))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -86,7 +89,11 @@ async fn check_target(state: &AppState, url: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::Invalid(vec![domain::FieldError::new("url", e.to_string())]))
 }
 
-async fn create_webhook(State(state): State<AppState>, Auth(who): Auth, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let new = domain::parse_create(&body, state.policy).map_err(ApiError::Invalid)?;
     check_target(&state, &new.url).await?;
     let now = time::now_ms();
@@ -122,11 +129,19 @@ fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>)
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "limit",
+                            format!("must be a whole number from 1 to {MAX_PAGE}"),
+                        )
+                    })?;
             }
             "cursor" => {
                 if !ids::is_id(cursor_prefix, &v) {
-                    return Err(ApiError::bad_request("cursor", "is not a cursor this API returned"));
+                    return Err(ApiError::bad_request(
+                        "cursor",
+                        "is not a cursor this API returned",
+                    ));
                 }
                 cursor = Some(v.into_owned());
             }
@@ -139,12 +154,23 @@ fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>)
 /// A GitHub-style `Link: <…>; rel="next"` header, relative to the request's own path so it
 /// stays right behind any API Gateway domain or stage mapping.
 fn next_link(uri: &Uri, limit: usize, next: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(r#"<{}?limit={limit}&cursor={next}>; rel="next""#, uri.path())).ok()
+    HeaderValue::from_str(&format!(
+        r#"<{}?limit={limit}&cursor={next}>; rel="next""#,
+        uri.path()
+    ))
+    .ok()
 }
 
-async fn list_webhooks(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
+async fn list_webhooks(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let (limit, cursor) = page_params(&uri, "wh")?;
-    let page = state.store.list(&who.tenant, limit, cursor.as_deref()).await?;
+    let page = state
+        .store
+        .list(&who.tenant, limit, cursor.as_deref())
+        .await?;
     let items: Vec<Value> = page.items.iter().map(|w| view(w, false)).collect();
     let mut response = Json(items).into_response();
     if let Some(link) = page.next.as_deref().and_then(|n| next_link(&uri, limit, n)) {
@@ -153,7 +179,11 @@ async fn list_webhooks(State(state): State<AppState>, Auth(who): Auth, uri: Uri)
     Ok(response)
 }
 
-async fn get_webhook(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&load(&state, &who.tenant, &id).await?, false)))
 }
 
@@ -185,7 +215,11 @@ async fn update_webhook(
     Err(StoreError::Conflict.into())
 }
 
-async fn delete_webhook(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if !ids::is_id("wh", &id) {
         return Err(not_found());
     }
@@ -194,13 +228,25 @@ async fn delete_webhook(State(state): State<AppState>, Auth(who): Auth, Path(id)
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn test_webhook(State(state): State<AppState>, Auth(who): Auth, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+async fn test_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
     let test = domain::parse_test(&body, state.policy).map_err(ApiError::Invalid)?;
     let now = time::now_ms();
     let id = ids::new_id("msg");
-    let envelope = Envelope { id: &id, event: test.event.as_str(), timestamp_ms: now, payload: &test.payload };
+    let envelope = Envelope {
+        id: &id,
+        event: test.event.as_str(),
+        timestamp_ms: now,
+        payload: &test.payload,
+    };
     let request = envelope.sign(test.secret.as_deref(), now / 1000);
-    let report = state.deliverer.send(&test.url, &request, state.test_timeout).await;
+    let report = state
+        .deliverer
+        .send(&test.url, &request, state.test_timeout)
+        .await;
     tracing::info!(tenant = %who.tenant, outcome = ?report.outcome, status = ?report.status_code, "test webhook sent");
     Ok(Json(json!({
         "success": report.success(),
@@ -212,4 +258,3 @@ async fn test_webhook(State(state): State<AppState>, Auth(who): Auth, JsonBody(b
 async fn list_event_types(Auth(_): Auth) -> Json<Value> {
     Json(json!(event_types::catalogue()))
 }
-

@@ -14,7 +14,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     let sdk = webhooks::aws_config().await;
     let state = AppState {
-        store: Arc::new(DynamoWebhookStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.webhooks_table)),
+        store: Arc::new(DynamoWebhookStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &config.webhooks_table,
+        )),
         verifier: Arc::new(JwtVerifier::new(
             config.jwt_secret()?,
             config.jwt_issuer.as_deref(),

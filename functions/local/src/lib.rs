@@ -26,14 +26,17 @@ pub fn local_config(get: impl Fn(&str) -> Option<String>) -> Result<Config, Conf
 pub enum Backend {
     Memory,
     /// DynamoDB (and SQS) at `AWS_ENDPOINT_URL` or AWS itself.
-    Aws(aws_config::SdkConfig),
+    Aws(Box<aws_config::SdkConfig>),
 }
 
 impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory => "in-memory (embedded)".into(),
-            Backend::Aws(sdk) => format!("AWS API at {}", sdk.endpoint_url().unwrap_or("the default AWS endpoints")),
+            Backend::Aws(sdk) => format!(
+                "AWS API at {}",
+                sdk.endpoint_url().unwrap_or("the default AWS endpoints")
+            ),
         }
     }
 }
@@ -46,13 +49,18 @@ impl Runner {
     pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Runner {
         let store: Arc<dyn WebhookStore> = match backend {
             Backend::Memory => Arc::new(MemoryWebhookStore::new()),
-            Backend::Aws(sdk) => {
-                Arc::new(DynamoWebhookStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.webhooks_table))
-            }
+            Backend::Aws(sdk) => Arc::new(DynamoWebhookStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &config.webhooks_table,
+            )),
         };
         let state = AppState {
             store,
-            verifier: Arc::new(JwtVerifier::new(jwt_secret, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref())),
+            verifier: Arc::new(JwtVerifier::new(
+                jwt_secret,
+                config.jwt_issuer.as_deref(),
+                config.jwt_audience.as_deref(),
+            )),
             deliverer: Deliverer::new(config.policy),
             policy: config.policy,
             test_timeout: config.test_timeout,

@@ -6,10 +6,13 @@ use rand::RngCore;
 use webhooks::auth;
 use webhooks_local::{Backend, Runner, local_config};
 
-const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P]]";
+const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P] | resources]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 #[tokio::main]
@@ -26,9 +29,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(config).await,
         Some("token") => {
-            let secret = config.jwt_secret().map_err(|_| "token needs JWT_SECRET (the one the server uses)")?;
+            let secret = config
+                .jwt_secret()
+                .map_err(|_| "token needs JWT_SECRET (the one the server uses)")?;
             let sub = flag(&args, "--sub").ok_or(USAGE)?;
-            let ttl = flag(&args, "--ttl").map(|t| t.parse::<u64>()).transpose()?.unwrap_or(24 * 3600);
+            let ttl = flag(&args, "--ttl")
+                .map(|t| t.parse::<u64>())
+                .transpose()?
+                .unwrap_or(24 * 3600);
             let mut claims = auth::claims_for(&sub, flag(&args, "--tenant").as_deref(), ttl);
             claims.iss = config.jwt_issuer.clone();
             claims.aud = config.jwt_audience.clone();
@@ -42,6 +50,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let sdk = webhooks::aws_config().await;
             let prefix = flag(&args, "--prefix").unwrap_or_default();
             webhooks::resources::bootstrap(&sdk, &config, &prefix).await?;
+            Ok(())
+        }
+        Some("resources") => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&webhooks::resources::specs_json())?
+            );
             Ok(())
         }
         Some(_) => Err(USAGE.into()),
@@ -59,11 +74,15 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
         }
     };
     let backend = if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
-        Backend::Aws(webhooks::aws_config().await)
+        Backend::Aws(Box::new(webhooks::aws_config().await))
     } else {
         Backend::Memory
     };
-    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose()?.unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let token = auth::mint(&secret, &{
@@ -76,16 +95,29 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     println!("  storage: {}", backend.describe());
     println!(
         "  targets: private addresses {}, plain http {} (ALLOW_PRIVATE_TARGETS / ALLOW_HTTP_TARGETS)",
-        if config.policy.allow_private { "ALLOWED" } else { "refused" },
-        if config.policy.allow_http { "ALLOWED" } else { "refused" },
+        if config.policy.allow_private {
+            "ALLOWED"
+        } else {
+            "refused"
+        },
+        if config.policy.allow_http {
+            "ALLOWED"
+        } else {
+            "refused"
+        },
     );
     if generated {
         // A development secret generated for this run; set JWT_SECRET to keep tokens valid
         // across restarts.
-        println!("  JWT_SECRET not set; development secret for this run: {}", String::from_utf8_lossy(&secret));
+        println!(
+            "  JWT_SECRET not set; development secret for this run: {}",
+            String::from_utf8_lossy(&secret)
+        );
     }
     println!("  token (sub=local-dev, 24 h): {token}");
     println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
-    Runner::new(&config, &secret, &backend).serve(listener).await?;
+    Runner::new(&config, &secret, &backend)
+        .serve(listener)
+        .await?;
     Ok(())
 }

@@ -1,0 +1,1110 @@
+//! The management API, driven in-process through the router (memory and DynamoDB stores) and
+//! over HTTP through the local runner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use webhooks::auth::{self, Claims, JwtVerifier};
+use webhooks::delivery::Deliverer;
+use webhooks::dynamo::DynamoWebhookStore;
+use webhooks::memory::MemoryWebhookStore;
+use webhooks::ports::WebhookStore;
+use webhooks::resources::{WEBHOOKS_TABLE, create_table};
+use webhooks::signing;
+use webhooks::ssrf::TargetPolicy;
+use webhooks_api::{AppState, router};
+use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, unique};
+
+const STRICT: TargetPolicy = TargetPolicy {
+    allow_http: false,
+    allow_private: false,
+};
+
+fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVerifier) -> Router {
+    router(AppState {
+        store,
+        verifier: Arc::new(verifier),
+        deliverer: Deliverer::new(policy),
+        policy,
+        test_timeout: Duration::from_secs(1),
+    })
+}
+
+fn app(policy: TargetPolicy) -> Router {
+    app_with(
+        Arc::new(MemoryWebhookStore::new()),
+        policy,
+        JwtVerifier::new(JWT_SECRET, None, None),
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    let res = app.clone().oneshot(req).await.expect("router never fails");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "errors are problem details: {body}"
+        );
+        assert_eq!(body["status"], status.as_u16());
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn is_iso_ms(v: &Value) -> bool {
+    let s = v.as_str().unwrap_or_default();
+    s.len() == 24
+        && s.ends_with('Z')
+        && s.as_bytes()[19] == b'.'
+        && webhooks::time::parse_iso(s).is_some()
+}
+
+/// The whole CRUD life of a webhook, as the guide describes it, on any store.
+async fn crud_scenario(app: &Router) {
+    let alice = bearer(&unique("alice"));
+    let body = r#"{"url":"https://example.com/webhook","events":["workflow.execution.completed","task.execution.failed"],"secret":"your-webhook-secret"}"#;
+    let created = call(app, "POST", "/api/webhooks", Some(&alice), Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let w = created.body;
+    let id = w["id"].as_str().expect("string id").to_string();
+    assert!(id.starts_with("wh_") && id.len() == 29);
+    assert_eq!(created.headers["location"], format!("/api/webhooks/{id}"));
+    assert_eq!(w["url"], "https://example.com/webhook");
+    assert_eq!(
+        w["events"],
+        json!(["workflow.execution.completed", "task.execution.failed"])
+    );
+    assert_eq!(w["secret"], "your-webhook-secret");
+    assert_eq!(w["active"], true);
+    assert!(
+        is_iso_ms(&w["createdAt"]) && is_iso_ms(&w["updatedAt"]),
+        "{w}"
+    );
+    let keys: Vec<&str> = w
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "id",
+        "url",
+        "events",
+        "secret",
+        "active",
+        "createdAt",
+        "updatedAt",
+    ] {
+        assert!(keys.contains(&k), "response lacks {k}");
+    }
+
+    // Get and list never show the stored secret, only whether there is one.
+    let got = call(
+        app,
+        "GET",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body.get("secret"), None);
+    assert_eq!(got.body["hasSecret"], true);
+    let list = call(app, "GET", "/api/webhooks", Some(&alice), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body.as_array().expect("array").len(), 1);
+    assert!(!list.body.to_string().contains("your-webhook-secret"));
+
+    // PUT is partial: omitted fields keep their value; the response is the updated webhook.
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(r#"{"active":false}"#),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["active"], false);
+    assert_eq!(put.body["url"], "https://example.com/webhook");
+    assert_eq!(put.body["events"], w["events"]);
+    assert_eq!(put.body["createdAt"], w["createdAt"]);
+    assert_eq!(put.body.get("secret"), None);
+    // Sending back what GET returned changes nothing and keeps the secret.
+    let round_trip = got.body.to_string();
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(&round_trip),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["hasSecret"], true);
+    let guide = r#"{"url":"https://example.com/updated-webhook","events":["workflow.execution.completed","workflow.execution.failed"],"active":true}"#;
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(guide),
+    )
+    .await;
+    assert_eq!(put.body["url"], "https://example.com/updated-webhook");
+    assert_eq!(
+        put.body["events"],
+        json!(["workflow.execution.completed", "workflow.execution.failed"])
+    );
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(r#"{"secret":"rotated-secret"}"#),
+    )
+    .await;
+    assert_eq!(
+        put.body["secret"], "rotated-secret",
+        "a new secret is shown once"
+    );
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(r#"{"secret":null}"#),
+    )
+    .await;
+    assert_eq!(put.body["hasSecret"], false);
+
+    // Invalid updates are refused and change nothing.
+    let before = call(
+        app,
+        "GET",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await
+    .body;
+    for bad in [
+        r#"{"url":"ftp://x"}"#,
+        r#"{"events":[]}"#,
+        r#"{"active":"yes"}"#,
+        r#"{"events":["nope"]}"#,
+        r#"{"colour":1}"#,
+    ] {
+        let r = call(
+            app,
+            "PUT",
+            &format!("/api/webhooks/{id}"),
+            Some(&alice),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.body
+        );
+        assert!(r.body["errors"][0]["field"].is_string());
+    }
+    let after = call(
+        app,
+        "GET",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await
+    .body;
+    assert_eq!(before, after);
+
+    // Another tenant: 404 for every verb, and an empty list.
+    let mallory = bearer(&unique("mallory"));
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(r#"{"active":true}"#)),
+        ("DELETE", None),
+    ] {
+        let r = call(
+            app,
+            method,
+            &format!("/api/webhooks/{id}"),
+            Some(&mallory),
+            body,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}");
+    }
+    assert_eq!(
+        call(app, "GET", "/api/webhooks", Some(&mallory), None)
+            .await
+            .body,
+        json!([])
+    );
+
+    // Delete, then it is gone for good.
+    let del = call(
+        app,
+        "DELETE",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    assert_eq!(del.body, Value::Null);
+    assert_eq!(
+        call(
+            app,
+            "GET",
+            &format!("/api/webhooks/{id}"),
+            Some(&alice),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            app,
+            "DELETE",
+            &format!("/api/webhooks/{id}"),
+            Some(&alice),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(r#"{"active":true}"#),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "a deleted webhook is not resurrected"
+    );
+}
+
+#[tokio::test]
+async fn crud_over_the_memory_store() {
+    crud_scenario(&app(STRICT)).await;
+}
+
+#[tokio::test]
+async fn crud_over_dynamodb() {
+    let Some(sdk) = emulator().await else { return };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("webhooks");
+    create_table(&client, &WEBHOOKS_TABLE, &table)
+        .await
+        .expect("table");
+    let store = Arc::new(DynamoWebhookStore::new(client, table));
+    crud_scenario(&app_with(
+        store,
+        STRICT,
+        JwtVerifier::new(JWT_SECRET, None, None),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn listing_is_paginated_with_a_link_header() {
+    let app = app(STRICT);
+    let t = bearer("pager");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body = format!(r#"{{"url":"https://example.com/{i}","events":["*"]}}"#);
+        let r = call(&app, "POST", "/api/webhooks", Some(&t), Some(&body)).await;
+        assert_eq!(
+            r.body["secret"],
+            Value::Null,
+            "no secret given, none made up"
+        );
+        ids.push(r.body["id"].as_str().expect("id").to_string());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/webhooks?limit=2".to_string();
+    for _ in 0..5 {
+        let r = call(&app, "GET", &path, Some(&t), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        seen.extend(
+            r.body
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|w| w["id"].as_str().expect("id").to_string()),
+        );
+        let Some(link) = r.headers.get("link") else {
+            break;
+        };
+        let link = link.to_str().expect("ascii");
+        assert!(link.ends_with(r#">; rel="next""#), "{link}");
+        path = link[1..link.find('>').expect(">")].to_string();
+    }
+    assert_eq!(seen, ids);
+    for bad in [
+        "/api/webhooks?limit=0",
+        "/api/webhooks?limit=101",
+        "/api/webhooks?limit=x",
+        "/api/webhooks?cursor=abc",
+    ] {
+        let r = call(&app, "GET", bad, Some(&t), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            ["limit", "cursor"].contains(&r.body["errors"][0]["field"].as_str().expect("field"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_stores_nothing() {
+    let app = app(STRICT);
+    let t = bearer("validator");
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some("{"),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(""),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some("[1]"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://x.com"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"events":["*"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"http://x.com","events":["*"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://127.0.0.1/","events":["*"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://localhost/","events":["*"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://x.com","events":["task.execution.exploded"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events[0]",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://x.com","events":"*"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://x.com","events":["*"],"secret":42}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "secret",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            "",
+            Some(r#"{"url":"https://x.com","events":["*"],"evnets":[]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "evnets",
+        ),
+        (
+            "POST",
+            "/api/webhooks/test",
+            "",
+            Some(r#"{"url":"https://x.com","event":"*","payload":{}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "event",
+        ),
+        (
+            "POST",
+            "/api/webhooks/test",
+            "",
+            Some(r#"{"url":"https://x.com","event":"system.info"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payload",
+        ),
+        (
+            "GET",
+            "/api/nothing-here",
+            "",
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+        (
+            "PATCH",
+            "/api/webhooks",
+            "",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "",
+        ),
+        (
+            "DELETE",
+            "/api/event-types",
+            "",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "",
+        ),
+        (
+            "GET",
+            "/api/webhooks/not-an-id",
+            "",
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+        (
+            "GET",
+            "/api/webhooks/wh_01jz0000000000000000000000",
+            "",
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+    ];
+    for (method, path, _, body, status, field) in cases {
+        let r = call(&app, method, path, Some(&t), *body).await;
+        assert_eq!(r.status, *status, "{method} {path} {body:?}: {}", r.body);
+        assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        if !field.is_empty() {
+            let fields: Vec<&str> = r.body["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .filter_map(|e| e["field"].as_str())
+                .collect();
+            assert!(
+                fields.contains(field),
+                "{method} {path}: expected field {field} in {fields:?}"
+            );
+        }
+    }
+    // Deep nesting and huge bodies.
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(
+        call(&app, "POST", "/api/webhooks", Some(&t), Some(&deep))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let huge = format!(
+        r#"{{"url":"https://x.com","events":["*"],"secret":"{}"}}"#,
+        "a".repeat(300 * 1024)
+    );
+    assert_eq!(
+        call(&app, "POST", "/api/webhooks", Some(&t), Some(&huge))
+            .await
+            .status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Wrong media type.
+    let req = Request::post("/api/webhooks")
+        .header("authorization", &t)
+        .header("content-type", "text/plain")
+        .body(Body::from("{}"))
+        .expect("req");
+    assert_eq!(
+        app.clone().oneshot(req).await.expect("res").status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // None of it stored anything.
+    assert_eq!(
+        call(&app, "GET", "/api/webhooks", Some(&t), None)
+            .await
+            .body,
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn event_types_lists_the_whole_catalogue() {
+    let r = call(
+        &app(STRICT),
+        "GET",
+        "/api/event-types",
+        Some(&bearer("x")),
+        None,
+    )
+    .await;
+    let list = r.body.as_array().expect("array");
+    assert_eq!(list.len(), 24);
+    assert_eq!(list[4]["name"], "workflow.execution.completed");
+    assert_eq!(
+        list[4]["description"],
+        "A workflow execution has completed successfully"
+    );
+    assert!(
+        list.iter()
+            .all(|e| e["description"].as_str().is_some_and(|d| !d.is_empty()))
+    );
+}
+
+fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let signing_input = format!(
+        "{}.{}",
+        B64URL.encode(header.to_string()),
+        B64URL.encode(claims.to_string())
+    );
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("key");
+    mac.update(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        B64URL.encode(mac.finalize().into_bytes())
+    )
+}
+
+#[tokio::test]
+async fn every_route_needs_a_valid_token() {
+    let verifier = JwtVerifier::new(
+        JWT_SECRET,
+        Some("https://issuer.example"),
+        Some("webhooks-api"),
+    );
+    let app = app_with(Arc::new(MemoryWebhookStore::new()), STRICT, verifier);
+    let now = webhooks::time::now_ms() / 1000;
+    let good = json!({"sub": "alice", "exp": now + 600, "iss": "https://issuer.example", "aud": "webhooks-api"});
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    let valid = forge(&hs256, &good, JWT_SECRET);
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/api/webhooks",
+            Some(&format!("Bearer {valid}")),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    let with = |patch: Value| {
+        let mut c = good.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            if v.is_null() {
+                c.as_object_mut().expect("object").remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        B64URL.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        B64URL.encode(good.to_string())
+    );
+    let bad_tokens: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            forge(&hs256, &with(json!({"exp": now - 3600})), JWT_SECRET),
+        ),
+        (
+            "not yet valid",
+            forge(&hs256, &with(json!({"nbf": now + 3600})), JWT_SECRET),
+        ),
+        ("wrong key", forge(&hs256, &good, b"another-secret")),
+        ("alg none", unsigned),
+        (
+            "HS/RS confusion",
+            forge(&json!({"alg": "RS256", "typ": "JWT"}), &good, JWT_SECRET),
+        ),
+        (
+            "HS512",
+            forge(&json!({"alg": "HS512", "typ": "JWT"}), &good, JWT_SECRET),
+        ),
+        (
+            "wrong issuer",
+            forge(
+                &hs256,
+                &with(json!({"iss": "https://evil.example"})),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong audience",
+            forge(&hs256, &with(json!({"aud": "other-api"})), JWT_SECRET),
+        ),
+        (
+            "missing exp",
+            forge(&hs256, &with(json!({"exp": null})), JWT_SECRET),
+        ),
+        (
+            "no tenant",
+            forge(&hs256, &with(json!({"sub": null})), JWT_SECRET),
+        ),
+        ("garbage", "not.a.jwt".into()),
+        ("empty", String::new()),
+        (
+            "oversize",
+            format!("{}.{}.x", "a".repeat(20_000), "b".repeat(10)),
+        ),
+    ];
+    let routes = [
+        ("GET", "/api/webhooks", None),
+        (
+            "POST",
+            "/api/webhooks",
+            Some(r#"{"url":"https://x.com","events":["*"]}"#),
+        ),
+        ("GET", "/api/webhooks/wh_01jz0000000000000000000000", None),
+        (
+            "PUT",
+            "/api/webhooks/wh_01jz0000000000000000000000",
+            Some("{}"),
+        ),
+        (
+            "DELETE",
+            "/api/webhooks/wh_01jz0000000000000000000000",
+            None,
+        ),
+        (
+            "POST",
+            "/api/webhooks/test",
+            Some(r#"{"url":"https://x.com","event":"system.info","payload":{}}"#),
+        ),
+        ("GET", "/api/event-types", None),
+    ];
+    for (method, path, body) in routes {
+        let r = call(&app, method, path, None, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        assert_eq!(r.headers["www-authenticate"], r#"Bearer realm="webhooks""#);
+        for (case, token) in &bad_tokens {
+            let r = call(&app, method, path, Some(&format!("Bearer {token}")), body).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{case} on {method} {path}"
+            );
+            assert!(
+                r.headers["www-authenticate"]
+                    .to_str()
+                    .expect("ascii")
+                    .starts_with("Bearer"),
+                "{case}"
+            );
+        }
+        let r = call(&app, method, path, Some(&format!("Basic {valid}")), body).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        call(&app, "GET", "/api/webhooks", None, None).await.body["detail"],
+        "missing bearer token"
+    );
+    let expired = &bad_tokens[0].1;
+    let r = call(
+        &app,
+        "GET",
+        "/api/webhooks",
+        Some(&format!("Bearer {expired}")),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["detail"], "token has expired");
+}
+
+#[tokio::test]
+async fn tenant_claim_owns_what_it_creates() {
+    let app = app(STRICT);
+    let acme_alice = format!(
+        "Bearer {}",
+        auth::mint(
+            JWT_SECRET,
+            &Claims {
+                tenant: Some("acme".into()),
+                ..auth::claims_for("alice", None, 60)
+            }
+        )
+    );
+    let acme_bob = format!(
+        "Bearer {}",
+        auth::mint(JWT_SECRET, &auth::claims_for("bob", Some("acme"), 60))
+    );
+    let alice_alone = bearer("alice");
+    let r = call(
+        &app,
+        "POST",
+        "/api/webhooks",
+        Some(&acme_alice),
+        Some(r#"{"url":"https://x.com","events":["*"]}"#),
+    )
+    .await;
+    let path = format!("/api/webhooks/{}", r.body["id"].as_str().expect("id"));
+    assert_eq!(
+        call(&app, "GET", &path, Some(&acme_bob), None).await.status,
+        StatusCode::OK,
+        "same tenant, other user"
+    );
+    assert_eq!(
+        call(&app, "GET", &path, Some(&alice_alone), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "sub is not the tenant here"
+    );
+}
+
+async fn test_call(app: &Router, body: Value) -> Value {
+    let r = call(
+        app,
+        "POST",
+        "/api/webhooks/test",
+        Some(&bearer("tester")),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let keys: Vec<&String> = r.body.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["success", "statusCode", "message"]);
+    r.body
+}
+
+#[tokio::test]
+async fn test_endpoint_sends_a_real_signed_request() {
+    let app = app(TargetPolicy::PERMISSIVE);
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let payload =
+        json!({"id": "1", "status": "COMPLETED", "ratio": 1.0, "big": 12345678901234567890u64});
+    let r = test_call(
+        &app,
+        json!({"url": receiver.url("/hook"), "event": "workflow.execution.completed",
+        "payload": payload, "secret": "your-webhook-secret"}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"success": true, "statusCode": 200, "message": "Webhook delivered successfully"})
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let req = &got[0];
+    assert_eq!(req.path, "/hook");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(
+        req.header("x-webhook-event"),
+        Some("workflow.execution.completed")
+    );
+    let sig = req.header("x-webhook-signature").expect("signed");
+    assert!(signing::verify_guide_signature(
+        "your-webhook-secret",
+        &req.body,
+        sig
+    ));
+    let body: Value = serde_json::from_slice(&req.body).expect("json body");
+    assert_eq!(
+        body.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["event", "timestamp", "payload"]
+    );
+    assert_eq!(body["event"], "workflow.execution.completed");
+    let ts_ms: u64 = req
+        .header("x-webhook-timestamp")
+        .expect("timestamp")
+        .parse()
+        .expect("ms");
+    assert_eq!(
+        webhooks::time::parse_iso(body["timestamp"].as_str().expect("iso")),
+        Some(ts_ms)
+    );
+    assert_eq!(
+        std::str::from_utf8(&req.body)
+            .expect("utf8")
+            .split(r#""payload":"#)
+            .nth(1),
+        Some(r#"{"id":"1","status":"COMPLETED","ratio":1,"big":12345678901234567000}}"#),
+        "JSON.stringify's numbers"
+    );
+    let id = req.header("webhook-id").expect("standard id");
+    assert_eq!(req.header("x-webhook-id"), Some(id));
+    let ts: u64 = req
+        .header("webhook-timestamp")
+        .expect("standard ts")
+        .parse()
+        .expect("seconds");
+    assert_eq!(
+        req.header("webhook-signature").expect("standard sig"),
+        signing::standard_signature("your-webhook-secret", id, ts, &req.body)
+    );
+
+    // Without a secret there is no signature header, as the guide says.
+    test_call(
+        &app,
+        json!({"url": receiver.url("/plain"), "event": "system.info", "payload": {}}),
+    )
+    .await;
+    let plain = &receiver.received()[1];
+    assert_eq!(plain.header("x-webhook-signature"), None);
+    assert_eq!(plain.header("webhook-signature"), None);
+}
+
+#[tokio::test]
+async fn test_endpoint_says_what_went_wrong() {
+    let app = app(TargetPolicy::PERMISSIVE);
+    let failing = Receiver::start(Reply::Status(500)).await;
+    let r = test_call(
+        &app,
+        json!({"url": failing.url("/"), "event": "system.error", "payload": {}}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["statusCode"], 500);
+    assert_eq!(
+        r["message"],
+        "Receiver answered HTTP 500 Internal Server Error"
+    );
+
+    let slow = Receiver::start(Reply::Slow(Duration::from_secs(3), 200)).await;
+    let r = test_call(
+        &app,
+        json!({"url": slow.url("/"), "event": "system.error", "payload": {}}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["statusCode"], Value::Null);
+    assert_eq!(r["message"], "Timed out after 1 s waiting for the receiver");
+
+    let port = closed_port();
+    let r = test_call(
+        &app,
+        json!({"url": format!("http://127.0.0.1:{port}/"), "event": "system.error", "payload": {}}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert!(
+        r["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("Connection refused"),
+        "{r}"
+    );
+
+    let r = test_call(
+        &app,
+        json!({"url": "http://no-such-host.invalid/", "event": "system.error", "payload": {}}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["message"], "DNS lookup failed for no-such-host.invalid");
+}
+
+#[tokio::test]
+async fn test_endpoint_guards_the_address_it_connects_to() {
+    let app = app(TargetPolicy {
+        allow_http: true,
+        allow_private: false,
+    });
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    for url in [
+        receiver.url("/"),
+        format!("http://localhost:{}/", receiver.addr.port()),
+        format!("http://2130706433:{}/", receiver.addr.port()),
+        "http://169.254.169.254/latest/meta-data/".into(),
+        format!("http://[::ffff:127.0.0.1]:{}/", receiver.addr.port()),
+    ] {
+        let r = test_call(
+            &app,
+            json!({"url": url, "event": "system.info", "payload": {}}),
+        )
+        .await;
+        assert_eq!(r["success"], false, "{url}");
+        assert!(
+            r["message"]
+                .as_str()
+                .expect("message")
+                .starts_with("Target not allowed"),
+            "{url}: {r}"
+        );
+    }
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the private receiver"
+    );
+}
+
+#[tokio::test]
+async fn local_runner_serves_the_api_over_http() {
+    let config = webhooks_local::local_config(|k| {
+        (k == "JWT_SECRET").then(|| String::from_utf8_lossy(JWT_SECRET).into_owned())
+    })
+    .expect("config");
+    assert!(
+        config.policy.allow_private && config.policy.allow_http,
+        "local defaults are permissive"
+    );
+    let runner = webhooks_local::Runner::new(&config, JWT_SECRET, &webhooks_local::Backend::Memory);
+    let addr = runner.spawn(0).await.expect("serve");
+    let receiver = Receiver::start(Reply::Status(204)).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let t = bearer("local");
+    let created: Value = http
+        .post(format!("{base}/api/webhooks"))
+        .header("authorization", &t)
+        .json(&json!({"url": receiver.url("/in"), "events": ["system.info"], "secret": "abc"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id");
+    let listed: Value = http
+        .get(format!("{base}/api/webhooks"))
+        .header("authorization", &t)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed[0]["id"], id);
+    let res = http.post(format!("{base}/api/webhooks/test")).header("authorization", &t)
+        .json(&json!({"url": receiver.url("/in"), "event": "system.info", "payload": {"n": 1}, "secret": "abc"}))
+        .send().await.expect("send");
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.expect("json");
+    assert_eq!(
+        report,
+        json!({"success": true, "statusCode": 204, "message": "Webhook delivered successfully"})
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert!(signing::verify_guide_signature(
+        "abc",
+        &got[0].body,
+        got[0].header("x-webhook-signature").expect("sig")
+    ));
+    let res = http
+        .get(format!("{base}/api/webhooks"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 401);
+    let res = http
+        .delete(format!("{base}/api/webhooks/{id}"))
+        .header("authorization", &t)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 204);
+}
