@@ -22,5 +22,6 @@ if [ -f template.yaml ]; then
   echo "== cfn-lint template.yaml"
   .venv/bin/cfn-lint template.yaml
   echo "== template and code agree"
-  .venv/bin/python infra/check_template.py
+  ./target/debug/webhooks-local resources > .emulator/resources.json
+  .venv/bin/python infra/check_template.py .emulator/resources.json
 fi

@@ -95,19 +95,16 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
-        let data =
-            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-                K::ExpiredSignature => AuthError::Expired,
-                K::ImmatureSignature => AuthError::NotYetValid,
-                K::InvalidSignature => AuthError::Invalid("bad signature"),
-                K::InvalidAlgorithm | K::InvalidAlgorithmName => {
-                    AuthError::Invalid("algorithm not allowed")
-                }
-                K::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-                K::InvalidAudience => AuthError::Invalid("wrong audience"),
-                K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
-                _ => AuthError::Invalid("malformed token"),
-            })?;
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            K::ExpiredSignature => AuthError::Expired,
+            K::ImmatureSignature => AuthError::NotYetValid,
+            K::InvalidSignature => AuthError::Invalid("bad signature"),
+            K::InvalidAlgorithm | K::InvalidAlgorithmName => AuthError::Invalid("algorithm not allowed"),
+            K::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+            K::InvalidAudience => AuthError::Invalid("wrong audience"),
+            K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
+            _ => AuthError::Invalid("malformed token"),
+        })?;
         let claims = data.claims;
         let tenant = claims
             .tenant
@@ -161,16 +158,11 @@ mod tests {
         assert_eq!(v.verify(&t).expect("valid").tenant, "alice");
         let t = mint(b"k", &claims_for("alice", Some("acme"), 60));
         assert_eq!(
-            v.verify_header(Some(&format!("Bearer {t}")))
-                .expect("valid")
-                .tenant,
+            v.verify_header(Some(&format!("Bearer {t}"))).expect("valid").tenant,
             "acme"
         );
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
-        assert_eq!(
-            v.verify_header(Some("Basic abc")),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
         let t = mint(b"k", &claims_for("a#b", None, 60));
         assert!(v.verify(&t).is_err());
     }

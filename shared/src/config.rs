@@ -21,7 +21,9 @@ pub struct Config {
     pub webhooks_table: String,
     pub deliveries_table: String,
     pub events_queue_url: Option<String>,
+    pub events_dlq_url: Option<String>,
     pub delivery_queue_url: Option<String>,
+    pub delivery_dlq_url: Option<String>,
     pub policy: TargetPolicy,
     pub test_timeout: Duration,
     pub delivery_timeout: Duration,
@@ -39,7 +41,9 @@ impl std::fmt::Debug for Config {
             .field("webhooks_table", &self.webhooks_table)
             .field("deliveries_table", &self.deliveries_table)
             .field("events_queue_url", &self.events_queue_url)
+            .field("events_dlq_url", &self.events_dlq_url)
             .field("delivery_queue_url", &self.delivery_queue_url)
+            .field("delivery_dlq_url", &self.delivery_dlq_url)
             .field("policy", &self.policy)
             .field("test_timeout", &self.test_timeout)
             .field("delivery_timeout", &self.delivery_timeout)
@@ -89,10 +93,11 @@ impl Config {
             jwt_issuer: get("JWT_ISSUER"),
             jwt_audience: get("JWT_AUDIENCE"),
             webhooks_table: get("WEBHOOKS_TABLE").unwrap_or_else(|| "webhooks".into()),
-            deliveries_table: get("DELIVERIES_TABLE")
-                .unwrap_or_else(|| "webhook-deliveries".into()),
+            deliveries_table: get("DELIVERIES_TABLE").unwrap_or_else(|| "webhook-deliveries".into()),
             events_queue_url: get("EVENTS_QUEUE_URL"),
+            events_dlq_url: get("EVENTS_DLQ_URL"),
             delivery_queue_url: get("DELIVERY_QUEUE_URL"),
+            delivery_dlq_url: get("DELIVERY_DLQ_URL"),
             policy: TargetPolicy {
                 allow_http: flag("ALLOW_HTTP_TARGETS", false)?,
                 allow_private: flag("ALLOW_PRIVATE_TARGETS", false)?,
@@ -111,15 +116,17 @@ impl Config {
     }
 
     pub fn jwt_secret(&self) -> Result<&[u8], ConfigError> {
-        self.jwt_secret
-            .as_deref()
-            .ok_or(ConfigError::Missing("JWT_SECRET"))
+        self.jwt_secret.as_deref().ok_or(ConfigError::Missing("JWT_SECRET"))
     }
 
     pub fn events_queue_url(&self) -> Result<&str, ConfigError> {
         self.events_queue_url
             .as_deref()
             .ok_or(ConfigError::Missing("EVENTS_QUEUE_URL"))
+    }
+
+    pub fn events_dlq_url(&self) -> Result<&str, ConfigError> {
+        self.events_dlq_url.as_deref().ok_or(ConfigError::Missing("EVENTS_DLQ_URL"))
     }
 
     pub fn delivery_queue_url(&self) -> Result<&str, ConfigError> {
@@ -159,10 +166,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -188,9 +192,7 @@ mod tests {
         assert!(e.to_string().contains("'x'"));
         assert!(cfg(&[("RETRY_SCHEDULE_SECONDS", "50000")]).is_err());
         assert_eq!(
-            cfg(&[("RETRY_SCHEDULE_SECONDS", "1, 2,3")])
-                .expect("ok")
-                .retry_schedule,
+            cfg(&[("RETRY_SCHEDULE_SECONDS", "1, 2,3")]).expect("ok").retry_schedule,
             vec![1, 2, 3]
         );
         assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());

@@ -85,8 +85,7 @@ impl Resolve for GuardedResolver {
                 return Err(Box::new(DnsFailed { host }) as Box<dyn StdError + Send + Sync>);
             }
             if !policy.allow_private {
-                ssrf::check_addrs(&addrs)
-                    .map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
+                ssrf::check_addrs(&addrs).map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -123,28 +122,17 @@ impl Deliverer {
     }
 
     /// POSTs `request` to `url`, waiting at most `timeout` for the whole exchange.
-    pub async fn send(
-        &self,
-        url: &str,
-        request: &SignedRequest,
-        timeout: Duration,
-    ) -> AttemptReport {
+    pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
         let started = Instant::now();
         // IP literals never reach the resolver, so they are checked here.
         if let Err(e) = ssrf::check_url(url, self.policy) {
             let outcome = match e {
-                TargetError::Blocked { .. } | TargetError::BlockedName { .. } => {
-                    Outcome::NotAllowed
-                }
+                TargetError::Blocked { .. } | TargetError::BlockedName { .. } => Outcome::NotAllowed,
                 _ => Outcome::ConnectionFailed,
             };
             return AttemptReport::failed(outcome, capitalise(&e.to_string()), started);
         }
-        let mut builder = self
-            .client
-            .post(url)
-            .timeout(timeout)
-            .body(request.body.clone());
+        let mut builder = self.client.post(url).timeout(timeout).body(request.body.clone());
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
         }
@@ -175,19 +163,10 @@ impl Deliverer {
         }
         let code = status.as_u16();
         let (outcome, message) = if status.is_success() {
-            (
-                Outcome::Delivered,
-                "Webhook delivered successfully".to_string(),
-            )
+            (Outcome::Delivered, "Webhook delivered successfully".to_string())
         } else {
-            let reason = status
-                .canonical_reason()
-                .map(|r| format!(" {r}"))
-                .unwrap_or_default();
-            (
-                Outcome::HttpError,
-                format!("Receiver answered HTTP {code}{reason}"),
-            )
+            let reason = status.canonical_reason().map(|r| format!(" {r}")).unwrap_or_default();
+            (Outcome::HttpError, format!("Receiver answered HTTP {code}{reason}"))
         };
         AttemptReport {
             outcome,
@@ -195,11 +174,7 @@ impl Deliverer {
             duration_ms: started.elapsed().as_millis() as u64,
             message,
             response_body: Some(String::from_utf8_lossy(&body).into_owned()),
-            retry_after_s: if status.is_success() {
-                None
-            } else {
-                retry_after_s
-            },
+            retry_after_s: if status.is_success() { None } else { retry_after_s },
         }
     }
 }
@@ -244,11 +219,7 @@ fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptR
         );
     }
     let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("ssl")
-    {
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("ssl") {
         let detail = chain.trim_end_matches("; ");
         return AttemptReport::failed(Outcome::TlsError, format!("TLS error: {detail}"), started);
     }

@@ -144,10 +144,8 @@ impl<'a> Fields<'a> {
             None => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                self.errors.push(FieldError::new(
-                    name,
-                    format!("must be a string, not {}", kind(other)),
-                ));
+                self.errors
+                    .push(FieldError::new(name, format!("must be a string, not {}", kind(other))));
                 None
             }
         }
@@ -192,10 +190,8 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
         return None;
     };
     if items.is_empty() {
-        f.errors.push(FieldError::new(
-            "events",
-            "must name at least one event type",
-        ));
+        f.errors
+            .push(FieldError::new("events", "must name at least one event type"));
         return None;
     }
     if items.len() > MAX_EVENTS {
@@ -211,9 +207,7 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
         let field = format!("events[{i}]");
         match item {
             Value::String(s) => match EventFilter::parse(s) {
-                Some(filter) if !out.iter().any(|e| e == filter.as_str()) => {
-                    out.push(filter.as_str().to_string())
-                }
+                Some(filter) if !out.iter().any(|e| e == filter.as_str()) => out.push(filter.as_str().to_string()),
                 Some(_) => {}
                 None => f.errors.push(FieldError::new(
                     field,
@@ -223,10 +217,9 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
                     ),
                 )),
             },
-            other => f.errors.push(FieldError::new(
-                field,
-                format!("must be a string, not {}", kind(other)),
-            )),
+            other => f
+                .errors
+                .push(FieldError::new(field, format!("must be a string, not {}", kind(other)))),
         }
     }
     (f.errors.len() == before).then_some(out)
@@ -251,11 +244,7 @@ fn parse_secret(f: &mut Fields, v: &Value, nullable: bool) -> Option<Option<Stri
         }
         Value::String(s) => Some(Some(s.clone())),
         other => {
-            let want = if nullable {
-                "a string or null"
-            } else {
-                "a string"
-            };
+            let want = if nullable { "a string or null" } else { "a string" };
             f.errors.push(FieldError::new(
                 "secret",
                 format!("must be {want}, not {}", kind(other)),
@@ -269,10 +258,8 @@ fn parse_bool(f: &mut Fields, name: &str, v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         other => {
-            f.errors.push(FieldError::new(
-                name,
-                format!("must be a boolean, not {}", kind(other)),
-            ));
+            f.errors
+                .push(FieldError::new(name, format!("must be a boolean, not {}", kind(other))));
             None
         }
     }
@@ -334,9 +321,7 @@ fn truncate(s: &str, max: usize) -> String {
 pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(&["url", "events", "secret", "active"], &[]);
-    let url = f
-        .string("url", true)
-        .and_then(|u| parse_url(&mut f, u, policy));
+    let url = f.string("url", true).and_then(|u| parse_url(&mut f, u, policy));
     let events = match f.present("events") {
         Some(v) => parse_events(&mut f, v),
         None => {
@@ -379,10 +364,8 @@ pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, 
         patch.url = match v {
             Value::String(u) => parse_url(&mut f, u, policy),
             other => {
-                f.errors.push(FieldError::new(
-                    "url",
-                    format!("must be a string, not {}", kind(other)),
-                ));
+                f.errors
+                    .push(FieldError::new("url", format!("must be a string, not {}", kind(other))));
                 None
             }
         };
@@ -412,9 +395,7 @@ pub fn parse_test(body: &Value, policy: TargetPolicy) -> Result<TestRequest, Inv
         allow_private: true,
         ..policy
     };
-    let url = f
-        .string("url", true)
-        .and_then(|u| parse_url(&mut f, u, syntax_only));
+    let url = f.string("url", true).and_then(|u| parse_url(&mut f, u, syntax_only));
     let event = parse_event_type(&mut f, "event");
     let payload = parse_payload(&mut f, true);
     let secret = match f.present("secret") {
@@ -440,9 +421,7 @@ pub fn parse_event_submission(body: &Value) -> Result<EventSubmission, Invalid> 
     let event = parse_event_type(&mut f, "event");
     let payload = parse_payload(&mut f, true);
     let id = match f.string("id", false) {
-        Some(id)
-            if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) =>
-        {
+        Some(id) if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) => {
             f.errors.push(FieldError::new(
                 "id",
                 format!("must be 1 to {MAX_EVENT_ID_LEN} bytes without control characters"),
@@ -471,10 +450,7 @@ mod tests {
     };
 
     fn fields(r: Result<impl std::fmt::Debug, Invalid>) -> Vec<String> {
-        r.expect_err("should be invalid")
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
+        r.expect_err("should be invalid").into_iter().map(|e| e.field).collect()
     }
 
     #[test]
@@ -485,11 +461,7 @@ mod tests {
         let w = parse_create(&body, P).expect("valid");
         assert_eq!(
             w.events,
-            vec![
-                "workflow.execution.completed",
-                "task.execution.failed",
-                "workflow.*"
-            ]
+            vec!["workflow.execution.completed", "task.execution.failed", "workflow.*"]
         );
         assert!(w.active);
         assert_eq!(w.secret.as_deref(), Some("your-webhook-secret"));
@@ -507,10 +479,7 @@ mod tests {
             vec!["extra", "url", "events[0]", "events[1]", "secret"]
         );
         assert_eq!(
-            fields(parse_create(
-                &json!({"url": "https://x.com", "events": []}),
-                P
-            )),
+            fields(parse_create(&json!({"url": "https://x.com", "events": []}), P)),
             vec!["events"]
         );
         assert_eq!(
@@ -519,10 +488,7 @@ mod tests {
         );
         let many: Vec<&str> = vec!["system.info"; MAX_EVENTS + 1];
         assert_eq!(
-            fields(parse_create(
-                &json!({"url": "https://x.com", "events": many}),
-                P
-            )),
+            fields(parse_create(&json!({"url": "https://x.com", "events": many}), P)),
             vec!["events"]
         );
         let long = "s".repeat(MAX_SECRET_LEN + 1);
@@ -537,8 +503,7 @@ mod tests {
 
     #[test]
     fn update_is_partial_and_ignores_read_only_fields() {
-        let p = parse_update(&json!({"active": false, "id": "wh_x", "createdAt": "t"}), P)
-            .expect("valid");
+        let p = parse_update(&json!({"active": false, "id": "wh_x", "createdAt": "t"}), P).expect("valid");
         assert_eq!(
             p,
             WebhookPatch {
@@ -588,9 +553,7 @@ mod tests {
             )),
             vec!["id"]
         );
-        let e =
-            parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": "evt-1"}))
-                .expect("ok");
+        let e = parse_event_submission(&json!({"event": "system.info", "payload": {}, "id": "evt-1"})).expect("ok");
         assert_eq!(e.id.as_deref(), Some("evt-1"));
     }
 }

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use crate::domain::Webhook;
 use crate::event_types::EventType;
-use crate::ports::{Page, StoreError, WebhookStore};
+use crate::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Page, StoreError, WebhookStore};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -38,9 +38,7 @@ pub fn get_s(item: &Item, k: &str) -> Option<String> {
 }
 
 pub fn get_n(item: &Item, k: &str) -> Option<u64> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
 fn webhook_key(tenant: &str, id: &str) -> Item {
@@ -62,10 +60,7 @@ fn to_item(w: &Webhook) -> Item {
     item.insert("id".into(), s(&w.id));
     item.insert("tenant".into(), s(&w.tenant));
     item.insert("url".into(), s(&w.url));
-    item.insert(
-        "events".into(),
-        AttributeValue::L(w.events.iter().map(s).collect()),
-    );
+    item.insert("events".into(), AttributeValue::L(w.events.iter().map(s).collect()));
     if let Some(secret) = &w.secret {
         item.insert("secret".into(), s(secret));
     }
@@ -123,11 +118,7 @@ impl DynamoWebhookStore {
         }
     }
 
-    fn put(
-        &self,
-        item: Item,
-        condition: Option<(&str, Item)>,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
         let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
         if let Some((expr, values)) = condition {
             put = put.condition_expression(expr);
@@ -135,16 +126,10 @@ impl DynamoWebhookStore {
                 put = put.set_expression_attribute_values(Some(values));
             }
         }
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(backend)?)
-            .build())
+        Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
     }
 
-    fn delete_op(
-        &self,
-        key: Item,
-        condition: Option<(&str, Item)>,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn delete_op(&self, key: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
         let mut del = Delete::builder().table_name(&self.table).set_key(Some(key));
         if let Some((expr, values)) = condition {
             del = del
@@ -174,13 +159,9 @@ impl DynamoWebhookStore {
             Ok(_) => Ok(()),
             Err(e) => {
                 let code = e.code().unwrap_or_default().to_string();
-                if code == "TransactionCanceledException"
-                    || code == "ConditionalCheckFailedException"
-                {
+                if code == "TransactionCanceledException" || code == "ConditionalCheckFailedException" {
                     let msg = e.message().unwrap_or_default();
-                    if msg.contains("ConditionalCheckFailed")
-                        || code == "ConditionalCheckFailedException"
-                    {
+                    if msg.contains("ConditionalCheckFailed") || code == "ConditionalCheckFailedException" {
                         return Err(None);
                     }
                     // TransactionConflict: another transaction touched the same items.
@@ -217,12 +198,7 @@ impl WebhookStore for DynamoWebhookStore {
         out.item().map(from_item).transpose()
     }
 
-    async fn list(
-        &self,
-        tenant: &str,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<Page<Webhook>, StoreError> {
+    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
         let out = self
             .client
             .query()
@@ -235,11 +211,7 @@ impl WebhookStore for DynamoWebhookStore {
             .send()
             .await
             .map_err(backend)?;
-        let mut items = out
-            .items()
-            .iter()
-            .map(from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
         let next = (items.len() > limit).then(|| {
             items.truncate(limit);
             items.last().map(|w| w.id.clone()).unwrap_or_default()
@@ -276,8 +248,7 @@ impl WebhookStore for DynamoWebhookStore {
                 return Err(StoreError::NotFound);
             };
             let condition = HashMap::from([(":v".to_string(), n(current.version))]);
-            let mut ops =
-                vec![self.delete_op(webhook_key(tenant, id), Some(("version = :v", condition)))?];
+            let mut ops = vec![self.delete_op(webhook_key(tenant, id), Some(("version = :v", condition)))?];
             for filter in subscription_filters(&current) {
                 ops.push(self.delete_op(subscription_key(tenant, filter, id), None)?);
             }
@@ -314,5 +285,255 @@ impl WebhookStore for DynamoWebhookStore {
             }
         }
         Ok(ids.into_iter().collect())
+    }
+}
+
+/// Deliveries table (`DELIVERIES_TABLE`), keys `pk`/`sk`, TTL on `expiresAt`:
+/// - delivery:     pk `W#{webhookId}`,        sk `D#{deliveryId}` (ids sort by event time,
+///   so a reverse Query lists newest first)
+/// - event marker: pk `E#{tenant}#{eventId}`, sk `E`: the event was fanned out completely
+#[derive(Clone)]
+pub struct DynamoDeliveryLog {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDeliveryLog {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoDeliveryLog {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn delivery_key(webhook_id: &str, delivery_id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("W#{webhook_id}"))),
+        ("sk".to_string(), s(format!("D#{delivery_id}"))),
+    ])
+}
+
+fn event_key(tenant: &str, event_id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("E#{tenant}#{event_id}"))),
+        ("sk".to_string(), s("E")),
+    ])
+}
+
+fn attempt_to_av(a: &Attempt) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("attempt".to_string(), n(a.attempt)),
+        ("at".to_string(), n(a.at)),
+        ("durationMs".to_string(), n(a.duration_ms)),
+        ("message".to_string(), s(&a.message)),
+    ]);
+    if let Some(code) = a.status_code {
+        m.insert("statusCode".into(), n(code));
+    }
+    if let Some(body) = &a.response_body {
+        m.insert("responseBody".into(), s(body));
+    }
+    AttributeValue::M(m)
+}
+
+fn attempt_from_av(v: &AttributeValue) -> Option<Attempt> {
+    let m = v.as_m().ok()?;
+    Some(Attempt {
+        attempt: get_n(m, "attempt")? as u32,
+        at: get_n(m, "at")?,
+        status_code: get_n(m, "statusCode").map(|c| c as u16),
+        duration_ms: get_n(m, "durationMs").unwrap_or(0),
+        message: get_s(m, "message").unwrap_or_default(),
+        response_body: get_s(m, "responseBody"),
+    })
+}
+
+fn delivery_to_item(d: &Delivery) -> Item {
+    let mut item = delivery_key(&d.webhook_id, &d.id);
+    item.insert("id".into(), s(&d.id));
+    item.insert("tenant".into(), s(&d.tenant));
+    item.insert("webhookId".into(), s(&d.webhook_id));
+    item.insert("eventId".into(), s(&d.event_id));
+    item.insert("event".into(), s(&d.event));
+    item.insert("status".into(), s(d.status.as_str()));
+    item.insert("createdAt".into(), n(d.created_at));
+    item.insert("updatedAt".into(), n(d.updated_at));
+    item.insert(
+        "attempts".into(),
+        AttributeValue::L(d.attempts.iter().map(attempt_to_av).collect()),
+    );
+    if let Some(note) = &d.note {
+        item.insert("note".into(), s(note));
+    }
+    item.insert("expiresAt".into(), n(d.expires_at));
+    item
+}
+
+fn delivery_from_item(item: &Item) -> Result<Delivery, StoreError> {
+    let bad = |field: &str| StoreError::Backend(format!("stored delivery has no valid '{field}'"));
+    let attempts = match item.get("attempts") {
+        Some(AttributeValue::L(l)) => l.iter().filter_map(attempt_from_av).collect(),
+        _ => Vec::new(),
+    };
+    Ok(Delivery {
+        id: get_s(item, "id").ok_or_else(|| bad("id"))?,
+        tenant: get_s(item, "tenant").ok_or_else(|| bad("tenant"))?,
+        webhook_id: get_s(item, "webhookId").ok_or_else(|| bad("webhookId"))?,
+        event_id: get_s(item, "eventId").ok_or_else(|| bad("eventId"))?,
+        event: get_s(item, "event").ok_or_else(|| bad("event"))?,
+        status: get_s(item, "status")
+            .and_then(|v| DeliveryStatus::parse(&v))
+            .ok_or_else(|| bad("status"))?,
+        created_at: get_n(item, "createdAt").ok_or_else(|| bad("createdAt"))?,
+        updated_at: get_n(item, "updatedAt").ok_or_else(|| bad("updatedAt"))?,
+        attempts,
+        note: get_s(item, "note"),
+        expires_at: get_n(item, "expiresAt").unwrap_or(0),
+    })
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl DeliveryLog for DynamoDeliveryLog {
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(tenant, event_id)))
+            .consistent_read(true)
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item().is_some())
+    }
+
+    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError> {
+        let mut item = event_key(tenant, event_id);
+        item.insert("expiresAt".into(), n(expires_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn create(&self, d: &Delivery) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(delivery_to_item(d)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn record_attempt(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(webhook_id, delivery_id)))
+            .update_expression("SET #st = :st, updatedAt = :now, attempts = list_append(attempts, :a)")
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":a", AttributeValue::L(vec![attempt_to_av(attempt)]))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(webhook_id, delivery_id)))
+            .update_expression("SET #st = :st, updatedAt = :now, note = :note")
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(DeliveryStatus::Skipped.as_str()))
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":note", s(note))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(webhook_id, delivery_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item().map(delivery_from_item).transpose()
+    }
+
+    async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(format!("W#{webhook_id}")))
+            .expression_attribute_values(":lo", s("D#"))
+            // '~' sorts after every id character, so the first page starts at the newest.
+            .expression_attribute_values(":hi", s(format!("D#{}", before.unwrap_or("~"))))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit + 2).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        // BETWEEN is inclusive: drop the cursor's own item.
+        let mut items = out
+            .items()
+            .iter()
+            .map(delivery_from_item)
+            .filter(|d| d.as_ref().map_or(true, |d| Some(d.id.as_str()) != before))
+            .collect::<Result<Vec<_>, _>>()?;
+        items.truncate(limit + 1);
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|d| d.id.clone()).unwrap_or_default()
+        });
+        Ok(Page { items, next })
     }
 }

@@ -8,26 +8,14 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "workflow.definition.created",
         "A new workflow definition has been created",
     ),
-    (
-        "workflow.definition.updated",
-        "A workflow definition has been updated",
-    ),
-    (
-        "workflow.definition.deleted",
-        "A workflow definition has been deleted",
-    ),
-    (
-        "workflow.execution.started",
-        "A workflow execution has started",
-    ),
+    ("workflow.definition.updated", "A workflow definition has been updated"),
+    ("workflow.definition.deleted", "A workflow definition has been deleted"),
+    ("workflow.execution.started", "A workflow execution has started"),
     (
         "workflow.execution.completed",
         "A workflow execution has completed successfully",
     ),
-    (
-        "workflow.execution.failed",
-        "A workflow execution has failed",
-    ),
+    ("workflow.execution.failed", "A workflow execution has failed"),
     (
         "workflow.execution.cancelled",
         "A workflow execution has been cancelled",
@@ -38,14 +26,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "A task execution has completed successfully",
     ),
     ("task.execution.failed", "A task execution has failed"),
-    (
-        "task.execution.cancelled",
-        "A task execution has been cancelled",
-    ),
-    (
-        "progress.updated",
-        "Progress has been updated for a workflow execution",
-    ),
+    ("task.execution.cancelled", "A task execution has been cancelled"),
+    ("progress.updated", "Progress has been updated for a workflow execution"),
     (
         "blocker.detected",
         "A blocker has been detected in a workflow execution",
@@ -75,10 +57,7 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
         "synchronization.point.completed",
         "A synchronization point has been completed",
     ),
-    (
-        "synchronization.point.failed",
-        "A synchronization point has failed",
-    ),
+    ("synchronization.point.failed", "A synchronization point has failed"),
     ("system.error", "A system error has occurred"),
     ("system.warning", "A system warning has occurred"),
     ("system.info", "A system information event has occurred"),

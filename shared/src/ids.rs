@@ -27,6 +27,11 @@ pub fn ulid_at(ms: u64) -> String {
         }
         *last = value;
     }
+    encode(value)
+}
+
+/// Crockford base32 of a 128-bit value: 26 characters that sort as the value does.
+pub fn encode(mut value: u128) -> String {
     let mut out = [0u8; 26];
     for i in (0..26).rev() {
         out[i] = CROCKFORD[(value & 31) as usize];

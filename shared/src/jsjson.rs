@@ -77,11 +77,7 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
 /// 2^32 - 1, without sign or leading zeros.
 fn array_index(key: &str) -> Option<u32> {
     let b = key.as_bytes();
-    if b.is_empty()
-        || b.len() > 10
-        || !b.iter().all(u8::is_ascii_digit)
-        || (b.len() > 1 && b[0] == b'0')
-    {
+    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
         return None;
     }
     let n: u64 = key.parse().ok()?;
@@ -133,14 +129,7 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         } else {
             out.extend_from_slice(escape);
         }
@@ -183,10 +172,7 @@ mod tests {
             r#"{"1":4,"2":2,"4294967294":7,"b":1,"a":3,"01":5,"4294967295":6}"#
         );
         assert_eq!(js(r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
-        assert_eq!(
-            js(r#"{"z":{"y":[{"x":1,"w":2}]}}"#),
-            r#"{"z":{"y":[{"x":1,"w":2}]}}"#
-        );
+        assert_eq!(js(r#"{"z":{"y":[{"x":1,"w":2}]}}"#), r#"{"z":{"y":[{"x":1,"w":2}]}}"#);
     }
 
     #[test]
@@ -195,9 +181,6 @@ mod tests {
             js(r#""a\"b\\c\/d\n\t\r\b\f\u0001\u001f\u007f""#),
             "\"a\\\"b\\\\c/d\\n\\t\\r\\b\\f\\u0001\\u001f\u{7f}\""
         );
-        assert_eq!(
-            js(r#""héllo \u2028 😀 \ud83d\ude00""#),
-            "\"héllo \u{2028} 😀 😀\""
-        );
+        assert_eq!(js(r#""héllo \u2028 😀 \ud83d\ude00""#), "\"héllo \u{2028} 😀 😀\"");
     }
 }

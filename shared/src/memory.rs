@@ -1,14 +1,25 @@
 //! In-memory adapters for the embedded local mode and fast tests. They keep the semantics the
 //! AWS adapters have (conditional writes, ordering, pagination), which the contract suite checks.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use crate::domain::Webhook;
 use crate::event_types::EventType;
-use crate::ports::{Page, StoreError, WebhookStore};
+use crate::ports::{
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_BATCH, OutgoingMessage, Page, Queue, QueueError, QueueMessage,
+    StoreError, WebhookStore,
+};
+
+/// A poisoned lock only means another thread panicked while holding it (in a test); the data
+/// is still whole, so carry on with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Default)]
 pub struct MemoryWebhookStore {
@@ -21,9 +32,8 @@ impl MemoryWebhookStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Webhook>> {
-        // A poisoned lock only means another thread panicked mid-test; the map is still whole.
-        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), Webhook>> {
+        lock(&self.items)
     }
 }
 
@@ -40,18 +50,10 @@ impl WebhookStore for MemoryWebhookStore {
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
-        Ok(self
-            .lock()
-            .get(&(tenant.to_string(), id.to_string()))
-            .cloned())
+        Ok(self.lock().get(&(tenant.to_string(), id.to_string())).cloned())
     }
 
-    async fn list(
-        &self,
-        tenant: &str,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<Page<Webhook>, StoreError> {
+    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
         let items = self.lock();
         let start = (tenant.to_string(), after.unwrap_or("").to_string());
         let mut page: Vec<Webhook> = items
@@ -96,5 +98,292 @@ impl WebhookStore for MemoryWebhookStore {
             .filter(|(_, w)| w.active && w.subscribes_to(event))
             .map(|((_, id), _)| id.clone())
             .collect())
+    }
+}
+
+#[derive(Default)]
+struct LogState {
+    // (webhook id, delivery id) -> delivery; delivery ids sort by event time.
+    deliveries: BTreeMap<(String, String), Delivery>,
+    events: HashSet<(String, String)>,
+}
+
+#[derive(Default)]
+pub struct MemoryDeliveryLog {
+    state: Mutex<LogState>,
+}
+
+impl MemoryDeliveryLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryDeliveryLog {
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.state)
+            .events
+            .contains(&(tenant.to_string(), event_id.to_string())))
+    }
+
+    async fn mark_event(&self, tenant: &str, event_id: &str, _expires_at: u64) -> Result<(), StoreError> {
+        lock(&self.state)
+            .events
+            .insert((tenant.to_string(), event_id.to_string()));
+        Ok(())
+    }
+
+    async fn create(&self, d: &Delivery) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        let key = (d.webhook_id.clone(), d.id.clone());
+        if state.deliveries.contains_key(&key) {
+            return Ok(false);
+        }
+        state.deliveries.insert(key, d.clone());
+        Ok(true)
+    }
+
+    async fn record_attempt(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        match state
+            .deliveries
+            .get_mut(&(webhook_id.to_string(), delivery_id.to_string()))
+        {
+            Some(d) if d.status == DeliveryStatus::Pending => {
+                d.attempts.push(attempt.clone());
+                d.status = status;
+                d.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        match state
+            .deliveries
+            .get_mut(&(webhook_id.to_string(), delivery_id.to_string()))
+        {
+            Some(d) if d.status == DeliveryStatus::Pending => {
+                d.status = DeliveryStatus::Skipped;
+                d.note = Some(note.to_string());
+                d.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(lock(&self.state)
+            .deliveries
+            .get(&(webhook_id.to_string(), delivery_id.to_string()))
+            .cloned())
+    }
+
+    async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
+        let state = lock(&self.state);
+        let lo = (webhook_id.to_string(), String::new());
+        let hi = (
+            webhook_id.to_string(),
+            before.map(str::to_string).unwrap_or_else(|| "~".into()),
+        );
+        let mut items: Vec<Delivery> = state
+            .deliveries
+            .range(lo..hi)
+            .rev()
+            .take(limit + 1)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|d| d.id.clone()).unwrap_or_default()
+        });
+        Ok(Page { items, next })
+    }
+}
+
+struct StoredMessage {
+    message_id: String,
+    body: String,
+    sent_ms: u64,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt: Option<String>,
+}
+
+struct MemoryQueueState {
+    messages: Vec<StoredMessage>,
+    visibility: Duration,
+    redrive: Option<(String, u32)>,
+}
+
+/// Queues with the SQS semantics the handlers rely on: a received message is hidden for the
+/// visibility timeout, comes back unless deleted, counts its receives, and moves to the
+/// dead-letter queue on the receive after `maxReceiveCount`.
+#[derive(Default)]
+pub struct MemoryQueue {
+    queues: Mutex<HashMap<String, MemoryQueueState>>,
+    arrived: Notify,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates a queue and returns its URL (`memory://name`).
+    pub fn create_queue(&self, name: &str, visibility: Duration, redrive: Option<(String, u32)>) -> String {
+        let url = format!("memory://{name}");
+        lock(&self.queues).entry(url.clone()).or_insert(MemoryQueueState {
+            messages: Vec::new(),
+            visibility,
+            redrive,
+        });
+        url
+    }
+
+    fn next_id(&self, prefix: &str) -> String {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}-{n}")
+    }
+
+    /// Messages in the queue, visible or not (SQS's ApproximateNumberOfMessages + NotVisible).
+    pub fn depth(&self, queue_url: &str) -> usize {
+        lock(&self.queues).get(queue_url).map(|q| q.messages.len()).unwrap_or(0)
+    }
+
+    /// The bodies of the messages in a queue, for tests and operators' eyes.
+    pub fn peek(&self, queue_url: &str) -> Vec<String> {
+        lock(&self.queues)
+            .get(queue_url)
+            .map(|q| q.messages.iter().map(|m| m.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn try_receive(&self, queue_url: &str, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
+        let mut queues = lock(&self.queues);
+        let now = Instant::now();
+        let q = queues
+            .get_mut(queue_url)
+            .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
+        let visibility = q.visibility;
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let mut i = 0;
+        while i < q.messages.len() && out.len() < max {
+            if q.messages[i].visible_at > now {
+                i += 1;
+                continue;
+            }
+            if let Some((_, max_receive)) = &q.redrive
+                && q.messages[i].receive_count >= *max_receive
+            {
+                dead.push(q.messages.remove(i));
+                continue;
+            }
+            let receipt = format!("{}-r{}", q.messages[i].message_id, q.messages[i].receive_count + 1);
+            let m = &mut q.messages[i];
+            m.receive_count += 1;
+            m.visible_at = now + visibility;
+            m.receipt = Some(receipt.clone());
+            out.push(QueueMessage {
+                message_id: m.message_id.clone(),
+                receipt_handle: receipt,
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+                sent_timestamp_ms: m.sent_ms,
+            });
+            i += 1;
+        }
+        if let Some((dlq, _)) = q.redrive.clone()
+            && !dead.is_empty()
+            && let Some(target) = queues.get_mut(&dlq)
+        {
+            for mut m in dead {
+                m.receive_count = 0;
+                m.receipt = None;
+                m.visible_at = now;
+                target.messages.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError> {
+        if messages.len() > MAX_BATCH {
+            return Err(QueueError::BatchTooLarge(messages.len()));
+        }
+        {
+            let mut queues = lock(&self.queues);
+            let q = queues
+                .get_mut(queue_url)
+                .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
+            let now = Instant::now();
+            for m in messages {
+                q.messages.push(StoredMessage {
+                    message_id: self.next_id("msg"),
+                    body: m.body.clone(),
+                    sent_ms: crate::time::now_ms(),
+                    receive_count: 0,
+                    visible_at: now,
+                    receipt: None,
+                });
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(Vec::new())
+    }
+
+    async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError> {
+        let mut queues = lock(&self.queues);
+        let q = queues
+            .get_mut(queue_url)
+            .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
+        if let Some(m) = q
+            .messages
+            .iter_mut()
+            .find(|m| m.receipt.as_deref() == Some(receipt_handle))
+        {
+            m.visible_at = Instant::now() + Duration::from_secs(seconds as u64);
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, queue_url: &str, max: usize, wait: Duration) -> Result<Vec<QueueMessage>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.arrived.notified();
+            let got = self.try_receive(queue_url, max.min(MAX_BATCH))?;
+            let now = Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            // Wake on a send, or poll again soon for messages whose visibility ran out.
+            let nap = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        let mut queues = lock(&self.queues);
+        let q = queues
+            .get_mut(queue_url)
+            .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
+        q.messages.retain(|m| m.receipt.as_deref() != Some(receipt_handle));
+        Ok(())
     }
 }

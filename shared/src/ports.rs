@@ -34,12 +34,7 @@ pub trait WebhookStore: Send + Sync {
     async fn create(&self, webhook: &Webhook) -> Result<(), StoreError>;
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError>;
     /// The tenant's webhooks in creation order, `limit` at a time, after the cursor `after`.
-    async fn list(
-        &self,
-        tenant: &str,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<Page<Webhook>, StoreError>;
+    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError>;
     /// Replaces `old` with `new` if the stored webhook still has `old.version`: `Conflict` when
     /// it changed, `NotFound` when it is gone (a deleted webhook is never written back).
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError>;
@@ -47,4 +42,175 @@ pub trait WebhookStore: Send + Sync {
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError>;
     /// Ids of the tenant's active webhooks whose filters match `event`, found by key.
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "succeeded" => DeliveryStatus::Succeeded,
+            "failed" => DeliveryStatus::Failed,
+            "skipped" => DeliveryStatus::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// One try at delivering.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// Milliseconds since the epoch.
+    pub at: u64,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    /// What happened, in words (`Receiver answered HTTP 500 …`, `Timed out after 15 s …`).
+    pub message: String,
+    /// The first bytes of the response body (see `delivery::MAX_RESPONSE_BODY`).
+    pub response_body: Option<String>,
+}
+
+/// The delivery of one event to one webhook, and its attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub tenant: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event: String,
+    pub status: DeliveryStatus,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub attempts: Vec<Attempt>,
+    /// Why the delivery was skipped, when it was.
+    pub note: Option<String>,
+    /// Epoch seconds after which the record may be deleted (DynamoDB TTL).
+    pub expires_at: u64,
+}
+
+/// The delivery log, and the record of which events were already fanned out.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// True when the tenant's event was already fanned out completely.
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError>;
+    /// Records that the tenant's event was fanned out (after every job was enqueued).
+    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Stores a new pending delivery; `Ok(false)` when it already exists (left as it is).
+    async fn create(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    /// Appends an attempt and sets the status, only while the delivery is pending: `Ok(false)`
+    /// means it had already ended (a duplicate job) and nothing changed.
+    async fn record_attempt(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Marks a pending delivery skipped, with the reason.
+    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError>;
+    async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// Newest first, `limit` at a time, older than the cursor `before`.
+    async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError>;
+}
+
+/// A message to send; `id` names it within one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub id: String,
+    pub body: String,
+    /// Shown to operators on dead-lettered messages (an SQS message attribute).
+    pub reason: Option<String>,
+}
+
+/// A received message, with the attributes the handlers use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// 1 on the first receive.
+    pub receive_count: u32,
+    pub sent_timestamp_ms: u64,
+}
+
+/// SQS accepts at most this many entries per batch call.
+pub const MAX_BATCH: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("batch of {0} entries is over the SQS limit of 10")]
+    BatchTooLarge(usize),
+    #[error("no such queue: {0}")]
+    NoSuchQueue(String),
+    #[error("queue backend error: {0}")]
+    Backend(String),
+}
+
+/// A queue with SQS semantics. Lambda's event source mapping does the receiving in AWS; the
+/// local runner and the tests use `receive` and `delete` to do the same.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends up to `MAX_BATCH` messages in one call; returns the ids of entries that failed.
+    async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError>;
+    async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError>;
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, QueueError>;
+    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError>;
+}
+
+/// Sends any number of messages, `MAX_BATCH` per call, retrying failed entries up to three
+/// times; returns the ids that still failed.
+pub async fn send_all(
+    queue: &dyn Queue,
+    queue_url: &str,
+    messages: &[OutgoingMessage],
+) -> Result<Vec<String>, QueueError> {
+    let mut pending: Vec<&OutgoingMessage> = messages.iter().collect();
+    for round in 0..4 {
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
+        }
+        let mut failed_ids = Vec::new();
+        for chunk in pending.chunks(MAX_BATCH) {
+            let batch: Vec<OutgoingMessage> = chunk.iter().map(|m| (*m).clone()).collect();
+            match queue.send_batch(queue_url, &batch).await {
+                Ok(failed) => failed_ids.extend(failed),
+                Err(QueueError::Backend(e)) => {
+                    tracing::warn!(error = %e, "batch send failed; retrying");
+                    failed_ids.extend(batch.into_iter().map(|m| m.id));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        pending.retain(|m| failed_ids.contains(&m.id));
+    }
+    Ok(pending.into_iter().map(|m| m.id.clone()).collect())
 }

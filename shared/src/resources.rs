@@ -2,8 +2,7 @@
 //! and a test compares them with `template.yaml`, so the two cannot drift apart.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -92,11 +91,7 @@ pub const QUEUES: [QueueSpec; 4] = [EVENTS_DLQ, EVENTS_QUEUE, DELIVERY_DLQ, DELI
 
 /// Creates a table of `spec` named `name` (on-demand, TTL where the spec has one). An
 /// existing table is left as it is.
-pub async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    spec: &TableSpec,
-    name: &str,
-) -> Result<(), StoreError> {
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, name: &str) -> Result<(), StoreError> {
     let attr = |n: &str| {
         AttributeDefinition::builder()
             .attribute_name(n)
@@ -122,9 +117,7 @@ pub async fn create_table(
         .send()
         .await;
     if let Err(e) = created {
-        let existing = e
-            .as_service_error()
-            .is_some_and(|s| s.is_resource_in_use_exception());
+        let existing = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
         if !existing {
             return Err(backend(e));
         }
@@ -153,10 +146,12 @@ pub fn queue_name(spec: &QueueSpec, prefix: &str) -> String {
 
 /// Creates the queues with their visibility timeouts, retention and redrive policies; returns
 /// (logical id, queue URL) pairs. Creating an existing queue with the same attributes is a
-/// no-op in SQS.
+/// no-op in SQS. The delivery queue's `maxReceiveCount` is the number of attempts of the
+/// retry schedule in use (`delivery_attempts`).
 pub async fn create_queues(
     client: &aws_sdk_sqs::Client,
     prefix: &str,
+    delivery_attempts: u32,
 ) -> Result<Vec<(&'static str, String)>, StoreError> {
     let mut urls: Vec<(&'static str, String)> = Vec::new();
     for spec in QUEUES {
@@ -167,11 +162,9 @@ pub async fn create_queues(
                 QueueAttributeName::VisibilityTimeout,
                 spec.visibility_timeout_s.to_string(),
             )
-            .attributes(
-                QueueAttributeName::MessageRetentionPeriod,
-                spec.retention_s.to_string(),
-            );
+            .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
         if let Some((dlq, max_receive)) = spec.redrive {
+            let max_receive = if spec.logical_id == DELIVERY_QUEUE.logical_id { delivery_attempts } else { max_receive };
             let dlq_url = urls
                 .iter()
                 .find(|(id, _)| *id == dlq)
@@ -187,8 +180,7 @@ pub async fn create_queues(
                 .attributes()
                 .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
                 .unwrap_or_default();
-            let policy =
-                format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
+            let policy = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy);
         }
         let url = req
@@ -213,7 +205,8 @@ pub async fn bootstrap(
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     create_table(&dynamo, &WEBHOOKS_TABLE, &config.webhooks_table).await?;
     create_table(&dynamo, &DELIVERIES_TABLE, &config.deliveries_table).await?;
-    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix).await?;
+    let attempts = config.retry_schedule.len() as u32 + 1;
+    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix, attempts).await?;
     let url_of = |id: &str| {
         urls.iter()
             .find(|(l, _)| *l == id)
@@ -222,14 +215,10 @@ pub async fn bootstrap(
     };
     println!("export WEBHOOKS_TABLE={}", config.webhooks_table);
     println!("export DELIVERIES_TABLE={}", config.deliveries_table);
-    println!(
-        "export EVENTS_QUEUE_URL={}",
-        url_of(EVENTS_QUEUE.logical_id)
-    );
-    println!(
-        "export DELIVERY_QUEUE_URL={}",
-        url_of(DELIVERY_QUEUE.logical_id)
-    );
+    println!("export EVENTS_QUEUE_URL={}", url_of(EVENTS_QUEUE.logical_id));
+    println!("export EVENTS_DLQ_URL={}", url_of(EVENTS_DLQ.logical_id));
+    println!("export DELIVERY_QUEUE_URL={}", url_of(DELIVERY_QUEUE.logical_id));
+    println!("export DELIVERY_DLQ_URL={}", url_of(DELIVERY_DLQ.logical_id));
     Ok(())
 }
 

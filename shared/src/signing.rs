@@ -70,8 +70,7 @@ pub fn verify_guide_signature(secret: &str, body: &[u8], signature_hex: &str) ->
     let Ok(sig) = hex::decode(signature_hex) else {
         return false;
     };
-    let mut mac =
-        <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
 }
@@ -95,11 +94,7 @@ impl Envelope<'_> {
     /// Builds the body and every header. `now_s` is the attempt time (Standard Webhooks'
     /// timestamp is for replay protection, so it is the time of sending, not of the event).
     pub fn sign(&self, secret: Option<&str>, now_s: u64) -> SignedRequest {
-        let body = delivery_body(
-            self.event,
-            &crate::time::iso_ms(self.timestamp_ms),
-            self.payload,
-        );
+        let body = delivery_body(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
         let mut headers = vec![
             ("content-type", "application/json".to_string()),
             (HEADER_EVENT, self.event.to_string()),
@@ -110,10 +105,7 @@ impl Envelope<'_> {
         ];
         if let Some(secret) = secret {
             headers.push((HEADER_SIGNATURE, guide_signature(secret, &body)));
-            headers.push((
-                HEADER_SW_SIGNATURE,
-                standard_signature(secret, self.id, now_s, &body),
-            ));
+            headers.push((HEADER_SW_SIGNATURE, standard_signature(secret, self.id, now_s, &body)));
         }
         SignedRequest { body, headers }
     }
@@ -125,13 +117,8 @@ mod tests {
 
     #[test]
     fn body_is_the_guides_shape() {
-        let payload: Value =
-            serde_json::from_str(r#"{"id":"1","status":"COMPLETED","n":1.0}"#).expect("json");
-        let body = delivery_body(
-            "workflow.execution.completed",
-            "2025-05-21T21:27:09.442Z",
-            &payload,
-        );
+        let payload: Value = serde_json::from_str(r#"{"id":"1","status":"COMPLETED","n":1.0}"#).expect("json");
+        let body = delivery_body("workflow.execution.completed", "2025-05-21T21:27:09.442Z", &payload);
         assert_eq!(
             String::from_utf8(body).expect("utf8"),
             r#"{"event":"workflow.execution.completed","timestamp":"2025-05-21T21:27:09.442Z","payload":{"id":"1","status":"COMPLETED","n":1}}"#

@@ -89,12 +89,9 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
     // Addresses that carry an IPv4 address are judged by it: IPv4-mapped (::ffff:a.b.c.d),
     // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:AABB:CCDD::).
-    let embedded =
-        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, hi, lo]
-        | [0, 0, 0, 0, 0, 0, hi, lo]
-        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
             return forbidden_v4(embedded(hi, lo));
         }
         [0x2002, hi, lo, ..] => return forbidden_v4(embedded(hi, lo)),
@@ -260,10 +257,7 @@ mod tests {
 
     #[test]
     fn scheme_length_and_credentials() {
-        assert_eq!(
-            check_url("http://example.com/", STRICT),
-            Err(TargetError::Scheme)
-        );
+        assert_eq!(check_url("http://example.com/", STRICT), Err(TargetError::Scheme));
         assert!(check_url("http://example.com/", TargetPolicy::PERMISSIVE).is_ok());
         assert!(matches!(
             check_url("ftp://example.com/", STRICT),

@@ -11,9 +11,7 @@ pub fn init() {
         Ok("text") => false,
         _ => in_lambda,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let _ = if json {
         builder.json().flatten_event(true).without_time().try_init()
     } else {

@@ -26,14 +26,8 @@ mod tests {
     fn formats_like_the_guide() {
         assert_eq!(iso_ms(1_747_862_818_211), "2025-05-21T21:26:58.211Z");
         assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            parse_iso("2025-05-21T21:26:58.211Z"),
-            Some(1_747_862_818_211)
-        );
-        assert_eq!(
-            parse_iso("2025-05-21T23:26:58.211+02:00"),
-            Some(1_747_862_818_211)
-        );
+        assert_eq!(parse_iso("2025-05-21T21:26:58.211Z"), Some(1_747_862_818_211));
+        assert_eq!(parse_iso("2025-05-21T23:26:58.211+02:00"), Some(1_747_862_818_211));
         assert_eq!(parse_iso("yesterday"), None);
     }
 }

@@ -89,27 +89,25 @@ impl Receiver {
             ..Default::default()
         }));
         let shared = state.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                let shared = shared.clone();
-                async move {
-                    let reply = {
-                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        s.seen.push(Received {
-                            path: uri.path().to_string(),
-                            headers,
-                            body,
-                            at: Instant::now(),
-                        });
-                        s.script
-                            .pop_front()
-                            .or_else(|| s.default.clone())
-                            .unwrap_or(Reply::Status(200))
-                    };
-                    answer(reply).await
-                }
-            },
-        );
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+            let shared = shared.clone();
+            async move {
+                let reply = {
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.seen.push(Received {
+                        path: uri.path().to_string(),
+                        headers,
+                        body,
+                        at: Instant::now(),
+                    });
+                    s.script
+                        .pop_front()
+                        .or_else(|| s.default.clone())
+                        .unwrap_or(Reply::Status(200))
+                };
+                answer(reply).await
+            }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -132,11 +130,7 @@ impl Receiver {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seen
-            .clone()
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).seen.clone()
     }
 
     /// Waits (bounded) until at least `n` requests arrived; returns what arrived.
@@ -160,9 +154,7 @@ async fn answer(reply: Reply) -> Response {
             tokio::time::sleep(d).await;
             (code(c), "slow").into_response()
         }
-        Reply::RetryAfter(c, s) => {
-            (code(c), [("retry-after", s.to_string())], "later").into_response()
-        }
+        Reply::RetryAfter(c, s) => (code(c), [("retry-after", s.to_string())], "later").into_response(),
     }
 }
 

@@ -51,13 +51,7 @@ struct Answer {
     body: Value,
 }
 
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    body: Option<&str>,
-) -> Answer {
+async fn call(app: &Router, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> Answer {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -66,10 +60,7 @@ async fn call(
         req = req.header("content-type", "application/json");
     }
     let req = req
-        .body(
-            body.map(|b| Body::from(b.to_string()))
-                .unwrap_or_else(Body::empty),
-        )
+        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty))
         .expect("request");
     let res = app.clone().oneshot(req).await.expect("router never fails");
     let status = res.status();
@@ -90,19 +81,12 @@ async fn call(
         );
         assert_eq!(body["status"], status.as_u16());
     }
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 fn is_iso_ms(v: &Value) -> bool {
     let s = v.as_str().unwrap_or_default();
-    s.len() == 24
-        && s.ends_with('Z')
-        && s.as_bytes()[19] == b'.'
-        && webhooks::time::parse_iso(s).is_some()
+    s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.' && webhooks::time::parse_iso(s).is_some()
 }
 
 /// The whole CRUD life of a webhook, as the guide describes it, on any store.
@@ -122,37 +106,14 @@ async fn crud_scenario(app: &Router) {
     );
     assert_eq!(w["secret"], "your-webhook-secret");
     assert_eq!(w["active"], true);
-    assert!(
-        is_iso_ms(&w["createdAt"]) && is_iso_ms(&w["updatedAt"]),
-        "{w}"
-    );
-    let keys: Vec<&str> = w
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    for k in [
-        "id",
-        "url",
-        "events",
-        "secret",
-        "active",
-        "createdAt",
-        "updatedAt",
-    ] {
+    assert!(is_iso_ms(&w["createdAt"]) && is_iso_ms(&w["updatedAt"]), "{w}");
+    let keys: Vec<&str> = w.as_object().expect("object").keys().map(String::as_str).collect();
+    for k in ["id", "url", "events", "secret", "active", "createdAt", "updatedAt"] {
         assert!(keys.contains(&k), "response lacks {k}");
     }
 
     // Get and list never show the stored secret, only whether there is one.
-    let got = call(
-        app,
-        "GET",
-        &format!("/api/webhooks/{id}"),
-        Some(&alice),
-        None,
-    )
-    .await;
+    let got = call(app, "GET", &format!("/api/webhooks/{id}"), Some(&alice), None).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body.get("secret"), None);
     assert_eq!(got.body["hasSecret"], true);
@@ -189,14 +150,7 @@ async fn crud_scenario(app: &Router) {
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
     assert_eq!(put.body["hasSecret"], true);
     let guide = r#"{"url":"https://example.com/updated-webhook","events":["workflow.execution.completed","workflow.execution.failed"],"active":true}"#;
-    let put = call(
-        app,
-        "PUT",
-        &format!("/api/webhooks/{id}"),
-        Some(&alice),
-        Some(guide),
-    )
-    .await;
+    let put = call(app, "PUT", &format!("/api/webhooks/{id}"), Some(&alice), Some(guide)).await;
     assert_eq!(put.body["url"], "https://example.com/updated-webhook");
     assert_eq!(
         put.body["events"],
@@ -210,10 +164,7 @@ async fn crud_scenario(app: &Router) {
         Some(r#"{"secret":"rotated-secret"}"#),
     )
     .await;
-    assert_eq!(
-        put.body["secret"], "rotated-secret",
-        "a new secret is shown once"
-    );
+    assert_eq!(put.body["secret"], "rotated-secret", "a new secret is shown once");
     let put = call(
         app,
         "PUT",
@@ -225,15 +176,9 @@ async fn crud_scenario(app: &Router) {
     assert_eq!(put.body["hasSecret"], false);
 
     // Invalid updates are refused and change nothing.
-    let before = call(
-        app,
-        "GET",
-        &format!("/api/webhooks/{id}"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .body;
+    let before = call(app, "GET", &format!("/api/webhooks/{id}"), Some(&alice), None)
+        .await
+        .body;
     for bad in [
         r#"{"url":"ftp://x"}"#,
         r#"{"events":[]}"#,
@@ -241,90 +186,40 @@ async fn crud_scenario(app: &Router) {
         r#"{"events":["nope"]}"#,
         r#"{"colour":1}"#,
     ] {
-        let r = call(
-            app,
-            "PUT",
-            &format!("/api/webhooks/{id}"),
-            Some(&alice),
-            Some(bad),
-        )
-        .await;
-        assert_eq!(
-            r.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{bad}: {}",
-            r.body
-        );
+        let r = call(app, "PUT", &format!("/api/webhooks/{id}"), Some(&alice), Some(bad)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
         assert!(r.body["errors"][0]["field"].is_string());
     }
-    let after = call(
-        app,
-        "GET",
-        &format!("/api/webhooks/{id}"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .body;
+    let after = call(app, "GET", &format!("/api/webhooks/{id}"), Some(&alice), None)
+        .await
+        .body;
     assert_eq!(before, after);
 
     // Another tenant: 404 for every verb, and an empty list.
     let mallory = bearer(&unique("mallory"));
-    for (method, body) in [
-        ("GET", None),
-        ("PUT", Some(r#"{"active":true}"#)),
-        ("DELETE", None),
-    ] {
-        let r = call(
-            app,
-            method,
-            &format!("/api/webhooks/{id}"),
-            Some(&mallory),
-            body,
-        )
-        .await;
+    for (method, body) in [("GET", None), ("PUT", Some(r#"{"active":true}"#)), ("DELETE", None)] {
+        let r = call(app, method, &format!("/api/webhooks/{id}"), Some(&mallory), body).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}");
     }
     assert_eq!(
-        call(app, "GET", "/api/webhooks", Some(&mallory), None)
-            .await
-            .body,
+        call(app, "GET", "/api/webhooks", Some(&mallory), None).await.body,
         json!([])
     );
 
     // Delete, then it is gone for good.
-    let del = call(
-        app,
-        "DELETE",
-        &format!("/api/webhooks/{id}"),
-        Some(&alice),
-        None,
-    )
-    .await;
+    let del = call(app, "DELETE", &format!("/api/webhooks/{id}"), Some(&alice), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
     assert_eq!(del.body, Value::Null);
     assert_eq!(
-        call(
-            app,
-            "GET",
-            &format!("/api/webhooks/{id}"),
-            Some(&alice),
-            None
-        )
-        .await
-        .status,
+        call(app, "GET", &format!("/api/webhooks/{id}"), Some(&alice), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        call(
-            app,
-            "DELETE",
-            &format!("/api/webhooks/{id}"),
-            Some(&alice),
-            None
-        )
-        .await
-        .status,
+        call(app, "DELETE", &format!("/api/webhooks/{id}"), Some(&alice), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     let r = call(
@@ -335,11 +230,7 @@ async fn crud_scenario(app: &Router) {
         Some(r#"{"active":true}"#),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::NOT_FOUND,
-        "a deleted webhook is not resurrected"
-    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a deleted webhook is not resurrected");
 }
 
 #[tokio::test]
@@ -352,16 +243,9 @@ async fn crud_over_dynamodb() {
     let Some(sdk) = emulator().await else { return };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique("webhooks");
-    create_table(&client, &WEBHOOKS_TABLE, &table)
-        .await
-        .expect("table");
+    create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("table");
     let store = Arc::new(DynamoWebhookStore::new(client, table));
-    crud_scenario(&app_with(
-        store,
-        STRICT,
-        JwtVerifier::new(JWT_SECRET, None, None),
-    ))
-    .await;
+    crud_scenario(&app_with(store, STRICT, JwtVerifier::new(JWT_SECRET, None, None))).await;
 }
 
 #[tokio::test]
@@ -372,11 +256,7 @@ async fn listing_is_paginated_with_a_link_header() {
     for i in 0..5 {
         let body = format!(r#"{{"url":"https://example.com/{i}","events":["*"]}}"#);
         let r = call(&app, "POST", "/api/webhooks", Some(&t), Some(&body)).await;
-        assert_eq!(
-            r.body["secret"],
-            Value::Null,
-            "no secret given, none made up"
-        );
+        assert_eq!(r.body["secret"], Value::Null, "no secret given, none made up");
         ids.push(r.body["id"].as_str().expect("id").to_string());
     }
     let mut seen = Vec::new();
@@ -407,9 +287,7 @@ async fn listing_is_paginated_with_a_link_header() {
     ] {
         let r = call(&app, "GET", bad, Some(&t), None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(
-            ["limit", "cursor"].contains(&r.body["errors"][0]["field"].as_str().expect("field"))
-        );
+        assert!(["limit", "cursor"].contains(&r.body["errors"][0]["field"].as_str().expect("field")));
     }
 }
 
@@ -417,31 +295,10 @@ async fn listing_is_paginated_with_a_link_header() {
 async fn bad_input_gets_a_clear_error_and_stores_nothing() {
     let app = app(STRICT);
     let t = bearer("validator");
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        &'a str,
-        Option<&'a str>,
-        StatusCode,
-        &'a str,
-    );
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, StatusCode, &'a str);
     let cases: &[Case] = &[
-        (
-            "POST",
-            "/api/webhooks",
-            "",
-            Some("{"),
-            StatusCode::BAD_REQUEST,
-            "",
-        ),
-        (
-            "POST",
-            "/api/webhooks",
-            "",
-            Some(""),
-            StatusCode::BAD_REQUEST,
-            "",
-        ),
+        ("POST", "/api/webhooks", "", Some("{"), StatusCode::BAD_REQUEST, ""),
+        ("POST", "/api/webhooks", "", Some(""), StatusCode::BAD_REQUEST, ""),
         (
             "POST",
             "/api/webhooks",
@@ -538,22 +395,8 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "payload",
         ),
-        (
-            "GET",
-            "/api/nothing-here",
-            "",
-            None,
-            StatusCode::NOT_FOUND,
-            "",
-        ),
-        (
-            "PATCH",
-            "/api/webhooks",
-            "",
-            None,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "",
-        ),
+        ("GET", "/api/nothing-here", "", None, StatusCode::NOT_FOUND, ""),
+        ("PATCH", "/api/webhooks", "", None, StatusCode::METHOD_NOT_ALLOWED, ""),
         (
             "DELETE",
             "/api/event-types",
@@ -562,14 +405,7 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
             StatusCode::METHOD_NOT_ALLOWED,
             "",
         ),
-        (
-            "GET",
-            "/api/webhooks/not-an-id",
-            "",
-            None,
-            StatusCode::NOT_FOUND,
-            "",
-        ),
+        ("GET", "/api/webhooks/not-an-id", "", None, StatusCode::NOT_FOUND, ""),
         (
             "GET",
             "/api/webhooks/wh_01jz0000000000000000000000",
@@ -599,9 +435,7 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
     // Deep nesting and huge bodies.
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     assert_eq!(
-        call(&app, "POST", "/api/webhooks", Some(&t), Some(&deep))
-            .await
-            .status,
+        call(&app, "POST", "/api/webhooks", Some(&t), Some(&deep)).await.status,
         StatusCode::BAD_REQUEST
     );
     let huge = format!(
@@ -609,9 +443,7 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
         "a".repeat(300 * 1024)
     );
     assert_eq!(
-        call(&app, "POST", "/api/webhooks", Some(&t), Some(&huge))
-            .await
-            .status,
+        call(&app, "POST", "/api/webhooks", Some(&t), Some(&huge)).await.status,
         StatusCode::PAYLOAD_TOO_LARGE
     );
     // Wrong media type.
@@ -625,24 +457,12 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
     // None of it stored anything.
-    assert_eq!(
-        call(&app, "GET", "/api/webhooks", Some(&t), None)
-            .await
-            .body,
-        json!([])
-    );
+    assert_eq!(call(&app, "GET", "/api/webhooks", Some(&t), None).await.body, json!([]));
 }
 
 #[tokio::test]
 async fn event_types_lists_the_whole_catalogue() {
-    let r = call(
-        &app(STRICT),
-        "GET",
-        "/api/event-types",
-        Some(&bearer("x")),
-        None,
-    )
-    .await;
+    let r = call(&app(STRICT), "GET", "/api/event-types", Some(&bearer("x")), None).await;
     let list = r.body.as_array().expect("array");
     assert_eq!(list.len(), 24);
     assert_eq!(list[4]["name"], "workflow.execution.completed");
@@ -665,34 +485,21 @@ fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
     );
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("key");
     mac.update(signing_input.as_bytes());
-    format!(
-        "{signing_input}.{}",
-        B64URL.encode(mac.finalize().into_bytes())
-    )
+    format!("{signing_input}.{}", B64URL.encode(mac.finalize().into_bytes()))
 }
 
 #[tokio::test]
 async fn every_route_needs_a_valid_token() {
-    let verifier = JwtVerifier::new(
-        JWT_SECRET,
-        Some("https://issuer.example"),
-        Some("webhooks-api"),
-    );
+    let verifier = JwtVerifier::new(JWT_SECRET, Some("https://issuer.example"), Some("webhooks-api"));
     let app = app_with(Arc::new(MemoryWebhookStore::new()), STRICT, verifier);
     let now = webhooks::time::now_ms() / 1000;
     let good = json!({"sub": "alice", "exp": now + 600, "iss": "https://issuer.example", "aud": "webhooks-api"});
     let hs256 = json!({"alg": "HS256", "typ": "JWT"});
     let valid = forge(&hs256, &good, JWT_SECRET);
     assert_eq!(
-        call(
-            &app,
-            "GET",
-            "/api/webhooks",
-            Some(&format!("Bearer {valid}")),
-            None
-        )
-        .await
-        .status,
+        call(&app, "GET", "/api/webhooks", Some(&format!("Bearer {valid}")), None)
+            .await
+            .status,
         StatusCode::OK
     );
 
@@ -713,10 +520,7 @@ async fn every_route_needs_a_valid_token() {
         B64URL.encode(good.to_string())
     );
     let bad_tokens: Vec<(&str, String)> = vec![
-        (
-            "expired",
-            forge(&hs256, &with(json!({"exp": now - 3600})), JWT_SECRET),
-        ),
+        ("expired", forge(&hs256, &with(json!({"exp": now - 3600})), JWT_SECRET)),
         (
             "not yet valid",
             forge(&hs256, &with(json!({"nbf": now + 3600})), JWT_SECRET),
@@ -733,30 +537,17 @@ async fn every_route_needs_a_valid_token() {
         ),
         (
             "wrong issuer",
-            forge(
-                &hs256,
-                &with(json!({"iss": "https://evil.example"})),
-                JWT_SECRET,
-            ),
+            forge(&hs256, &with(json!({"iss": "https://evil.example"})), JWT_SECRET),
         ),
         (
             "wrong audience",
             forge(&hs256, &with(json!({"aud": "other-api"})), JWT_SECRET),
         ),
-        (
-            "missing exp",
-            forge(&hs256, &with(json!({"exp": null})), JWT_SECRET),
-        ),
-        (
-            "no tenant",
-            forge(&hs256, &with(json!({"sub": null})), JWT_SECRET),
-        ),
+        ("missing exp", forge(&hs256, &with(json!({"exp": null})), JWT_SECRET)),
+        ("no tenant", forge(&hs256, &with(json!({"sub": null})), JWT_SECRET)),
         ("garbage", "not.a.jwt".into()),
         ("empty", String::new()),
-        (
-            "oversize",
-            format!("{}.{}.x", "a".repeat(20_000), "b".repeat(10)),
-        ),
+        ("oversize", format!("{}.{}.x", "a".repeat(20_000), "b".repeat(10))),
     ];
     let routes = [
         ("GET", "/api/webhooks", None),
@@ -766,16 +557,8 @@ async fn every_route_needs_a_valid_token() {
             Some(r#"{"url":"https://x.com","events":["*"]}"#),
         ),
         ("GET", "/api/webhooks/wh_01jz0000000000000000000000", None),
-        (
-            "PUT",
-            "/api/webhooks/wh_01jz0000000000000000000000",
-            Some("{}"),
-        ),
-        (
-            "DELETE",
-            "/api/webhooks/wh_01jz0000000000000000000000",
-            None,
-        ),
+        ("PUT", "/api/webhooks/wh_01jz0000000000000000000000", Some("{}")),
+        ("DELETE", "/api/webhooks/wh_01jz0000000000000000000000", None),
         (
             "POST",
             "/api/webhooks/test",
@@ -785,19 +568,11 @@ async fn every_route_needs_a_valid_token() {
     ];
     for (method, path, body) in routes {
         let r = call(&app, method, path, None, body).await;
-        assert_eq!(
-            r.status,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path} without a token"
-        );
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
         assert_eq!(r.headers["www-authenticate"], r#"Bearer realm="webhooks""#);
         for (case, token) in &bad_tokens {
             let r = call(&app, method, path, Some(&format!("Bearer {token}")), body).await;
-            assert_eq!(
-                r.status,
-                StatusCode::UNAUTHORIZED,
-                "{case} on {method} {path}"
-            );
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{case} on {method} {path}");
             assert!(
                 r.headers["www-authenticate"]
                     .to_str()
@@ -814,14 +589,7 @@ async fn every_route_needs_a_valid_token() {
         "missing bearer token"
     );
     let expired = &bad_tokens[0].1;
-    let r = call(
-        &app,
-        "GET",
-        "/api/webhooks",
-        Some(&format!("Bearer {expired}")),
-        None,
-    )
-    .await;
+    let r = call(&app, "GET", "/api/webhooks", Some(&format!("Bearer {expired}")), None).await;
     assert_eq!(r.body["detail"], "token has expired");
 }
 
@@ -858,9 +626,7 @@ async fn tenant_claim_owns_what_it_creates() {
         "same tenant, other user"
     );
     assert_eq!(
-        call(&app, "GET", &path, Some(&alice_alone), None)
-            .await
-            .status,
+        call(&app, "GET", &path, Some(&alice_alone), None).await.status,
         StatusCode::NOT_FOUND,
         "sub is not the tenant here"
     );
@@ -885,8 +651,7 @@ async fn test_call(app: &Router, body: Value) -> Value {
 async fn test_endpoint_sends_a_real_signed_request() {
     let app = app(TargetPolicy::PERMISSIVE);
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let payload =
-        json!({"id": "1", "status": "COMPLETED", "ratio": 1.0, "big": 12345678901234567890u64});
+    let payload = json!({"id": "1", "status": "COMPLETED", "ratio": 1.0, "big": 12345678901234567890u64});
     let r = test_call(
         &app,
         json!({"url": receiver.url("/hook"), "event": "workflow.execution.completed",
@@ -902,16 +667,9 @@ async fn test_endpoint_sends_a_real_signed_request() {
     let req = &got[0];
     assert_eq!(req.path, "/hook");
     assert_eq!(req.header("content-type"), Some("application/json"));
-    assert_eq!(
-        req.header("x-webhook-event"),
-        Some("workflow.execution.completed")
-    );
+    assert_eq!(req.header("x-webhook-event"), Some("workflow.execution.completed"));
     let sig = req.header("x-webhook-signature").expect("signed");
-    assert!(signing::verify_guide_signature(
-        "your-webhook-secret",
-        &req.body,
-        sig
-    ));
+    assert!(signing::verify_guide_signature("your-webhook-secret", &req.body, sig));
     let body: Value = serde_json::from_slice(&req.body).expect("json body");
     assert_eq!(
         body.as_object().expect("object").keys().collect::<Vec<_>>(),
@@ -969,10 +727,7 @@ async fn test_endpoint_says_what_went_wrong() {
     .await;
     assert_eq!(r["success"], false);
     assert_eq!(r["statusCode"], 500);
-    assert_eq!(
-        r["message"],
-        "Receiver answered HTTP 500 Internal Server Error"
-    );
+    assert_eq!(r["message"], "Receiver answered HTTP 500 Internal Server Error");
 
     let slow = Receiver::start(Reply::Slow(Duration::from_secs(3), 200)).await;
     let r = test_call(
@@ -1022,11 +777,7 @@ async fn test_endpoint_guards_the_address_it_connects_to() {
         "http://169.254.169.254/latest/meta-data/".into(),
         format!("http://[::ffff:127.0.0.1]:{}/", receiver.addr.port()),
     ] {
-        let r = test_call(
-            &app,
-            json!({"url": url, "event": "system.info", "payload": {}}),
-        )
-        .await;
+        let r = test_call(&app, json!({"url": url, "event": "system.info", "payload": {}})).await;
         assert_eq!(r["success"], false, "{url}");
         assert!(
             r["message"]
@@ -1036,18 +787,14 @@ async fn test_endpoint_guards_the_address_it_connects_to() {
             "{url}: {r}"
         );
     }
-    assert!(
-        receiver.received().is_empty(),
-        "nothing reached the private receiver"
-    );
+    assert!(receiver.received().is_empty(), "nothing reached the private receiver");
 }
 
 #[tokio::test]
 async fn local_runner_serves_the_api_over_http() {
-    let config = webhooks_local::local_config(|k| {
-        (k == "JWT_SECRET").then(|| String::from_utf8_lossy(JWT_SECRET).into_owned())
-    })
-    .expect("config");
+    let config =
+        webhooks_local::local_config(|k| (k == "JWT_SECRET").then(|| String::from_utf8_lossy(JWT_SECRET).into_owned()))
+            .expect("config");
     assert!(
         config.policy.allow_private && config.policy.allow_http,
         "local defaults are permissive"
@@ -1079,9 +826,13 @@ async fn local_runner_serves_the_api_over_http() {
         .await
         .expect("json");
     assert_eq!(listed[0]["id"], id);
-    let res = http.post(format!("{base}/api/webhooks/test")).header("authorization", &t)
+    let res = http
+        .post(format!("{base}/api/webhooks/test"))
+        .header("authorization", &t)
         .json(&json!({"url": receiver.url("/in"), "event": "system.info", "payload": {"n": 1}, "secret": "abc"}))
-        .send().await.expect("send");
+        .send()
+        .await
+        .expect("send");
     assert_eq!(res.status(), 200);
     let report: Value = res.json().await.expect("json");
     assert_eq!(
@@ -1094,11 +845,7 @@ async fn local_runner_serves_the_api_over_http() {
         &got[0].body,
         got[0].header("x-webhook-signature").expect("sig")
     ));
-    let res = http
-        .get(format!("{base}/api/webhooks"))
-        .send()
-        .await
-        .expect("send");
+    let res = http.get(format!("{base}/api/webhooks")).send().await.expect("send");
     assert_eq!(res.status(), 401);
     let res = http
         .delete(format!("{base}/api/webhooks/{id}"))

@@ -38,14 +38,8 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     // create / get round-trips every field; a second create of the same id is refused.
     let a = webhook(&tenant, &["workflow.execution.completed", "task.*"], true);
     store.create(&a).await.expect("create");
-    assert_eq!(
-        store.get(&tenant, &a.id).await.expect("get"),
-        Some(a.clone())
-    );
-    assert!(matches!(
-        store.create(&a).await,
-        Err(StoreError::AlreadyExists)
-    ));
+    assert_eq!(store.get(&tenant, &a.id).await.expect("get"), Some(a.clone()));
+    assert!(matches!(store.create(&a).await, Err(StoreError::AlreadyExists)));
     let mut unsigned = webhook(&tenant, &["*"], true);
     unsigned.secret = None;
     store.create(&unsigned).await.expect("create unsigned");
@@ -61,18 +55,8 @@ async fn contract(store: Arc<dyn WebhookStore>) {
 
     // Tenancy: another tenant sees nothing of it.
     assert_eq!(store.get(&other, &a.id).await.expect("get"), None);
-    assert!(
-        store
-            .list(&other, 10, None)
-            .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
-    assert!(matches!(
-        store.delete(&other, &a.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(store.list(&other, 10, None).await.expect("list").items.is_empty());
+    assert!(matches!(store.delete(&other, &a.id).await, Err(StoreError::NotFound)));
     assert!(
         store
             .subscribers(&other, ev("task.execution.failed"))
@@ -93,10 +77,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     want.sort();
     assert_eq!(subs, want);
     assert_eq!(
-        store
-            .subscribers(&tenant, ev("system.info"))
-            .await
-            .expect("subs"),
+        store.subscribers(&tenant, ev("system.info")).await.expect("subs"),
         vec![unsigned.id.clone()]
     );
 
@@ -110,10 +91,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..10 {
-        let page = store
-            .list(&tenant, 4, cursor.as_deref())
-            .await
-            .expect("list");
+        let page = store.list(&tenant, 4, cursor.as_deref()).await.expect("list");
         assert!(page.items.len() <= 4);
         seen.extend(page.items.into_iter().map(|w| w.id));
         match page.next {
@@ -137,14 +115,8 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     let mut stale = a.clone();
     stale.url = "https://stale.example.com/".into();
     stale.version = 2;
-    assert!(matches!(
-        store.update(&a, &stale).await,
-        Err(StoreError::Conflict)
-    ));
-    assert_eq!(
-        store.get(&tenant, &a.id).await.expect("get"),
-        Some(b.clone())
-    );
+    assert!(matches!(store.update(&a, &stale).await, Err(StoreError::Conflict)));
+    assert_eq!(store.get(&tenant, &a.id).await.expect("get"), Some(b.clone()));
     assert!(
         !store
             .subscribers(&tenant, ev("task.execution.failed"))
@@ -187,16 +159,10 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     // Delete, then no resurrection by a late update, and no more fan-out.
     store.delete(&tenant, &a.id).await.expect("delete");
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
-    assert!(matches!(
-        store.delete(&tenant, &a.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.delete(&tenant, &a.id).await, Err(StoreError::NotFound)));
     let mut late = on.clone();
     late.version = 5;
-    assert!(matches!(
-        store.update(&on, &late).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.update(&on, &late).await, Err(StoreError::NotFound)));
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
     assert!(
         !store
@@ -251,11 +217,7 @@ async fn concurrent_updates(store: Arc<dyn WebhookStore>) {
     for t in tasks {
         assert!(t.await.expect("task"), "a writer gave up");
     }
-    let end = store
-        .get(&tenant, &w.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let end = store.get(&tenant, &w.id).await.expect("get").expect("exists");
     assert_eq!(end.version, 9);
     for i in 0..8 {
         assert!(

@@ -34,9 +34,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("webhook not found".into()),
-            StoreError::Conflict => {
-                ApiError::Conflict("the resource changed concurrently; retry the request".into())
-            }
+            StoreError::Conflict => ApiError::Conflict("the resource changed concurrently; retry the request".into()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -45,10 +43,7 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        ApiError::BadRequest(
-            format!("{field}: {message}"),
-            vec![FieldError::new(field, message)],
-        )
+        ApiError::BadRequest(format!("{field}: {message}"), vec![FieldError::new(field, message)])
     }
 
     pub fn status(&self) -> StatusCode {
@@ -73,10 +68,7 @@ impl IntoResponse for ApiError {
         let (detail, errors) = match &self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                (
-                    "an internal error occurred; it has been logged".to_string(),
-                    Vec::new(),
-                )
+                ("an internal error occurred; it has been logged".to_string(), Vec::new())
             }
             ApiError::Invalid(errors) => {
                 let detail = errors
@@ -99,8 +91,7 @@ impl IntoResponse for ApiError {
         if !errors.is_empty() {
             body["errors"] = json!(errors);
         }
-        let mut response =
-            (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
+        let mut response = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -109,9 +100,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Unauthorized(e) = &self {
             let value = match e {
                 AuthError::Missing => r#"Bearer realm="webhooks""#.to_string(),
-                other => format!(
-                    r#"Bearer realm="webhooks", error="invalid_token", error_description="{other}""#
-                ),
+                other => format!(r#"Bearer realm="webhooks", error="invalid_token", error_description="{other}""#),
             };
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);

@@ -27,10 +27,7 @@ where
         let state = AppState::from_ref(state);
         let header = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| webhooks::auth::AuthError::Malformed)?,
-            ),
+            Some(v) => Some(v.to_str().map_err(|_| webhooks::auth::AuthError::Malformed)?),
         };
         Ok(Auth(state.verifier.verify_header(header)?))
     }
@@ -63,10 +60,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|e| {
-                let too_large = std::error::Error::source(&e).is_some_and(|s| {
-                    s.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                });
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
                 if too_large {
                     ApiError::TooLarge(MAX_BODY_BYTES)
                 } else {

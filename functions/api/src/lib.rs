@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
-use webhooks::ports::{StoreError, WebhookStore};
+use webhooks::messages::{Event, encode_event};
+use webhooks::ports::{Delivery, DeliveryLog, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
 use webhooks::signing::Envelope;
 use webhooks::ssrf::{self, TargetPolicy};
 use webhooks::{event_types, ids, time};
@@ -31,6 +32,9 @@ pub const MAX_PAGE: usize = 100;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn WebhookStore>,
+    pub log: Arc<dyn DeliveryLog>,
+    pub queue: Arc<dyn Queue>,
+    pub events_queue_url: String,
     pub verifier: Arc<JwtVerifier>,
     pub deliverer: Deliverer,
     pub policy: TargetPolicy,
@@ -45,6 +49,9 @@ pub fn router(state: AppState) -> Router {
             "/api/webhooks/{id}",
             get(get_webhook).put(update_webhook).delete(delete_webhook),
         )
+        .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
+        .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
+        .route("/api/events", post(submit_event))
         .route("/api/event-types", get(list_event_types))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -130,18 +137,12 @@ fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>)
                     .ok()
                     .filter(|n| (1..=MAX_PAGE).contains(n))
                     .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "limit",
-                            format!("must be a whole number from 1 to {MAX_PAGE}"),
-                        )
+                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
                     })?;
             }
             "cursor" => {
                 if !ids::is_id(cursor_prefix, &v) {
-                    return Err(ApiError::bad_request(
-                        "cursor",
-                        "is not a cursor this API returned",
-                    ));
+                    return Err(ApiError::bad_request("cursor", "is not a cursor this API returned"));
                 }
                 cursor = Some(v.into_owned());
             }
@@ -154,23 +155,12 @@ fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>)
 /// A GitHub-style `Link: <…>; rel="next"` header, relative to the request's own path so it
 /// stays right behind any API Gateway domain or stage mapping.
 fn next_link(uri: &Uri, limit: usize, next: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        r#"<{}?limit={limit}&cursor={next}>; rel="next""#,
-        uri.path()
-    ))
-    .ok()
+    HeaderValue::from_str(&format!(r#"<{}?limit={limit}&cursor={next}>; rel="next""#, uri.path())).ok()
 }
 
-async fn list_webhooks(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-    uri: Uri,
-) -> Result<Response, ApiError> {
+async fn list_webhooks(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
     let (limit, cursor) = page_params(&uri, "wh")?;
-    let page = state
-        .store
-        .list(&who.tenant, limit, cursor.as_deref())
-        .await?;
+    let page = state.store.list(&who.tenant, limit, cursor.as_deref()).await?;
     let items: Vec<Value> = page.items.iter().map(|w| view(w, false)).collect();
     let mut response = Json(items).into_response();
     if let Some(link) = page.next.as_deref().and_then(|n| next_link(&uri, limit, n)) {
@@ -243,10 +233,7 @@ async fn test_webhook(
         payload: &test.payload,
     };
     let request = envelope.sign(test.secret.as_deref(), now / 1000);
-    let report = state
-        .deliverer
-        .send(&test.url, &request, state.test_timeout)
-        .await;
+    let report = state.deliverer.send(&test.url, &request, state.test_timeout).await;
     tracing::info!(tenant = %who.tenant, outcome = ?report.outcome, status = ?report.status_code, "test webhook sent");
     Ok(Json(json!({
         "success": report.success(),
@@ -257,4 +244,105 @@ async fn test_webhook(
 
 async fn list_event_types(Auth(_): Auth) -> Json<Value> {
     Json(json!(event_types::catalogue()))
+}
+
+/// `POST /api/events`: enqueues an event for the caller's tenant (from the token, never the
+/// body) and answers 202 with its id. `id` is the caller's idempotency key.
+async fn submit_event(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let submission = domain::parse_event_submission(&body).map_err(ApiError::Invalid)?;
+    let event = Event {
+        tenant: who.tenant,
+        id: submission.id.unwrap_or_else(|| ids::new_id("evt")),
+        event: submission.event,
+        timestamp_ms: time::now_ms(),
+        payload: submission.payload,
+    };
+    let message = OutgoingMessage {
+        id: "0".into(),
+        body: encode_event(&event),
+        reason: None,
+    };
+    let unsent = send_all(state.queue.as_ref(), &state.events_queue_url, &[message])
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !unsent.is_empty() {
+        return Err(ApiError::Internal("the events queue refused the message".into()));
+    }
+    tracing::info!(tenant = %event.tenant, event_id = %event.id, event = %event.event, "event accepted");
+    let body = json!({"id": event.id, "event": event.event.as_str(), "timestamp": time::iso_ms(event.timestamp_ms), "status": "queued"});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn delivery_view(d: &Delivery) -> Value {
+    let attempts: Vec<Value> = d
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "at": time::iso_ms(a.at),
+                "statusCode": a.status_code,
+                "durationMs": a.duration_ms,
+                "message": a.message,
+                "responseBody": a.response_body,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "id": d.id,
+        "webhookId": d.webhook_id,
+        "eventId": d.event_id,
+        "event": d.event,
+        "status": d.status.as_str(),
+        "createdAt": time::iso_ms(d.created_at),
+        "updatedAt": time::iso_ms(d.updated_at),
+        "attempts": attempts,
+    });
+    if let Some(note) = &d.note {
+        v["note"] = json!(note);
+    }
+    v
+}
+
+/// `GET /api/webhooks/{id}/deliveries`: newest first, paginated like the webhook listing.
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let (limit, cursor) = page_params(&uri, "dl")?;
+    let page = state.log.list(&webhook.id, limit, cursor.as_deref()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .filter(|d| d.tenant == who.tenant)
+        .map(delivery_view)
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(link) = page.next.as_deref().and_then(|n| next_link(&uri, limit, n)) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+async fn get_delivery(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let missing = || ApiError::NotFound("delivery not found".into());
+    if !ids::is_id("dl", &delivery_id) {
+        return Err(missing());
+    }
+    match state.log.get(&webhook.id, &delivery_id).await? {
+        Some(d) if d.tenant == who.tenant => Ok(Json(delivery_view(&d))),
+        _ => Err(missing()),
+    }
 }

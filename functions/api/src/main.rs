@@ -5,7 +5,8 @@ use std::sync::Arc;
 use webhooks::auth::JwtVerifier;
 use webhooks::config::Config;
 use webhooks::delivery::Deliverer;
-use webhooks::dynamo::DynamoWebhookStore;
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::sqs::SqsQueue;
 use webhooks_api::{AppState, router};
 
 #[tokio::main]
@@ -13,11 +14,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     webhooks::telemetry::init();
     let config = Config::from_env()?;
     let sdk = webhooks::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let state = AppState {
-        store: Arc::new(DynamoWebhookStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &config.webhooks_table,
-        )),
+        store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        events_queue_url: config.events_queue_url()?.to_string(),
         verifier: Arc::new(JwtVerifier::new(
             config.jwt_secret()?,
             config.jwt_issuer.as_deref(),

@@ -1,1 +1,33 @@
-fn main() {}
+//! The dispatcher function: wiring only.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use webhooks::config::Config;
+use webhooks::delivery::Deliverer;
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::sqs::SqsQueue;
+use webhooks_dispatcher::Dispatcher;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    webhooks::telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = webhooks::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let dispatcher = Dispatcher {
+        store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        deliverer: Deliverer::new(config.policy),
+        delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        schedule: config.retry_schedule.clone(),
+        timeout: config.delivery_timeout,
+    };
+    let dispatcher = &dispatcher;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, lambda_runtime::Error>(dispatcher.handle(event.payload).await)
+    }))
+    .await
+}

@@ -1,1 +1,31 @@
-fn main() {}
+//! The ingest function: wiring only.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use webhooks::config::Config;
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::sqs::SqsQueue;
+use webhooks_ingest::Ingest;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    webhooks::telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = webhooks::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let ingest = Ingest {
+        store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        dead_letter_url: config.events_dlq_url()?.to_string(),
+        retention_days: config.retention_days,
+    };
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, lambda_runtime::Error>(ingest.handle(event.payload).await)
+    }))
+    .await
+}

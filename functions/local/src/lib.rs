@@ -1,16 +1,33 @@
-//! The local runner: the API (and, with the pipeline, ingest and dispatcher) in one process,
-//! over in-memory adapters by default or over an AWS API endpoint when `AWS_ENDPOINT_URL` is set.
+//! The local runner: the API, ingest and dispatcher in one process, over in-memory adapters by
+//! default or over an AWS API endpoint (LocalStack, moto server, AWS) when `AWS_ENDPOINT_URL`
+//! is set. The handlers are the Lambda functions' own; pollers stand in for Lambda's event
+//! source mapping: batches of up to 10, delete what succeeded, leave item failures to the
+//! visibility timeout.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
-use webhooks::dynamo::DynamoWebhookStore;
-use webhooks::memory::MemoryWebhookStore;
-use webhooks::ports::WebhookStore;
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
+use webhooks::ports::{DeliveryLog, Queue, QueueMessage, WebhookStore};
+use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
+use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
+use webhooks_dispatcher::Dispatcher;
+use webhooks_ingest::Ingest;
+
+/// Pollers per queue; each handles batches of up to 10 messages concurrently, like Lambda
+/// running that many concurrent invocations.
+pub const INGEST_POLLERS: usize = 2;
+pub const DISPATCH_POLLERS: usize = 4;
 
 /// What the local runner defaults differently from Lambda: it is for a developer's machine,
 /// so private and plain-http targets are allowed unless the environment says otherwise.
@@ -25,7 +42,7 @@ pub fn local_config(get: impl Fn(&str) -> Option<String>) -> Result<Config, Conf
 
 pub enum Backend {
     Memory,
-    /// DynamoDB (and SQS) at `AWS_ENDPOINT_URL` or AWS itself.
+    /// DynamoDB and SQS at `AWS_ENDPOINT_URL` or AWS itself; tables and queues from the config.
     Aws(Box<aws_config::SdkConfig>),
 }
 
@@ -33,51 +50,181 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory => "in-memory (embedded)".into(),
-            Backend::Aws(sdk) => format!(
-                "AWS API at {}",
-                sdk.endpoint_url().unwrap_or("the default AWS endpoints")
-            ),
+            Backend::Aws(sdk) => format!("AWS API at {}", sdk.endpoint_url().unwrap_or("the default AWS endpoints")),
         }
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct QueueUrls {
+    pub events: String,
+    pub events_dlq: String,
+    pub delivery: String,
+    pub delivery_dlq: String,
+}
+
 pub struct Runner {
     pub state: AppState,
+    pub ingest: Ingest,
+    pub dispatcher: Dispatcher,
+    pub urls: QueueUrls,
+    /// The embedded queue, when there is one, so tests and operators can look inside.
+    pub memory_queue: Option<Arc<MemoryQueue>>,
+}
+
+fn memory_queue(spec: &QueueSpec, queue: &MemoryQueue, redrive: Option<(String, u32)>) -> String {
+    queue.create_queue(spec.default_name, Duration::from_secs(spec.visibility_timeout_s as u64), redrive)
 }
 
 impl Runner {
-    pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Runner {
-        let store: Arc<dyn WebhookStore> = match backend {
-            Backend::Memory => Arc::new(MemoryWebhookStore::new()),
-            Backend::Aws(sdk) => Arc::new(DynamoWebhookStore::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                &config.webhooks_table,
-            )),
-        };
+    pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Result<Runner, ConfigError> {
+        let attempts = config.retry_schedule.len() as u32 + 1;
+        let (store, log, queue, urls, memory): (Arc<dyn WebhookStore>, Arc<dyn DeliveryLog>, Arc<dyn Queue>, _, _) =
+            match backend {
+                Backend::Memory => {
+                    let q = Arc::new(MemoryQueue::new());
+                    let events_dlq = memory_queue(&EVENTS_DLQ, &q, None);
+                    let delivery_dlq = memory_queue(&DELIVERY_DLQ, &q, None);
+                    let events_redrive = EVENTS_QUEUE.redrive.map(|(_, n)| (events_dlq.clone(), n));
+                    let urls = QueueUrls {
+                        events: memory_queue(&EVENTS_QUEUE, &q, events_redrive),
+                        delivery: memory_queue(&DELIVERY_QUEUE, &q, Some((delivery_dlq.clone(), attempts))),
+                        events_dlq,
+                        delivery_dlq,
+                    };
+                    (
+                        Arc::new(MemoryWebhookStore::new()),
+                        Arc::new(MemoryDeliveryLog::new()),
+                        q.clone(),
+                        urls,
+                        Some(q),
+                    )
+                }
+                Backend::Aws(sdk) => {
+                    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+                    let urls = QueueUrls {
+                        events: config.events_queue_url()?.to_string(),
+                        events_dlq: config.events_dlq_url()?.to_string(),
+                        delivery: config.delivery_queue_url()?.to_string(),
+                        delivery_dlq: config.delivery_dlq_url.clone().unwrap_or_default(),
+                    };
+                    (
+                        Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+                        Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+                        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+                        urls,
+                        None,
+                    )
+                }
+            };
+        let deliverer = Deliverer::new(config.policy);
         let state = AppState {
-            store,
-            verifier: Arc::new(JwtVerifier::new(
-                jwt_secret,
-                config.jwt_issuer.as_deref(),
-                config.jwt_audience.as_deref(),
-            )),
-            deliverer: Deliverer::new(config.policy),
+            store: store.clone(),
+            log: log.clone(),
+            queue: queue.clone(),
+            events_queue_url: urls.events.clone(),
+            verifier: Arc::new(JwtVerifier::new(jwt_secret, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref())),
+            deliverer: deliverer.clone(),
             policy: config.policy,
             test_timeout: config.test_timeout,
         };
-        Runner { state }
+        let ingest = Ingest {
+            store: store.clone(),
+            log: log.clone(),
+            queue: queue.clone(),
+            delivery_queue_url: urls.delivery.clone(),
+            dead_letter_url: urls.events_dlq.clone(),
+            retention_days: config.retention_days,
+        };
+        let dispatcher = Dispatcher {
+            store,
+            log,
+            queue,
+            deliverer,
+            delivery_queue_url: urls.delivery.clone(),
+            schedule: config.retry_schedule.clone(),
+            timeout: config.delivery_timeout,
+        };
+        Ok(Runner { state, ingest, dispatcher, urls, memory_queue: memory })
     }
 
-    /// Serves the API on `listener` until the process ends.
+    /// Starts the queue pollers that drive ingest and dispatcher.
+    pub fn spawn_workers(&self) {
+        let ingest = self.ingest.clone();
+        let ingest: Handler = Arc::new(move |e| {
+            let ingest = ingest.clone();
+            Box::pin(async move { ingest.handle(e).await })
+        });
+        let dispatcher = self.dispatcher.clone();
+        let dispatch: Handler = Arc::new(move |e| {
+            let dispatcher = dispatcher.clone();
+            Box::pin(async move { dispatcher.handle(e).await })
+        });
+        for _ in 0..INGEST_POLLERS {
+            tokio::spawn(poll(self.state.queue.clone(), self.urls.events.clone(), ingest.clone()));
+        }
+        for _ in 0..DISPATCH_POLLERS {
+            tokio::spawn(poll(self.state.queue.clone(), self.urls.delivery.clone(), dispatch.clone()));
+        }
+    }
+
+    /// Serves the API on `listener` and runs the pipeline until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        self.spawn_workers();
         axum::serve(listener, webhooks_api::router(self.state)).await
     }
 
-    /// Binds `127.0.0.1:port` (0 for any) and serves in the background; for tests.
+    /// Binds `127.0.0.1:port` (0 for any), serves in the background, returns the address.
     pub async fn spawn(self, port: u16) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(self.serve(listener));
         Ok(addr)
+    }
+}
+
+/// The shape Lambda gives the handler for an SQS message.
+pub fn to_sqs_message(m: &QueueMessage, queue_url: &str) -> SqsMessage {
+    let mut out = SqsMessage::default();
+    out.message_id = Some(m.message_id.clone());
+    out.receipt_handle = Some(m.receipt_handle.clone());
+    out.body = Some(m.body.clone());
+    out.attributes.insert("ApproximateReceiveCount".into(), m.receive_count.to_string());
+    out.attributes.insert("SentTimestamp".into(), m.sent_timestamp_ms.to_string());
+    out.event_source = Some("aws:sqs".into());
+    out.event_source_arn = Some(queue_url.to_string());
+    out
+}
+
+/// A function's handler, as the pollers invoke it.
+pub type Handler = Arc<dyn Fn(SqsEvent) -> Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>> + Send + Sync>;
+
+/// What Lambda's event source mapping does: receive a batch, invoke, delete the messages that
+/// were not reported as failures.
+pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &Handler) -> Result<usize, String> {
+    let messages = queue.receive(url, 10, wait).await.map_err(|e| e.to_string())?;
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let mut event = SqsEvent::default();
+    event.records = messages.iter().map(|m| to_sqs_message(m, url)).collect();
+    let response = handler(event).await;
+    let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    for m in &messages {
+        if !failed.contains(&m.message_id)
+            && let Err(e) = queue.delete(url, &m.receipt_handle).await
+        {
+            tracing::warn!(error = %e, "could not delete a handled message; it will be handled again");
+        }
+    }
+    Ok(messages.len())
+}
+
+async fn poll(queue: Arc<dyn Queue>, url: String, handler: Handler) {
+    loop {
+        if let Err(e) = poll_once(queue.as_ref(), &url, Duration::from_secs(1), &handler).await {
+            tracing::warn!(error = %e, queue = %url, "receive failed; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }

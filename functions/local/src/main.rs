@@ -45,7 +45,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("bootstrap") => {
             if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-                return Err("bootstrap creates resources at AWS_ENDPOINT_URL; set it (for example http://127.0.0.1:4566)".into());
+                return Err(
+                    "bootstrap creates resources at AWS_ENDPOINT_URL; set it (for example http://127.0.0.1:4566)"
+                        .into(),
+                );
             }
             let sdk = webhooks::aws_config().await;
             let prefix = flag(&args, "--prefix").unwrap_or_default();
@@ -53,10 +56,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some("resources") => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&webhooks::resources::specs_json())?
-            );
+            println!("{}", serde_json::to_string_pretty(&webhooks::resources::specs_json())?);
             Ok(())
         }
         Some(_) => Err(USAGE.into()),
@@ -100,11 +100,7 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
         } else {
             "refused"
         },
-        if config.policy.allow_http {
-            "ALLOWED"
-        } else {
-            "refused"
-        },
+        if config.policy.allow_http { "ALLOWED" } else { "refused" },
     );
     if generated {
         // A development secret generated for this run; set JWT_SECRET to keep tokens valid
@@ -116,8 +112,6 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     }
     println!("  token (sub=local-dev, 24 h): {token}");
     println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
-    Runner::new(&config, &secret, &backend)
-        .serve(listener)
-        .await?;
+    Runner::new(&config, &secret, &backend)?.serve(listener).await?;
     Ok(())
 }

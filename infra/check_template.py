@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Checks template.yaml against the resources the code expects (shared/src/resources.rs).
+
+    .venv/bin/python infra/check_template.py [RESOURCES_JSON] [--template PATH]
+
+RESOURCES_JSON is the output of `cargo run -q -p webhooks-local -- resources`; without it the
+script runs that command from the repository root. PATH defaults to template.yaml at the
+repository root (the TEMPLATE environment variable overrides the default too).
+
+Prints one "ok: ..." or "FAIL: ..." line per check, then `template-check: N passed, M failed`,
+and exits 1 if any check failed (2 if the inputs could not be loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DLQ_RETENTION_S = 1_209_600  # 14 days, the SQS maximum
+SQS_VISIBILITY_FACTOR = 6  # AWS: queue visibility timeout >= 6 x the function timeout
+LAMBDA_DEFAULT_TIMEOUT_S = 3
+# Environment variables that name a resource, and the logical id they must refer to.
+RESOURCE_ENV = {
+    "WEBHOOKS_TABLE": "WebhooksTable",
+    "DELIVERIES_TABLE": "DeliveriesTable",
+    "EVENTS_QUEUE_URL": "EventsQueue",
+    "DELIVERY_QUEUE_URL": "DeliveryQueue",
+    "EVENTS_DLQ_URL": "EventsDeadLetterQueue",
+    "DELIVERY_DLQ_URL": "DeliveryDeadLetterQueue",
+}
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A SafeLoader that turns CloudFormation short tags into their long (JSON) form."""
+
+
+def _short_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _short_tag)
+
+
+def load_template(path: Path) -> dict:
+    with path.open(encoding="utf-8") as f:
+        template = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
+        raise ValueError(f"{path} has no Resources section")
+    return template
+
+
+def load_specs(json_path: str | None) -> dict:
+    if json_path:
+        text = Path(json_path).read_text(encoding="utf-8")
+    else:
+        cmd = ["cargo", "run", "-q", "-p", "webhooks-local", "--", "resources"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        text = proc.stdout
+    specs = json.loads(text)
+    if not isinstance(specs.get("tables"), list) or not isinstance(specs.get("queues"), list):
+        raise ValueError("resource specs lack 'tables' or 'queues'")
+    return specs
+
+
+# --------------------------------------------------------------------------------------
+# Template helpers
+# --------------------------------------------------------------------------------------
+
+
+class Template:
+    def __init__(self, doc: dict):
+        self.doc = doc
+        self.resources: dict[str, dict] = doc["Resources"]
+        self.parameters: dict[str, dict] = doc.get("Parameters") or {}
+        self.function_globals: dict = (doc.get("Globals") or {}).get("Function") or {}
+
+    def of_type(self, type_name: str) -> dict[str, dict]:
+        return {k: v for k, v in self.resources.items() if isinstance(v, dict) and v.get("Type") == type_name}
+
+    @staticmethod
+    def props(resource: dict) -> dict:
+        return resource.get("Properties") or {}
+
+    def resolve(self, value: Any) -> Any:
+        """Replaces a Ref to a parameter with the parameter's default."""
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in self.parameters:
+            return self.parameters[value["Ref"]].get("Default")
+        return value
+
+    def as_int(self, value: Any) -> int | None:
+        value = self.resolve(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+
+    def function_prop(self, resource: dict, name: str) -> Any:
+        """A function property, falling back to Globals.Function as SAM does."""
+        props = self.props(resource)
+        return props[name] if name in props else self.function_globals.get(name)
+
+    def function_env(self, resource: dict) -> dict:
+        """Globals.Function environment merged with the function's own, as SAM merges them."""
+        env = dict(((self.function_globals.get("Environment") or {}).get("Variables")) or {})
+        env.update(((self.props(resource).get("Environment") or {}).get("Variables")) or {})
+        return env
+
+
+def getatt_arn_target(value: Any) -> str | None:
+    """`!GetAtt X.Arn` -> "X"; anything else -> None."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        if isinstance(target, list) and len(target) == 2 and target[1] == "Arn":
+            return target[0]
+    return None
+
+
+def redrive_of(t: Template, queue: dict) -> tuple[str | None, int | None]:
+    policy = t.props(queue).get("RedrivePolicy")
+    if policy is None:
+        return None, None
+    if isinstance(policy, str):
+        policy = json.loads(policy)
+    return getatt_arn_target(policy.get("deadLetterTargetArn")), t.as_int(policy.get("maxReceiveCount"))
+
+
+def schedule_len(schedule: Any) -> int | None:
+    if not isinstance(schedule, str):
+        return None
+    if schedule.strip() in ("", "none"):
+        return 0
+    return len([part for part in schedule.split(",") if part.strip()])
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, what: str, why: str = "") -> None:
+        if ok:
+            self.passed += 1
+            print(f"ok: {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL: {what}" + (f" ({why})" if why else ""))
+
+
+def check_tables(t: Template, specs: dict, r: Report) -> None:
+    tables = t.of_type("AWS::DynamoDB::Table")
+    want = {s["logicalId"]: s for s in specs["tables"]}
+    r.check(
+        set(tables) == set(want),
+        f"DynamoDB tables are exactly {sorted(want)}",
+        f"template has {sorted(tables)}",
+    )
+    for logical_id, spec in want.items():
+        table = tables.get(logical_id)
+        if table is None:
+            continue
+        p = t.props(table)
+        keys = [(k.get("AttributeName"), k.get("KeyType")) for k in p.get("KeySchema") or []]
+        want_keys = [(spec["hashKey"], "HASH"), (spec["rangeKey"], "RANGE")]
+        r.check(keys == want_keys, f"{logical_id} key schema is {want_keys}", f"got {keys}")
+        attrs = sorted((a.get("AttributeName"), a.get("AttributeType")) for a in p.get("AttributeDefinitions") or [])
+        want_attrs = sorted([(spec["hashKey"], "S"), (spec["rangeKey"], "S")])
+        r.check(attrs == want_attrs, f"{logical_id} defines only attributes {want_attrs}", f"got {attrs}")
+        indexes = [k for k in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if p.get(k)]
+        r.check(not indexes, f"{logical_id} has no secondary indexes", f"has {indexes}")
+        ttl_spec = p.get("TimeToLiveSpecification") or {}
+        ttl = ttl_spec.get("AttributeName") if ttl_spec.get("Enabled") in (True, "true") else None
+        r.check(
+            ttl == spec["ttlAttribute"],
+            f"{logical_id} TTL attribute is {spec['ttlAttribute'] or '(none)'}",
+            f"got {ttl or '(none)'}",
+        )
+        r.check(p.get("BillingMode") == "PAY_PER_REQUEST", f"{logical_id} is PAY_PER_REQUEST", f"got {p.get('BillingMode')}")
+        pitr = (p.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")
+        r.check(pitr in (True, "true"), f"{logical_id} has point-in-time recovery", f"got {pitr}")
+        sse = (p.get("SSESpecification") or {}).get("SSEEnabled")
+        r.check(sse in (True, "true"), f"{logical_id} has SSE enabled", f"got {sse}")
+        r.check("TableName" not in p, f"{logical_id} has no fixed TableName", f"got {p.get('TableName')}")
+
+
+def check_queues(t: Template, specs: dict, r: Report) -> None:
+    queues = t.of_type("AWS::SQS::Queue")
+    want = {s["logicalId"]: s for s in specs["queues"]}
+    r.check(
+        set(queues) == set(want),
+        f"SQS queues are exactly {sorted(want)}",
+        f"template has {sorted(queues)}",
+    )
+    for logical_id, spec in want.items():
+        queue = queues.get(logical_id)
+        if queue is None:
+            continue
+        p = t.props(queue)
+        vis = t.as_int(p.get("VisibilityTimeout"))
+        r.check(vis == spec["visibilityTimeout"], f"{logical_id} VisibilityTimeout is {spec['visibilityTimeout']}", f"got {vis}")
+        ret = t.as_int(p.get("MessageRetentionPeriod"))
+        r.check(ret == spec["retentionPeriod"], f"{logical_id} MessageRetentionPeriod is {spec['retentionPeriod']}", f"got {ret}")
+        redrive = redrive_of(t, queue)
+        want_redrive = (spec["deadLetterQueue"], spec["maxReceiveCount"])
+        r.check(redrive == want_redrive, f"{logical_id} redrive (DLQ, maxReceiveCount) is {want_redrive}", f"got {redrive}")
+    for logical_id, queue in queues.items():
+        sse = t.props(queue).get("SqsManagedSseEnabled")
+        r.check(sse in (True, "true"), f"{logical_id} has SqsManagedSseEnabled", f"got {sse}")
+    dlqs = {redrive_of(t, q)[0] for q in queues.values()} | {s["deadLetterQueue"] for s in specs["queues"]}
+    for dlq in sorted(d for d in dlqs if d):
+        queue = queues.get(dlq)
+        ret = t.as_int(t.props(queue).get("MessageRetentionPeriod")) if queue else None
+        r.check(ret == DLQ_RETENTION_S, f"dead-letter queue {dlq} keeps messages {DLQ_RETENTION_S} s", f"got {ret}")
+
+
+def sqs_events(t: Template, function: dict) -> list[tuple[str, dict]]:
+    events = t.props(function).get("Events") or {}
+    return [(name, e.get("Properties") or {}) for name, e in events.items() if isinstance(e, dict) and e.get("Type") == "SQS"]
+
+
+def check_functions(t: Template, r: Report) -> None:
+    queues = t.of_type("AWS::SQS::Queue")
+    functions = t.of_type("AWS::Serverless::Function")
+    consumed: dict[str, list[str]] = {}
+    for fn_id, fn in functions.items():
+        timeout = t.as_int(t.function_prop(fn, "Timeout"))
+        if timeout is None:
+            timeout = LAMBDA_DEFAULT_TIMEOUT_S
+        for event_name, ev in sqs_events(t, fn):
+            where = f"{fn_id}.{event_name}"
+            queue_id = getatt_arn_target(ev.get("Queue"))
+            queue = queues.get(queue_id or "")
+            r.check(queue is not None, f"{where} reads a queue of this template", f"Queue is {ev.get('Queue')}")
+            if queue is not None:
+                consumed.setdefault(queue_id, []).append(fn_id)
+                vis = t.as_int(t.props(queue).get("VisibilityTimeout"))
+                need = SQS_VISIBILITY_FACTOR * timeout
+                r.check(
+                    vis is not None and vis >= need,
+                    f"{queue_id} VisibilityTimeout >= {SQS_VISIBILITY_FACTOR} x {fn_id} Timeout {timeout} = {need}",
+                    f"got {vis}",
+                )
+            types = ev.get("FunctionResponseTypes")
+            r.check(
+                types == ["ReportBatchItemFailures"],
+                f"{where} has FunctionResponseTypes [ReportBatchItemFailures]",
+                f"got {types}",
+            )
+        env = t.function_env(fn)
+        for var, target in RESOURCE_ENV.items():
+            if var in env:
+                r.check(env[var] == {"Ref": target}, f"{fn_id} {var} is !Ref {target}", f"got {env[var]}")
+    # Every queue with a dead-letter queue is a work queue: some function must consume it.
+    for queue_id, queue in sorted(queues.items()):
+        if redrive_of(t, queue)[0] is not None:
+            users = consumed.get(queue_id, [])
+            r.check(len(users) == 1, f"work queue {queue_id} has exactly one consumer function", f"consumers {users}")
+
+
+def check_retry_schedule(t: Template, r: Report) -> None:
+    queues = t.of_type("AWS::SQS::Queue")
+    found = False
+    for fn_id, fn in t.of_type("AWS::Serverless::Function").items():
+        env = t.function_env(fn)
+        if "RETRY_SCHEDULE_SECONDS" not in env:
+            continue
+        found = True
+        schedule = t.resolve(env["RETRY_SCHEDULE_SECONDS"])
+        delays = schedule_len(schedule)
+        for event_name, ev in sqs_events(t, fn):
+            queue_id = getatt_arn_target(ev.get("Queue"))
+            if queue_id not in queues:
+                continue
+            max_receive = redrive_of(t, queues[queue_id])[1]
+            want = None if delays is None else delays + 1
+            r.check(
+                want is not None and max_receive == want,
+                f"{queue_id} maxReceiveCount == {delays} retry delays + 1 (RETRY_SCHEDULE_SECONDS of {fn_id})",
+                f"maxReceiveCount {max_receive}, schedule {schedule!r}",
+            )
+    r.check(found, "a function sets RETRY_SCHEDULE_SECONDS", "none does")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("resources_json", nargs="?", help="output of `webhooks-local resources` (default: run it)")
+    parser.add_argument(
+        "--template",
+        default=os.environ.get("TEMPLATE") or str(ROOT / "template.yaml"),
+        help="template to check (default: template.yaml at the repository root)",
+    )
+    args = parser.parse_args(argv)
+    report = Report()
+    try:
+        template = Template(load_template(Path(args.template)))
+        specs = load_specs(args.resources_json)
+    except (OSError, ValueError, RuntimeError, yaml.YAMLError) as e:
+        report.check(False, "load template and resource specs", str(e))
+        print(f"template-check: {report.passed} passed, {report.failed} failed")
+        return 2
+    check_tables(template, specs, report)
+    check_queues(template, specs, report)
+    check_functions(template, report)
+    check_retry_schedule(template, report)
+    print(f"template-check: {report.passed} passed, {report.failed} failed")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
