@@ -126,7 +126,9 @@ impl Config {
     }
 
     pub fn events_dlq_url(&self) -> Result<&str, ConfigError> {
-        self.events_dlq_url.as_deref().ok_or(ConfigError::Missing("EVENTS_DLQ_URL"))
+        self.events_dlq_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("EVENTS_DLQ_URL"))
     }
 
     pub fn delivery_queue_url(&self) -> Result<&str, ConfigError> {

@@ -164,7 +164,11 @@ pub async fn create_queues(
             )
             .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
         if let Some((dlq, max_receive)) = spec.redrive {
-            let max_receive = if spec.logical_id == DELIVERY_QUEUE.logical_id { delivery_attempts } else { max_receive };
+            let max_receive = if spec.logical_id == DELIVERY_QUEUE.logical_id {
+                delivery_attempts
+            } else {
+                max_receive
+            };
             let dlq_url = urls
                 .iter()
                 .find(|(id, _)| *id == dlq)

@@ -14,7 +14,7 @@ use tower::ServiceExt as _;
 use webhooks::auth::{self, Claims, JwtVerifier};
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::DynamoWebhookStore;
-use webhooks::memory::MemoryWebhookStore;
+use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
 use webhooks::ports::WebhookStore;
 use webhooks::resources::{WEBHOOKS_TABLE, create_table};
 use webhooks::signing;
@@ -28,8 +28,13 @@ const STRICT: TargetPolicy = TargetPolicy {
 };
 
 fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVerifier) -> Router {
+    let queue = Arc::new(MemoryQueue::new());
+    let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
     router(AppState {
         store,
+        log: Arc::new(MemoryDeliveryLog::new()),
+        queue,
+        events_queue_url,
         verifier: Arc::new(verifier),
         deliverer: Deliverer::new(policy),
         policy,
@@ -799,7 +804,7 @@ async fn local_runner_serves_the_api_over_http() {
         config.policy.allow_private && config.policy.allow_http,
         "local defaults are permissive"
     );
-    let runner = webhooks_local::Runner::new(&config, JWT_SECRET, &webhooks_local::Backend::Memory);
+    let runner = webhooks_local::Runner::new(&config, JWT_SECRET, &webhooks_local::Backend::Memory).expect("runner");
     let addr = runner.spawn(0).await.expect("serve");
     let receiver = Receiver::start(Reply::Status(204)).await;
     let http = reqwest::Client::new();

@@ -50,7 +50,10 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory => "in-memory (embedded)".into(),
-            Backend::Aws(sdk) => format!("AWS API at {}", sdk.endpoint_url().unwrap_or("the default AWS endpoints")),
+            Backend::Aws(sdk) => format!(
+                "AWS API at {}",
+                sdk.endpoint_url().unwrap_or("the default AWS endpoints")
+            ),
         }
     }
 }
@@ -63,6 +66,12 @@ pub struct QueueUrls {
     pub delivery_dlq: String,
 }
 
+struct Ports {
+    store: Arc<dyn WebhookStore>,
+    log: Arc<dyn DeliveryLog>,
+    queue: Arc<dyn Queue>,
+}
+
 pub struct Runner {
     pub state: AppState,
     pub ingest: Ingest,
@@ -73,57 +82,62 @@ pub struct Runner {
 }
 
 fn memory_queue(spec: &QueueSpec, queue: &MemoryQueue, redrive: Option<(String, u32)>) -> String {
-    queue.create_queue(spec.default_name, Duration::from_secs(spec.visibility_timeout_s as u64), redrive)
+    queue.create_queue(
+        spec.default_name,
+        Duration::from_secs(spec.visibility_timeout_s as u64),
+        redrive,
+    )
 }
 
 impl Runner {
     pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Result<Runner, ConfigError> {
         let attempts = config.retry_schedule.len() as u32 + 1;
-        let (store, log, queue, urls, memory): (Arc<dyn WebhookStore>, Arc<dyn DeliveryLog>, Arc<dyn Queue>, _, _) =
-            match backend {
-                Backend::Memory => {
-                    let q = Arc::new(MemoryQueue::new());
-                    let events_dlq = memory_queue(&EVENTS_DLQ, &q, None);
-                    let delivery_dlq = memory_queue(&DELIVERY_DLQ, &q, None);
-                    let events_redrive = EVENTS_QUEUE.redrive.map(|(_, n)| (events_dlq.clone(), n));
-                    let urls = QueueUrls {
-                        events: memory_queue(&EVENTS_QUEUE, &q, events_redrive),
-                        delivery: memory_queue(&DELIVERY_QUEUE, &q, Some((delivery_dlq.clone(), attempts))),
-                        events_dlq,
-                        delivery_dlq,
-                    };
-                    (
-                        Arc::new(MemoryWebhookStore::new()),
-                        Arc::new(MemoryDeliveryLog::new()),
-                        q.clone(),
-                        urls,
-                        Some(q),
-                    )
-                }
-                Backend::Aws(sdk) => {
-                    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-                    let urls = QueueUrls {
-                        events: config.events_queue_url()?.to_string(),
-                        events_dlq: config.events_dlq_url()?.to_string(),
-                        delivery: config.delivery_queue_url()?.to_string(),
-                        delivery_dlq: config.delivery_dlq_url.clone().unwrap_or_default(),
-                    };
-                    (
-                        Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
-                        Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
-                        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
-                        urls,
-                        None,
-                    )
-                }
-            };
+        let (Ports { store, log, queue }, urls, memory) = match backend {
+            Backend::Memory => {
+                let q = Arc::new(MemoryQueue::new());
+                let events_dlq = memory_queue(&EVENTS_DLQ, &q, None);
+                let delivery_dlq = memory_queue(&DELIVERY_DLQ, &q, None);
+                let events_redrive = EVENTS_QUEUE.redrive.map(|(_, n)| (events_dlq.clone(), n));
+                let urls = QueueUrls {
+                    events: memory_queue(&EVENTS_QUEUE, &q, events_redrive),
+                    delivery: memory_queue(&DELIVERY_QUEUE, &q, Some((delivery_dlq.clone(), attempts))),
+                    events_dlq,
+                    delivery_dlq,
+                };
+                let ports = Ports {
+                    store: Arc::new(MemoryWebhookStore::new()),
+                    log: Arc::new(MemoryDeliveryLog::new()),
+                    queue: q.clone(),
+                };
+                (ports, urls, Some(q))
+            }
+            Backend::Aws(sdk) => {
+                let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+                let urls = QueueUrls {
+                    events: config.events_queue_url()?.to_string(),
+                    events_dlq: config.events_dlq_url()?.to_string(),
+                    delivery: config.delivery_queue_url()?.to_string(),
+                    delivery_dlq: config.delivery_dlq_url.clone().unwrap_or_default(),
+                };
+                let ports = Ports {
+                    store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+                    log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+                    queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+                };
+                (ports, urls, None)
+            }
+        };
         let deliverer = Deliverer::new(config.policy);
         let state = AppState {
             store: store.clone(),
             log: log.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
-            verifier: Arc::new(JwtVerifier::new(jwt_secret, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref())),
+            verifier: Arc::new(JwtVerifier::new(
+                jwt_secret,
+                config.jwt_issuer.as_deref(),
+                config.jwt_audience.as_deref(),
+            )),
             deliverer: deliverer.clone(),
             policy: config.policy,
             test_timeout: config.test_timeout,
@@ -145,7 +159,13 @@ impl Runner {
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
         };
-        Ok(Runner { state, ingest, dispatcher, urls, memory_queue: memory })
+        Ok(Runner {
+            state,
+            ingest,
+            dispatcher,
+            urls,
+            memory_queue: memory,
+        })
     }
 
     /// Starts the queue pollers that drive ingest and dispatcher.
@@ -164,7 +184,11 @@ impl Runner {
             tokio::spawn(poll(self.state.queue.clone(), self.urls.events.clone(), ingest.clone()));
         }
         for _ in 0..DISPATCH_POLLERS {
-            tokio::spawn(poll(self.state.queue.clone(), self.urls.delivery.clone(), dispatch.clone()));
+            tokio::spawn(poll(
+                self.state.queue.clone(),
+                self.urls.delivery.clone(),
+                dispatch.clone(),
+            ));
         }
     }
 
@@ -189,8 +213,10 @@ pub fn to_sqs_message(m: &QueueMessage, queue_url: &str) -> SqsMessage {
     out.message_id = Some(m.message_id.clone());
     out.receipt_handle = Some(m.receipt_handle.clone());
     out.body = Some(m.body.clone());
-    out.attributes.insert("ApproximateReceiveCount".into(), m.receive_count.to_string());
-    out.attributes.insert("SentTimestamp".into(), m.sent_timestamp_ms.to_string());
+    out.attributes
+        .insert("ApproximateReceiveCount".into(), m.receive_count.to_string());
+    out.attributes
+        .insert("SentTimestamp".into(), m.sent_timestamp_ms.to_string());
     out.event_source = Some("aws:sqs".into());
     out.event_source_arn = Some(queue_url.to_string());
     out
@@ -209,7 +235,11 @@ pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &H
     let mut event = SqsEvent::default();
     event.records = messages.iter().map(|m| to_sqs_message(m, url)).collect();
     let response = handler(event).await;
-    let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    let failed: HashSet<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
     for m in &messages {
         if !failed.contains(&m.message_id)
             && let Err(e) = queue.delete(url, &m.receipt_handle).await

@@ -44,7 +44,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some("bootstrap") => {
-            if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+            let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"];
+            if endpoints.iter().all(|k| std::env::var_os(k).is_none()) {
                 return Err(
                     "bootstrap creates resources at AWS_ENDPOINT_URL; set it (for example http://127.0.0.1:4566)"
                         .into(),
@@ -73,7 +74,13 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
             (hex::encode(bytes).into_bytes(), true)
         }
     };
-    let backend = if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+    // Any AWS endpoint setting (one for all services, or per service to mix LocalStack's SQS
+    // with moto's DynamoDB) selects the AWS backend; `BACKEND=aws` selects it for AWS itself.
+    let aws = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some())
+        || std::env::var("BACKEND").as_deref() == Ok("aws");
+    let backend = if aws {
         Backend::Aws(Box::new(webhooks::aws_config().await))
     } else {
         Backend::Memory
