@@ -10,7 +10,16 @@ use webhooks::sqs::SqsQueue;
 use webhooks_ingest::Ingest;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() {
+    // A configuration mistake stops the cold start with a message that names the variable.
+    if let Err(e) = run().await {
+        tracing::error!(error = %e, "ingest function stopped");
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), lambda_runtime::Error> {
     webhooks::telemetry::init();
     let config = Config::from_env()?;
     let sdk = webhooks::aws_config().await;
