@@ -18,9 +18,13 @@ emulator-stop:
 bootstrap:
 	cargo run -p webhooks-local -- bootstrap
 
-# Lambda packages for arm64 (needs cargo-lambda and the aarch64 rustup target).
+# Lambda packages for arm64: installs cargo-lambda (with zig, from PyPI) into .venv and the
+# aarch64 rustup target if missing, then builds target/lambda/{api,ingest,dispatcher}/bootstrap.
 build-lambda:
-	cargo lambda build --release --arm64
+	@test -x .venv/bin/cargo-lambda || (python3 -m venv .venv && .venv/bin/pip install --quiet cargo-lambda)
+	@rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64
+	@ls -l target/lambda/*/bootstrap
 
 fmt:
 	cargo fmt --all

@@ -1,7 +1,7 @@
 //! Sending one signed request: the code path of both the test endpoint and the dispatcher.
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,11 +59,46 @@ impl AttemptReport {
     }
 }
 
-/// Resolves names the way the system does, then refuses the answer when any address is
-/// forbidden by the policy. Because the HTTP client connects only to what this returns, the
-/// guard applies to the address actually used, whatever DNS said at registration time.
+/// Name resolution, as a port: the system resolver in production; a fixed table in tests, so
+/// that "a name that resolves to a private address" can be tested without any DNS traffic.
+#[derive(Clone, Default)]
+pub enum Dns {
+    #[default]
+    System,
+    /// Names not in the table do not resolve.
+    Static(Arc<std::collections::HashMap<String, Vec<IpAddr>>>),
+}
+
+impl Dns {
+    pub fn fixed(entries: &[(&str, IpAddr)]) -> Dns {
+        let mut map: std::collections::HashMap<String, Vec<IpAddr>> = std::collections::HashMap::new();
+        for (name, ip) in entries {
+            map.entry(name.to_ascii_lowercase()).or_default().push(*ip);
+        }
+        Dns::Static(Arc::new(map))
+    }
+
+    /// The addresses of `host`, empty when it does not resolve.
+    pub async fn lookup(&self, host: &str) -> Vec<IpAddr> {
+        match self {
+            Dns::System => match tokio::net::lookup_host((host, 0)).await {
+                Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                Err(_) => Vec::new(),
+            },
+            Dns::Static(map) => map
+                .get(&host.trim_end_matches('.').to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Resolves names, then refuses the answer when any address is forbidden by the policy.
+/// Because the HTTP client connects only to what this returns, the guard applies to the
+/// address actually used, whatever DNS said at registration time.
 struct GuardedResolver {
     policy: TargetPolicy,
+    dns: Dns,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +110,15 @@ struct DnsFailed {
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy;
+        let dns = self.dns.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
-                Ok(a) => a.collect(),
-                Err(_) => Vec::new(),
-            };
+            let addrs: Vec<SocketAddr> = dns
+                .lookup(&host)
+                .await
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
             if addrs.is_empty() {
                 return Err(Box::new(DnsFailed { host }) as Box<dyn StdError + Send + Sync>);
             }
@@ -99,12 +137,20 @@ impl Resolve for GuardedResolver {
 pub struct Deliverer {
     client: reqwest::Client,
     policy: TargetPolicy,
+    dns: Dns,
 }
 
 impl Deliverer {
     pub fn new(policy: TargetPolicy) -> Self {
+        Self::with_dns(policy, Dns::System)
+    }
+
+    pub fn with_dns(policy: TargetPolicy, dns: Dns) -> Self {
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { policy }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy,
+                dns: dns.clone(),
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -114,11 +160,31 @@ impl Deliverer {
             .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Deliverer { client, policy }
+        Deliverer { client, policy, dns }
     }
 
     pub fn policy(&self) -> TargetPolicy {
         self.policy
+    }
+
+    /// The registration-time check of a target: the URL itself, then its current DNS answers
+    /// (a name that does not resolve yet is accepted; the send-time guard still applies).
+    pub async fn check_target(&self, url: &str) -> Result<(), TargetError> {
+        let parsed = ssrf::check_url(url, self.policy)?;
+        if self.policy.allow_private {
+            return Ok(());
+        }
+        let Some(url::Host::Domain(name)) = parsed.host() else {
+            return Ok(());
+        };
+        let lookup = self.dns.lookup(name);
+        let addrs = tokio::time::timeout(Duration::from_secs(2), lookup)
+            .await
+            .unwrap_or_default();
+        for ip in addrs {
+            ssrf::check_ip(ip)?;
+        }
+        Ok(())
     }
 
     /// POSTs `request` to `url`, waiting at most `timeout` for the whole exchange.

@@ -2,7 +2,6 @@
 //! send time, against the addresses the HTTP client actually connects to.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
 use url::{Host, Url};
 
@@ -157,25 +156,6 @@ pub fn check_ip(ip: IpAddr) -> Result<(), TargetError> {
     }
 }
 
-/// Registration-time check of a name's DNS answers. A name that does not resolve (yet) is
-/// accepted: the send-time guard in the delivery client is the one that protects, because
-/// DNS can change after registration.
-pub async fn check_resolved(url: &Url, policy: TargetPolicy) -> Result<(), TargetError> {
-    if policy.allow_private {
-        return Ok(());
-    }
-    let Some(Host::Domain(name)) = url.host() else {
-        return Ok(());
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let lookup = tokio::net::lookup_host((name, port));
-    let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(2), lookup).await else {
-        return Ok(());
-    };
-    let addrs: Vec<SocketAddr> = addrs.collect();
-    check_addrs(&addrs)
-}
-
 /// Refuses the whole answer when any address is forbidden: a name that mixes public and
 /// private addresses is a rebinding attempt, not a receiver.
 pub fn check_addrs(addrs: &[SocketAddr]) -> Result<(), TargetError> {
@@ -274,18 +254,5 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(check_url(&long, STRICT), Err(TargetError::TooLong));
         assert!(check_url("http://127.0.0.1:9/", TargetPolicy::PERMISSIVE).is_ok());
-    }
-
-    #[tokio::test]
-    async fn resolved_names_are_checked() {
-        let url = Url::parse("http://localhost.:1/").expect("url");
-        let policy = TargetPolicy {
-            allow_http: true,
-            allow_private: false,
-        };
-        // `localhost` resolves to loopback from /etc/hosts, with no network needed.
-        let url2 = Url::parse("http://localhost:1/").expect("url");
-        assert!(check_resolved(&url2, policy).await.is_err());
-        assert!(check_resolved(&url, TargetPolicy::PERMISSIVE).await.is_ok());
     }
 }

@@ -19,7 +19,7 @@ use webhooks::domain::{self, Webhook};
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{Delivery, DeliveryLog, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
 use webhooks::signing::Envelope;
-use webhooks::ssrf::{self, TargetPolicy};
+use webhooks::ssrf::TargetPolicy;
 use webhooks::{event_types, ids, time};
 
 use crate::error::ApiError;
@@ -89,9 +89,9 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Webhook, ApiEr
 }
 
 async fn check_target(state: &AppState, url: &str) -> Result<(), ApiError> {
-    let parsed = ssrf::check_url(url, state.policy)
-        .map_err(|e| ApiError::Invalid(vec![domain::FieldError::new("url", e.to_string())]))?;
-    ssrf::check_resolved(&parsed, state.policy)
+    state
+        .deliverer
+        .check_target(url)
         .await
         .map_err(|e| ApiError::Invalid(vec![domain::FieldError::new("url", e.to_string())]))
 }
