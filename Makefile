@@ -23,8 +23,8 @@ bootstrap:
 build-lambda:
 	@test -x .venv/bin/cargo-lambda || (python3 -m venv .venv && .venv/bin/pip install --quiet cargo-lambda)
 	@rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
-	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64
-	@ls -l target/lambda/*/bootstrap
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 -p webhooks-api -p webhooks-ingest -p webhooks-dispatcher
+	@ls -l target/lambda/api/bootstrap target/lambda/ingest/bootstrap target/lambda/dispatcher/bootstrap
 
 fmt:
 	cargo fmt --all

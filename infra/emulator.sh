@@ -29,7 +29,7 @@ start() {
   "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
   echo $! >"$state/pid"
   for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request,sys; urllib.request.urlopen(\"http://127.0.0.1:$port/moto-api/\", timeout=1)" >/dev/null 2>&1; then
+    if python3 -c "import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:$port/moto-api/\", timeout=1)" >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.2

@@ -7,9 +7,9 @@ use crate::ssrf::{self, TargetPolicy};
 
 /// At most this many entries in `events` (before duplicates are folded).
 pub const MAX_EVENTS: usize = 64;
-/// Secrets are 1 to this many bytes.
+/// Secrets are 1 to this many characters.
 pub const MAX_SECRET_LEN: usize = 256;
-/// The longest `id` a producer may give an event.
+/// The longest `id` (in characters) a producer may give an event.
 pub const MAX_EVENT_ID_LEN: usize = 128;
 /// An event's or a test's payload, written as compact JSON, is at most this many bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
@@ -421,10 +421,10 @@ pub fn parse_event_submission(body: &Value) -> Result<EventSubmission, Invalid> 
     let event = parse_event_type(&mut f, "event");
     let payload = parse_payload(&mut f, true);
     let id = match f.string("id", false) {
-        Some(id) if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) => {
+        Some(id) if id.is_empty() || id.chars().count() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) => {
             f.errors.push(FieldError::new(
                 "id",
-                format!("must be 1 to {MAX_EVENT_ID_LEN} bytes without control characters"),
+                format!("must be 1 to {MAX_EVENT_ID_LEN} characters without control characters"),
             ));
             None
         }

@@ -75,7 +75,7 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
     let id = match map.get("id") {
         None | Some(Value::Null) => message_id.to_string(),
         Some(Value::String(id))
-            if !id.is_empty() && id.len() <= MAX_EVENT_ID_LEN && !id.chars().any(char::is_control) =>
+            if !id.is_empty() && id.chars().count() <= MAX_EVENT_ID_LEN && !id.chars().any(char::is_control) =>
         {
             id.clone()
         }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use url::{Host, Url};
 
-/// The longest target URL accepted, in bytes.
+/// The longest target URL accepted, in characters.
 pub const MAX_URL_LEN: usize = 2048;
 
 /// What the operator allows beyond public HTTPS endpoints.
@@ -117,7 +117,7 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// credentials, and hosts that are IP literals (in any spelling the URL standard accepts,
 /// such as `2130706433`, `0x7f.1` or `[::ffff:127.0.0.1]`) or `localhost` names.
 pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<Url, TargetError> {
-    if raw.len() > MAX_URL_LEN {
+    if raw.chars().count() > MAX_URL_LEN {
         return Err(TargetError::TooLong);
     }
     let url = Url::parse(raw).map_err(|e| TargetError::Malformed(e.to_string()))?;

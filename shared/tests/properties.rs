@@ -89,7 +89,7 @@ proptest! {
                 dedup.sort();
                 dedup.dedup();
                 prop_assert_eq!(dedup.len(), w.events.len());
-                prop_assert!(w.secret.as_ref().is_none_or(|s| !s.is_empty() && s.len() <= MAX_SECRET_LEN));
+                prop_assert!(w.secret.as_ref().is_none_or(|s| !s.is_empty() && s.chars().count() <= MAX_SECRET_LEN));
             }
             Err(errors) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| !e.message.is_empty())),
         }

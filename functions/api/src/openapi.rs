@@ -1,0 +1,202 @@
+//! The OpenAPI 3.1 document of the API, built from the code's own catalogue, limits and
+//! shapes, served at `GET /api/openapi.json` and checked in as `functions/api/openapi.json`.
+//! A test fails when the checked-in file, the served document and the router disagree.
+
+use serde_json::{Value, json};
+use webhooks::auth::MAX_TOKEN_LEN;
+use webhooks::delivery::MAX_RESPONSE_BODY;
+use webhooks::domain::{MAX_EVENT_ID_LEN, MAX_EVENTS, MAX_PAYLOAD_BYTES, MAX_SECRET_LEN};
+use webhooks::event_types::{EVENT_TYPES, EventFilter};
+use webhooks::ssrf::MAX_URL_LEN;
+
+use crate::extract::MAX_BODY_BYTES;
+use crate::{DEFAULT_PAGE, MAX_PAGE};
+
+/// Every (method, path) the router serves, as the document names them.
+pub const OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/api/webhooks"),
+    ("post", "/api/webhooks"),
+    ("post", "/api/webhooks/test"),
+    ("get", "/api/webhooks/{id}"),
+    ("put", "/api/webhooks/{id}"),
+    ("delete", "/api/webhooks/{id}"),
+    ("get", "/api/webhooks/{id}/deliveries"),
+    ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
+    ("post", "/api/events"),
+    ("get", "/api/event-types"),
+    ("get", "/api/openapi.json"),
+];
+
+/// Every subscription filter: the 24 types, each `prefix.*` wildcard, and `*`.
+fn filters() -> Vec<String> {
+    let mut out: Vec<String> = EVENT_TYPES.iter().map(|(n, _)| n.to_string()).collect();
+    let mut wildcards: Vec<String> = Vec::new();
+    for (name, _) in EVENT_TYPES {
+        let parts: Vec<&str> = name.split('.').collect();
+        for n in 1..parts.len() {
+            let w = format!("{}.*", parts[..n].join("."));
+            if EventFilter::parse(&w).is_some() && !wildcards.contains(&w) {
+                wildcards.push(w);
+            }
+        }
+    }
+    out.extend(wildcards);
+    out.push("*".into());
+    out
+}
+
+fn problem_responses(mut ok: serde_json::Map<String, Value>) -> Value {
+    let problem = json!({"description": "Problem details (RFC 9457)", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+    ok.insert("4XX".into(), problem);
+    Value::Object(ok)
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// A shape of URL that is always well formed, so generated requests reach the interesting
+/// checks. The API accepts more (any absolute http(s) URL the WHATWG parser takes) and, in
+/// production, refuses some of these (private addresses): that is why the contract run does
+/// not check positive/negative acceptance against this pattern.
+const URL_PATTERN: &str = "^https?://([a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\\.){0,3}[a-z]([a-z0-9-]{0,20}[a-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,20}){0,4}$";
+/// Ids and cursors: a prefix and 26 Crockford base32 characters.
+fn id_pattern(prefix: &str) -> String {
+    format!("^{prefix}_[0-9a-hjkmnp-tv-z]{{26}}$")
+}
+
+fn page_params(cursor_prefix: &str) -> Value {
+    json!([
+        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
+        {"name": "cursor", "in": "query", "required": false, "description": "The cursor of the next page, from the Link header",
+            "schema": {"type": "string", "pattern": id_pattern(cursor_prefix)}}
+    ])
+}
+
+fn id_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn link_header() -> Value {
+    json!({"Link": {"description": "`<…?limit=N&cursor=C>; rel=\"next\"` when there is a next page", "schema": {"type": "string"}}})
+}
+
+/// What a client can do next with a created webhook (schemathesis follows these statefully).
+fn webhook_links() -> Value {
+    let by_id = json!({"id": "$response.body#/id"});
+    json!({
+        "GetWebhook": {"operationId": "getWebhook", "parameters": by_id},
+        "UpdateWebhook": {"operationId": "updateWebhook", "parameters": by_id},
+        "DeleteWebhook": {"operationId": "deleteWebhook", "parameters": by_id},
+        "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id},
+    })
+}
+
+pub fn document() -> Value {
+    let r = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let webhook = json!({"$ref": "#/components/schemas/Webhook"});
+    let delivery = json!({"$ref": "#/components/schemas/Delivery"});
+    let filters = filters();
+    let event_names: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
+    let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_SECRET_LEN, "description": "Signs deliveries (HMAC-SHA256); null or absent: unsigned"});
+    let url = json!({"type": "string", "maxLength": MAX_URL_LEN, "pattern": URL_PATTERN, "description": "Absolute https URL (http only where ALLOW_HTTP_TARGETS=true); private, loopback, link-local and metadata addresses are refused unless ALLOW_PRIVATE_TARGETS=true"});
+    let events = json!({"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": {"type": "string", "enum": filters}});
+    let payload = json!({"type": "object", "description": format!("Any JSON object of at most {MAX_PAYLOAD_BYTES} bytes as compact JSON")});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Webhooks API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!("Register webhooks, send signed test deliveries, submit events and read the delivery log. Request bodies are at most {MAX_BODY_BYTES} bytes; bearer tokens at most {MAX_TOKEN_LEN} bytes."),
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/webhooks": {
+                "get": {"operationId": "listWebhooks", "summary": "The caller's webhooks in creation order", "parameters": page_params("wh"),
+                    "responses": problem_responses(r(json!({"200": {"description": "A page of webhooks", "headers": link_header(),
+                        "content": {"application/json": {"schema": {"type": "array", "items": webhook}}}}})))},
+                "post": {"operationId": "createWebhook", "summary": "Register a webhook", "requestBody": body("CreateWebhook"),
+                    "responses": problem_responses(r(json!({"201": {"description": "Created; `secret` is shown in full this once",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": webhook}},
+                        "links": webhook_links()}})))}
+            },
+            "/api/webhooks/test": {
+                "post": {"operationId": "testWebhook", "summary": "Send one signed delivery now and report what happened", "requestBody": body("TestWebhook"),
+                    "responses": problem_responses(r(json!({"200": json_response("The outcome", json!({"$ref": "#/components/schemas/TestResult"}))})))}
+            },
+            "/api/webhooks/{id}": {
+                "parameters": [id_param("id")],
+                "get": {"operationId": "getWebhook", "responses": problem_responses(r(json!({"200": json_response("The webhook", webhook.clone())})))},
+                "put": {"operationId": "updateWebhook", "summary": "Change any of url, events, active, secret; omitted fields keep their value", "requestBody": body("UpdateWebhook"),
+                    "responses": problem_responses(r(json!({"200": json_response("The updated webhook", webhook.clone())})))},
+                "delete": {"operationId": "deleteWebhook", "responses": problem_responses(r(json!({"204": {"description": "Deleted"}})))}
+            },
+            "/api/webhooks/{id}/deliveries": {
+                "parameters": [id_param("id")],
+                "get": {"operationId": "listDeliveries", "summary": "Deliveries to this webhook, newest first", "parameters": page_params("dl"),
+                    "responses": problem_responses(r(json!({"200": {"description": "A page of deliveries", "headers": link_header(),
+                        "content": {"application/json": {"schema": {"type": "array", "items": delivery}}}}})))}
+            },
+            "/api/webhooks/{id}/deliveries/{deliveryId}": {
+                "parameters": [id_param("id"), id_param("deliveryId")],
+                "get": {"operationId": "getDelivery", "responses": problem_responses(r(json!({"200": json_response("The delivery and its attempts", delivery.clone())})))}
+            },
+            "/api/events": {
+                "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
+                    "responses": problem_responses(r(json!({"202": json_response("Accepted", json!({"$ref": "#/components/schemas/EventAccepted"}))})))}
+            },
+            "/api/event-types": {
+                "get": {"operationId": "listEventTypes", "responses": problem_responses(r(json!({"200": json_response("Every event type",
+                    json!({"type": "array", "items": {"$ref": "#/components/schemas/EventType"}}))})))}
+            },
+            "/api/openapi.json": {
+                "get": {"operationId": "openapi", "security": [], "responses": {"200": json_response("This document", json!({"type": "object"}))}}
+            }
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256)"}},
+            "schemas": {
+                "CreateWebhook": {"type": "object", "additionalProperties": false, "required": ["url", "events"],
+                    "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean", "default": true}}},
+                "UpdateWebhook": {"type": "object", "additionalProperties": false,
+                    "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean"},
+                        "id": {"description": "ignored"}, "createdAt": {"description": "ignored"}, "updatedAt": {"description": "ignored"}, "hasSecret": {"description": "ignored"}}},
+                "TestWebhook": {"type": "object", "additionalProperties": false, "required": ["url", "event", "payload"],
+                    "properties": {"url": url, "event": {"type": "string", "enum": event_names}, "payload": payload, "secret": secret}},
+                "SubmitEvent": {"type": "object", "additionalProperties": false, "required": ["event", "payload"],
+                    "properties": {"event": {"type": "string", "enum": event_names}, "payload": payload,
+                        "id": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                            "description": "Idempotency key: one fan-out per tenant and id"}}},
+                "Webhook": {"type": "object", "required": ["id", "url", "events", "active", "hasSecret", "createdAt", "updatedAt"],
+                    "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
+                        "active": {"type": "boolean"}, "hasSecret": {"type": "boolean"},
+                        "secret": {"type": ["string", "null"], "description": "Only in the response that sets it"},
+                        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"}}},
+                "TestResult": {"type": "object", "required": ["success", "statusCode", "message"],
+                    "properties": {"success": {"type": "boolean"}, "statusCode": {"type": ["integer", "null"]}, "message": {"type": "string"}}},
+                "EventAccepted": {"type": "object", "required": ["id", "event", "timestamp", "status"],
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"}, "status": {"const": "queued"}}},
+                "Attempt": {"type": "object", "required": ["attempt", "at", "statusCode", "durationMs", "message", "responseBody"],
+                    "properties": {"attempt": {"type": "integer", "minimum": 1}, "at": {"type": "string", "format": "date-time"},
+                        "statusCode": {"type": ["integer", "null"]}, "durationMs": {"type": "integer"}, "message": {"type": "string"},
+                        "responseBody": {"type": ["string", "null"], "description": format!("The first {MAX_RESPONSE_BODY} bytes of the response")}}},
+                "Delivery": {"type": "object", "required": ["id", "webhookId", "eventId", "event", "status", "createdAt", "updatedAt", "attempts"],
+                    "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"}, "eventId": {"type": "string"}, "event": {"type": "string"},
+                        "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "skipped"]}, "note": {"type": "string"},
+                        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+                        "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}}}},
+                "EventType": {"type": "object", "required": ["name", "description", "category"],
+                    "properties": {"name": {"type": "string"}, "description": {"type": "string"}, "category": {"type": "string"}}},
+                "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
+                    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+                        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"],
+                            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}
+            }
+        }
+    })
+}
