@@ -104,7 +104,8 @@ pub fn document() -> Value {
     let event_names: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
     let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_SECRET_LEN, "description": "Signs deliveries (HMAC-SHA256); null or absent: unsigned"});
     let url = json!({"type": "string", "maxLength": MAX_URL_LEN, "pattern": URL_PATTERN, "description": "Absolute https URL (http only where ALLOW_HTTP_TARGETS=true); private, loopback, link-local and metadata addresses are refused unless ALLOW_PRIVATE_TARGETS=true"});
-    let events = json!({"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": {"type": "string", "enum": filters}});
+    let events =
+        json!({"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": {"type": "string", "enum": filters}});
     let payload = json!({"type": "object", "description": format!("Any JSON object of at most {MAX_PAYLOAD_BYTES} bytes as compact JSON")});
     json!({
         "openapi": "3.1.0",
