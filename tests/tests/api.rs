@@ -873,14 +873,19 @@ async fn the_openapi_document_is_checked_in_served_and_true_to_the_router() {
         std::fs::write(path, &pretty).expect("write openapi.json");
     }
     let checked_in = std::fs::read_to_string(path).expect("functions/api/openapi.json (UPDATE_OPENAPI=1 writes it)");
-    assert_eq!(checked_in, pretty, "functions/api/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test -p webhooks-tests --test api");
+    assert_eq!(
+        checked_in, pretty,
+        "functions/api/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test -p webhooks-tests --test api"
+    );
 
     // Every documented operation is routed, and every other method on a documented path is 405.
     let doc = &served.body["paths"];
     let t = bearer("openapi");
     let mut routed = 0;
     for (path, item) in doc.as_object().expect("paths") {
-        let concrete = path.replace("{id}", "wh_01jz0000000000000000000000").replace("{deliveryId}", "dl_01jz0000000000000000000000");
+        let concrete = path
+            .replace("{id}", "wh_01jz0000000000000000000000")
+            .replace("{deliveryId}", "dl_01jz0000000000000000000000");
         for method in ["get", "post", "put", "delete", "patch"] {
             let documented = item.get(method).is_some();
             assert_eq!(
@@ -891,10 +896,21 @@ async fn the_openapi_document_is_checked_in_served_and_true_to_the_router() {
             let r = call(&app, &method.to_uppercase(), &concrete, Some(&t), Some("{}")).await;
             if documented {
                 routed += 1;
-                assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not routed");
-                assert_ne!(r.body["detail"], "no such route", "{method} {path} is documented but not routed");
+                assert_ne!(
+                    r.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is documented but not routed"
+                );
+                assert_ne!(
+                    r.body["detail"], "no such route",
+                    "{method} {path} is documented but not routed"
+                );
             } else {
-                assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is routed but not documented");
+                assert_eq!(
+                    r.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is routed but not documented"
+                );
             }
         }
     }
