@@ -26,8 +26,8 @@ run() {
   local log="$root/.emulator/contract-runner.log"
   mkdir -p "$root/.emulator"
   # A fresh runner (embedded backend) so the run does not depend on other suites' data.
-  PORT="$port" JWT_SECRET="$secret" RUST_LOG=warn AWS_ENDPOINT_URL= \
-    "$root/target/debug/webhooks-local" >"$log" 2>&1 &
+  env -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_SQS -u AWS_ENDPOINT_URL_DYNAMODB -u BACKEND \
+    PORT="$port" JWT_SECRET="$secret" RUST_LOG=warn "$root/target/debug/webhooks-local" >"$log" 2>&1 &
   local pid=$!
   trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 1 50); do

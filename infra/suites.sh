@@ -30,7 +30,8 @@ echo
 echo "== suites"
 # Pair each test binary with its result line.
 awk '
-  /^ *Running (unittests )?/ { name=$0; sub(/^ *Running (unittests )?/, "", name); sub(/ \(.*$/, "", name) }
+  /^ *Running / { name=$0; crate=$0; sub(/^ *Running (unittests )?/, "", name); sub(/ \(.*$/, "", name)
+                  sub(/^.*deps\//, "", crate); sub(/-[0-9a-f]+\)$/, "", crate); name=crate " " name }
   /^ *Doc-tests / { name=$0; sub(/^ *Doc-tests /, "doc-tests ", name) }
   /^test result:/ { if ($4 > 0 || $6 > 0) printf "  %-40s %s passed, %s failed\n", name, $4, $6+0 }
 ' .emulator/cargo-test.log

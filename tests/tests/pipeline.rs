@@ -647,3 +647,93 @@ on_both_backends!(
     a_poison_message_does_not_block_its_batch,
     node_receivers_that_reserialise_verify,
 );
+
+/// A dispatcher that dies mid-batch (received, never acknowledged) loses nothing: the jobs
+/// come back after the visibility timeout and are delivered by the next invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_batch_loses_nothing() {
+    use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
+    use webhooks::ports::{DeliveryLog, WebhookStore};
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let queue = Arc::new(MemoryQueue::new());
+    let dlq = queue.create_queue("jobs-dlq", Duration::from_secs(30), None);
+    // A short visibility timeout stands in for the real 180 s.
+    let jobs = queue.create_queue("jobs", Duration::from_secs(1), Some((dlq, 8)));
+    let events = queue.create_queue("events", Duration::from_secs(1), None);
+    let store: Arc<dyn WebhookStore> = Arc::new(MemoryWebhookStore::new());
+    let log: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new());
+    let tenant = unique("acme");
+    for i in 0..3 {
+        let now = webhooks::time::now_ms();
+        let w = webhooks::domain::Webhook {
+            id: webhooks::ids::new_id("wh"),
+            tenant: tenant.clone(),
+            url: receiver.url(&format!("/{i}")),
+            events: vec!["*".into()],
+            secret: None,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        store.create(&w).await.expect("create");
+    }
+    let ingest = webhooks_ingest::Ingest {
+        store: store.clone(),
+        log: log.clone(),
+        queue: queue.clone(),
+        delivery_queue_url: jobs.clone(),
+        dead_letter_url: events.clone(),
+        retention_days: 1,
+    };
+    let body = json!({"event": "system.info", "payload": {}, "tenant": tenant}).to_string();
+    queue
+        .send_batch(
+            &events,
+            &[OutgoingMessage {
+                id: "0".into(),
+                body,
+                reason: None,
+            }],
+        )
+        .await
+        .expect("send");
+    let handler: webhooks_local::Handler = Arc::new(move |e| {
+        let i = ingest.clone();
+        Box::pin(async move { i.handle(e).await })
+    });
+    webhooks_local::poll_once(queue.as_ref(), &events, Duration::from_secs(1), &handler)
+        .await
+        .expect("ingest");
+    // The "crashed" invocation: it takes the batch and dies before answering.
+    let taken = queue.receive(&jobs, 10, Duration::from_secs(1)).await.expect("receive");
+    assert_eq!(taken.len(), 3);
+    assert!(
+        queue
+            .receive(&jobs, 10, Duration::from_millis(100))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "hidden while in flight"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dispatcher = webhooks_dispatcher::Dispatcher {
+        store,
+        log,
+        queue: queue.clone(),
+        deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE),
+        delivery_queue_url: jobs.clone(),
+        schedule: vec![1],
+        timeout: Duration::from_secs(2),
+    };
+    let handler: webhooks_local::Handler = Arc::new(move |e| {
+        let d = dispatcher.clone();
+        Box::pin(async move { d.handle(e).await })
+    });
+    let n = webhooks_local::poll_once(queue.as_ref(), &jobs, Duration::from_secs(2), &handler)
+        .await
+        .expect("dispatch");
+    assert_eq!(n, 3, "every job came back");
+    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(queue.depth(&jobs), 0, "and each was acknowledged once delivered");
+}

@@ -45,7 +45,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("bootstrap") => {
             let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"];
-            if endpoints.iter().all(|k| std::env::var_os(k).is_none()) {
+            if endpoints
+                .iter()
+                .all(|k| std::env::var_os(k).is_none_or(|v| v.is_empty()))
+            {
                 return Err(
                     "bootstrap creates resources at AWS_ENDPOINT_URL; set it (for example http://127.0.0.1:4566)"
                         .into(),
@@ -78,7 +81,7 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     // with moto's DynamoDB) selects the AWS backend; `BACKEND=aws` selects it for AWS itself.
     let aws = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
         .iter()
-        .any(|k| std::env::var_os(k).is_some())
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         || std::env::var("BACKEND").as_deref() == Ok("aws");
     let backend = if aws {
         Backend::Aws(Box::new(webhooks::aws_config().await))
