@@ -228,7 +228,8 @@ async fn delivers_with_both_signatures(kind: Kind) {
 }
 
 async fn fails_twice_then_succeeds(kind: Kind) {
-    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1,2,2")]).await else {
+    // Delays of 1 s then 3 s: far enough apart that polling latency cannot reorder them.
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1,3,3")]).await else {
         return;
     };
     let receiver = Receiver::start(Reply::Status(200)).await;
@@ -266,8 +267,8 @@ async fn fails_twice_then_succeeds(kind: Kind) {
         "first retry after ~1 s, was {gap1:?}"
     );
     assert!(
-        gap2 >= Duration::from_millis(1900),
-        "second retry after ~2 s, was {gap2:?}"
+        gap2 >= Duration::from_millis(2900),
+        "second retry after ~3 s, was {gap2:?}"
     );
     assert!(gap2 > gap1, "delays grow: {gap1:?} then {gap2:?}");
 }
