@@ -456,10 +456,13 @@ impl DeliveryLog for DynamoDeliveryLog {
             .table_name(&self.table)
             .set_key(Some(delivery_key(webhook_id, delivery_id)))
             .update_expression("SET #st = :st, updatedAt = :now, attempts = list_append(attempts, :a)")
-            .condition_expression("#st = :pending")
+            // A failed delivery takes new attempts when its job is redriven from the DLQ;
+            // succeeded and skipped ones are final.
+            .condition_expression("#st IN (:pending, :failed)")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":a", AttributeValue::L(vec![attempt_to_av(attempt)]))
             .send()

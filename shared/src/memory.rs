@@ -157,7 +157,7 @@ impl DeliveryLog for MemoryDeliveryLog {
             .deliveries
             .get_mut(&(webhook_id.to_string(), delivery_id.to_string()))
         {
-            Some(d) if d.status == DeliveryStatus::Pending => {
+            Some(d) if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed) => {
                 d.attempts.push(attempt.clone());
                 d.status = status;
                 d.updated_at = now;

@@ -117,8 +117,9 @@ pub trait DeliveryLog: Send + Sync {
     async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError>;
     /// Stores a new pending delivery; `Ok(false)` when it already exists (left as it is).
     async fn create(&self, delivery: &Delivery) -> Result<bool, StoreError>;
-    /// Appends an attempt and sets the status, only while the delivery is pending: `Ok(false)`
-    /// means it had already ended (a duplicate job) and nothing changed.
+    /// Appends an attempt and sets the status, unless the delivery already succeeded or was
+    /// skipped: `Ok(false)` then (a duplicate job) and nothing changed. A failed delivery takes
+    /// attempts again, for jobs redriven from the dead-letter queue.
     async fn record_attempt(
         &self,
         webhook_id: &str,

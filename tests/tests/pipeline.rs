@@ -273,6 +273,27 @@ async fn fails_twice_then_succeeds(kind: Kind) {
     assert!(gap2 > gap1, "delays grow: {gap1:?} then {gap2:?}");
 }
 
+async fn retry_after_lengthens_the_delay(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script(vec![Reply::RetryAfter(503, 3)]);
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.warning"]), None)
+        .await;
+    h.event(&tenant, "system.warning", json!({}), None).await;
+    h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "Retry-After: 3 waited {gap:?}, not the schedule's 1 s"
+    );
+}
+
 async fn always_failing_ends_in_the_dlq(kind: Kind) {
     let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1,1")]).await else {
         return;
@@ -640,6 +661,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     delivers_with_both_signatures,
     fails_twice_then_succeeds,
+    retry_after_lengthens_the_delay,
     always_failing_ends_in_the_dlq,
     timeouts_and_closed_ports_are_failed_attempts,
     inactive_and_deleted_webhooks_get_nothing,

@@ -242,3 +242,127 @@ async fn dynamodb_store_keeps_concurrent_updates() {
         .expect("create table");
     concurrent_updates(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }
+
+/// The delivery log's state machine, on both adapters: attempts append while pending, a failed
+/// delivery takes attempts again (a DLQ redrive), succeeded and skipped are final, listings are
+/// newest first with a cursor.
+async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    use webhooks::ports::{Attempt, Delivery, DeliveryStatus};
+    let webhook = ids::new_id("wh");
+    let tenant = unique("tenant");
+    let mk = |n: u64| Delivery {
+        id: webhooks::retry::delivery_id(&tenant, &format!("evt-{n}"), &webhook, 1_000 + n),
+        tenant: tenant.clone(),
+        webhook_id: webhook.clone(),
+        event_id: format!("evt-{n}"),
+        event: "system.info".into(),
+        status: DeliveryStatus::Pending,
+        created_at: 1,
+        updated_at: 1,
+        attempts: Vec::new(),
+        note: None,
+        expires_at: 2_000_000_000,
+    };
+    let attempt = |n: u32, code: u16| Attempt {
+        attempt: n,
+        at: 5,
+        status_code: Some(code),
+        duration_ms: 3,
+        message: format!("HTTP {code}"),
+        response_body: Some("body".into()),
+    };
+    let d = mk(1);
+    assert!(log.create(&d).await.expect("create"));
+    assert!(
+        !log.create(&d).await.expect("create again"),
+        "creating twice keeps the first"
+    );
+    assert!(
+        log.record_attempt(&webhook, &d.id, &attempt(1, 500), DeliveryStatus::Pending, 6)
+            .await
+            .expect("a1")
+    );
+    assert!(
+        log.record_attempt(&webhook, &d.id, &attempt(2, 500), DeliveryStatus::Failed, 7)
+            .await
+            .expect("a2")
+    );
+    assert!(
+        log.record_attempt(&webhook, &d.id, &attempt(3, 200), DeliveryStatus::Succeeded, 8)
+            .await
+            .expect("redrive")
+    );
+    assert!(
+        !log.record_attempt(&webhook, &d.id, &attempt(4, 200), DeliveryStatus::Succeeded, 9)
+            .await
+            .expect("dup")
+    );
+    let got = log.get(&webhook, &d.id).await.expect("get").expect("found");
+    assert_eq!(got.status, DeliveryStatus::Succeeded);
+    assert_eq!(
+        got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(got.attempts[0], attempt(1, 500));
+    let s = mk(2);
+    log.create(&s).await.expect("create");
+    assert!(log.skip(&webhook, &s.id, "webhook was deleted", 9).await.expect("skip"));
+    assert!(
+        !log.record_attempt(&webhook, &s.id, &attempt(1, 200), DeliveryStatus::Succeeded, 9)
+            .await
+            .expect("after skip")
+    );
+    let skipped = log.get(&webhook, &s.id).await.expect("get").expect("found");
+    assert_eq!(
+        (skipped.status, skipped.note.as_deref()),
+        (DeliveryStatus::Skipped, Some("webhook was deleted"))
+    );
+    for n in 3..7 {
+        log.create(&mk(n)).await.expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let page = log.list(&webhook, 4, cursor.as_deref()).await.expect("list");
+        seen.extend(page.items.iter().map(|d| d.event_id.clone()));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..7).rev().map(|n| format!("evt-{n}")).collect::<Vec<_>>(),
+        "newest first, each once"
+    );
+    assert!(
+        log.list(&ids::new_id("wh"), 10, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(!log.event_seen(&tenant, "evt-1").await.expect("seen"));
+    log.mark_event(&tenant, "evt-1", 2_000_000_000).await.expect("mark");
+    assert!(log.event_seen(&tenant, "evt-1").await.expect("seen"));
+    assert!(
+        !log.event_seen(&unique("other"), "evt-1").await.expect("seen"),
+        "event ids are per tenant"
+    );
+}
+
+#[tokio::test]
+async fn memory_delivery_log_meets_the_contract() {
+    delivery_log_contract(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_delivery_log_meets_the_contract() {
+    let Some(sdk) = emulator().await else { return };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("deliveries");
+    create_table(&client, &webhooks::resources::DELIVERIES_TABLE, &table)
+        .await
+        .expect("create table");
+    delivery_log_contract(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
+}
