@@ -41,6 +41,31 @@ pub fn get_n(item: &Item, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
+/// One item by key, read consistently (a write the caller just made is visible).
+async fn get_item(client: &Client, table: &str, key: Item) -> Result<Option<Item>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(backend)?;
+    Ok(out.item().cloned())
+}
+
+/// A conditional write's outcome: `Ok(false)` when its condition did not hold.
+fn conditional<T, E>(result: Result<T, E>) -> Result<bool, StoreError>
+where
+    E: std::error::Error + ProvideErrorMetadata,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 fn webhook_key(tenant: &str, id: &str) -> Item {
     HashMap::from([
         ("pk".to_string(), s(format!("T#{tenant}"))),
@@ -186,16 +211,11 @@ impl WebhookStore for DynamoWebhookStore {
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(webhook_key(tenant, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item().map(from_item).transpose()
+        get_item(&self.client, &self.table, webhook_key(tenant, id))
+            .await?
+            .as_ref()
+            .map(from_item)
+            .transpose()
     }
 
     async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
@@ -393,10 +413,6 @@ fn delivery_from_item(item: &Item) -> Result<Delivery, StoreError> {
     })
 }
 
-fn is_condition_failure<E: ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
-}
-
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
     async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
@@ -427,19 +443,15 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn create(&self, d: &Delivery) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(delivery_to_item(d)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        conditional(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(delivery_to_item(d)))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await,
+        )
     }
 
     async fn record_attempt(
@@ -450,63 +462,47 @@ impl DeliveryLog for DynamoDeliveryLog {
         status: DeliveryStatus,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(delivery_key(webhook_id, delivery_id)))
-            .update_expression("SET #st = :st, updatedAt = :now, attempts = list_append(attempts, :a)")
-            // A failed delivery takes new attempts when its job is redriven from the DLQ;
-            // succeeded and skipped ones are final.
-            .condition_expression("#st IN (:pending, :failed)")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":st", s(status.as_str()))
-            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-            .expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":a", AttributeValue::L(vec![attempt_to_av(attempt)]))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(delivery_key(webhook_id, delivery_id)))
+                .update_expression("SET #st = :st, updatedAt = :now, attempts = list_append(attempts, :a)")
+                // A failed delivery takes new attempts when its job is redriven from the DLQ;
+                // succeeded and skipped ones are final.
+                .condition_expression("#st IN (:pending, :failed)")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s(status.as_str()))
+                .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+                .expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":a", AttributeValue::L(vec![attempt_to_av(attempt)]))
+                .send()
+                .await,
+        )
     }
 
     async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(delivery_key(webhook_id, delivery_id)))
-            .update_expression("SET #st = :st, updatedAt = :now, note = :note")
-            .condition_expression("#st = :pending")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":st", s(DeliveryStatus::Skipped.as_str()))
-            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":note", s(note))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(delivery_key(webhook_id, delivery_id)))
+                .update_expression("SET #st = :st, updatedAt = :now, note = :note")
+                .condition_expression("#st = :pending")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s(DeliveryStatus::Skipped.as_str()))
+                .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":note", s(note))
+                .send()
+                .await,
+        )
     }
 
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(delivery_key(webhook_id, delivery_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item().map(delivery_from_item).transpose()
+        let item = get_item(&self.client, &self.table, delivery_key(webhook_id, delivery_id)).await?;
+        item.as_ref().map(delivery_from_item).transpose()
     }
 
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {

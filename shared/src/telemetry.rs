@@ -18,3 +18,13 @@ pub fn init() {
         builder.with_ansi(false).try_init()
     };
 }
+
+/// Ends a function's process when its start-up failed, naming the error (a missing variable,
+/// say) in the logs and on stderr, where Lambda's init error report shows it.
+pub fn exit_on_error<E: std::fmt::Display>(function: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, function, "function stopped");
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

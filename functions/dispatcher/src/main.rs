@@ -12,16 +12,11 @@ use webhooks_dispatcher::Dispatcher;
 
 #[tokio::main]
 async fn main() {
-    // A configuration mistake stops the cold start with a message that names the variable.
-    if let Err(e) = run().await {
-        tracing::error!(error = %e, "dispatcher function stopped");
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    webhooks::telemetry::init();
+    webhooks::telemetry::exit_on_error("dispatcher", run().await);
 }
 
 async fn run() -> Result<(), lambda_runtime::Error> {
-    webhooks::telemetry::init();
     let config = Config::from_env()?;
     let sdk = webhooks::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
