@@ -10,8 +10,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use crate::signing::SignedRequest;
 use crate::ssrf::{self, TargetError, TargetPolicy};
 
-/// At most this many bytes of a receiver's response body are kept in the delivery log.
-pub const MAX_RESPONSE_BODY: usize = 1024;
+/// At most this many bytes of a receiver's response body are kept in the delivery log: enough
+/// to read an error message, and small enough that a delivery record stays under the 1 KB of
+/// one DynamoDB write unit.
+pub const MAX_RESPONSE_BODY: usize = 256;
 /// Connecting (DNS, TCP, TLS) must finish within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

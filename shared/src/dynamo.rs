@@ -2,10 +2,10 @@
 //!
 //! Webhooks table (`WEBHOOKS_TABLE`), keys `pk`/`sk` (strings):
 //! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself
-//! - subscription: pk `S#{tenant}#{filter}`, sk `W#{id}`: one per filter of an *active* webhook
+//! - subscription: pk `S#{tenant}#{event type}`, sk `W#{id}`: one per event type an *active*
+//!   webhook's filters match (wildcards expanded)
 //!
-//! Ingest finds the subscribers of an event with one Query per matching filter (the type, its
-//! `prefix.*` wildcards and `*`): a key lookup, never a Scan. A webhook and its subscription
+//! Ingest finds the subscribers of an event with one Query on its key: never a Scan. A webhook and its subscription
 //! items change together in one transaction, conditional on the webhook's `version`.
 
 use std::collections::{BTreeSet, HashMap};
@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use crate::domain::Webhook;
-use crate::event_types::EventType;
+use crate::event_types::{EVENT_TYPES, EventType};
 use crate::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Page, StoreError, WebhookStore};
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -73,9 +73,9 @@ fn webhook_key(tenant: &str, id: &str) -> Item {
     ])
 }
 
-fn subscription_key(tenant: &str, filter: &str, id: &str) -> Item {
+fn subscription_key(tenant: &str, event: &str, id: &str) -> Item {
     HashMap::from([
-        ("pk".to_string(), s(format!("S#{tenant}#{filter}"))),
+        ("pk".to_string(), s(format!("S#{tenant}#{event}"))),
         ("sk".to_string(), s(format!("W#{id}"))),
     ])
 }
@@ -119,14 +119,18 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
     })
 }
 
-/// The subscription items a webhook should have: one per filter while it is active, none
-/// while it is not.
-fn subscription_filters(w: &Webhook) -> BTreeSet<&str> {
-    if w.active {
-        w.events.iter().map(String::as_str).collect()
-    } else {
-        BTreeSet::new()
+/// The subscription items a webhook should have: one per event type its filters match (a
+/// wildcard is expanded here, when the webhook is written, so that fan-out is one Query per
+/// event), while it is active; none while it is not.
+fn subscription_filters(w: &Webhook) -> BTreeSet<&'static str> {
+    if !w.active {
+        return BTreeSet::new();
     }
+    EVENT_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| EventType::parse(name).is_some_and(|e| w.subscribes_to(e)))
+        .collect()
 }
 
 #[derive(Clone)]
@@ -282,29 +286,27 @@ impl WebhookStore for DynamoWebhookStore {
     }
 
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError> {
-        let mut ids = BTreeSet::new();
-        for filter in event.matching_filters() {
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", s(format!("S#{tenant}#{filter}")))
-                    .projection_expression("webhookId")
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                ids.extend(out.items().iter().filter_map(|i| get_s(i, "webhookId")));
-                match out.last_evaluated_key() {
-                    Some(k) if !k.is_empty() => start = Some(k.clone()),
-                    _ => break,
-                }
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("S#{tenant}#{event}")))
+                .projection_expression("webhookId")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            ids.extend(out.items().iter().filter_map(|i| get_s(i, "webhookId")));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
             }
         }
-        Ok(ids.into_iter().collect())
+        Ok(ids)
     }
 }
 
