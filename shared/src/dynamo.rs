@@ -311,8 +311,8 @@ impl WebhookStore for DynamoWebhookStore {
 }
 
 /// Deliveries table (`DELIVERIES_TABLE`), keys `pk`/`sk`, TTL on `expiresAt`:
-/// - delivery:     pk `W#{webhookId}`,        sk `D#{deliveryId}` (ids sort by event time,
-///   so a reverse Query lists newest first)
+/// - delivery:     pk `W#{webhookId}`,        sk `D#{deliveryId}` (ids sort by event time, so a
+///   reverse Query lists newest first), written by the dispatcher once per attempt
 /// - event marker: pk `E#{tenant}#{eventId}`, sk `E`: the event was fanned out completely
 #[derive(Clone)]
 pub struct DynamoDeliveryLog {
@@ -371,27 +371,6 @@ fn attempt_from_av(v: &AttributeValue) -> Option<Attempt> {
     })
 }
 
-fn delivery_to_item(d: &Delivery) -> Item {
-    let mut item = delivery_key(&d.webhook_id, &d.id);
-    item.insert("id".into(), s(&d.id));
-    item.insert("tenant".into(), s(&d.tenant));
-    item.insert("webhookId".into(), s(&d.webhook_id));
-    item.insert("eventId".into(), s(&d.event_id));
-    item.insert("event".into(), s(&d.event));
-    item.insert("status".into(), s(d.status.as_str()));
-    item.insert("createdAt".into(), n(d.created_at));
-    item.insert("updatedAt".into(), n(d.updated_at));
-    item.insert(
-        "attempts".into(),
-        AttributeValue::L(d.attempts.iter().map(attempt_to_av).collect()),
-    );
-    if let Some(note) = &d.note {
-        item.insert("note".into(), s(note));
-    }
-    item.insert("expiresAt".into(), n(d.expires_at));
-    item
-}
-
 fn delivery_from_item(item: &Item) -> Result<Delivery, StoreError> {
     let bad = |field: &str| StoreError::Backend(format!("stored delivery has no valid '{field}'"));
     let attempts = match item.get("attempts") {
@@ -415,15 +394,95 @@ fn delivery_from_item(item: &Item) -> Result<Delivery, StoreError> {
     })
 }
 
+impl DynamoDeliveryLog {
+    /// One UpdateItem that creates the record if need be (identifying fields set only when
+    /// absent) and applies `set`, provided the status is still open (pending or failed).
+    async fn upsert(
+        &self,
+        d: &Delivery,
+        set: &str,
+        mut values: HashMap<String, AttributeValue>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let open = "attribute_not_exists(pk) OR #st IN (:pending, :failed)";
+        let expression = format!(
+            "SET {set}, updatedAt = :now, #id = if_not_exists(#id, :id), tenant = if_not_exists(tenant, :tenant), \
+             webhookId = if_not_exists(webhookId, :wid), eventId = if_not_exists(eventId, :eid), \
+             #ev = if_not_exists(#ev, :ev), createdAt = if_not_exists(createdAt, :now), \
+             expiresAt = if_not_exists(expiresAt, :exp)"
+        );
+        values.extend([
+            (":now".to_string(), n(now)),
+            (":id".to_string(), s(&d.id)),
+            (":tenant".to_string(), s(&d.tenant)),
+            (":wid".to_string(), s(&d.webhook_id)),
+            (":eid".to_string(), s(&d.event_id)),
+            (":ev".to_string(), s(&d.event)),
+            (":exp".to_string(), n(d.expires_at)),
+            (":pending".to_string(), s(DeliveryStatus::Pending.as_str())),
+            (":failed".to_string(), s(DeliveryStatus::Failed.as_str())),
+        ]);
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(delivery_key(&d.webhook_id, &d.id)))
+                .update_expression(expression)
+                .condition_expression(open)
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#ev", "event")
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await,
+        )
+    }
+}
+
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let values = HashMap::from([
+            (":st".to_string(), s(status.as_str())),
+            (":a".to_string(), AttributeValue::L(vec![attempt_to_av(attempt)])),
+            (":none".to_string(), AttributeValue::L(Vec::new())),
+        ]);
+        self.upsert(
+            delivery,
+            "#st = :st, attempts = list_append(if_not_exists(attempts, :none), :a)",
+            values,
+            now,
+        )
+        .await
+    }
+
+    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
+        let values = HashMap::from([
+            (":st".to_string(), s(DeliveryStatus::Skipped.as_str())),
+            (":note".to_string(), s(note)),
+            (":none".to_string(), AttributeValue::L(Vec::new())),
+        ]);
+        self.upsert(
+            delivery,
+            "#st = :st, note = :note, attempts = if_not_exists(attempts, :none)",
+            values,
+            now,
+        )
+        .await
+    }
+
     async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(event_key(tenant, event_id)))
-            .consistent_read(true)
             .projection_expression("pk")
             .send()
             .await
@@ -442,64 +501,6 @@ impl DeliveryLog for DynamoDeliveryLog {
             .await
             .map_err(backend)?;
         Ok(())
-    }
-
-    async fn create(&self, d: &Delivery) -> Result<bool, StoreError> {
-        conditional(
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(delivery_to_item(d)))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await,
-        )
-    }
-
-    async fn record_attempt(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        attempt: &Attempt,
-        status: DeliveryStatus,
-        now: u64,
-    ) -> Result<bool, StoreError> {
-        conditional(
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(delivery_key(webhook_id, delivery_id)))
-                .update_expression("SET #st = :st, updatedAt = :now, attempts = list_append(attempts, :a)")
-                // A failed delivery takes new attempts when its job is redriven from the DLQ;
-                // succeeded and skipped ones are final.
-                .condition_expression("#st IN (:pending, :failed)")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(status.as_str()))
-                .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-                .expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()))
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":a", AttributeValue::L(vec![attempt_to_av(attempt)]))
-                .send()
-                .await,
-        )
-    }
-
-    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError> {
-        conditional(
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(delivery_key(webhook_id, delivery_id)))
-                .update_expression("SET #st = :st, updatedAt = :now, note = :note")
-                .condition_expression("#st = :pending")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(DeliveryStatus::Skipped.as_str()))
-                .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":note", s(note))
-                .send()
-                .await,
-        )
     }
 
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {

@@ -1,7 +1,7 @@
 //! In-memory adapters for the embedded local mode and fast tests. They keep the semantics the
 //! AWS adapters have (conditional writes, ordering, pagination), which the contract suite checks.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,103 +102,93 @@ impl WebhookStore for MemoryWebhookStore {
 }
 
 #[derive(Default)]
-struct LogState {
-    // (webhook id, delivery id) -> delivery; delivery ids sort by event time.
-    deliveries: BTreeMap<(String, String), Delivery>,
-    events: HashSet<(String, String)>,
-}
-
-#[derive(Default)]
 pub struct MemoryDeliveryLog {
-    state: Mutex<LogState>,
+    // (webhook id, delivery id) -> delivery; delivery ids sort by event time.
+    deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
+    events: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl MemoryDeliveryLog {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Applies `change` to the delivery's record (a new one from `delivery` if there is none)
+    /// when `allowed` accepts its current status.
+    fn upsert(
+        &self,
+        delivery: &Delivery,
+        now: u64,
+        allowed: impl Fn(DeliveryStatus) -> bool,
+        change: impl FnOnce(&mut Delivery),
+    ) -> bool {
+        let mut all = lock(&self.deliveries);
+        let record = all
+            .entry((delivery.webhook_id.clone(), delivery.id.clone()))
+            .or_insert_with(|| Delivery {
+                attempts: Vec::new(),
+                status: DeliveryStatus::Pending,
+                created_at: now,
+                updated_at: now,
+                note: None,
+                ..delivery.clone()
+            });
+        if !allowed(record.status) {
+            return false;
+        }
+        change(record);
+        record.updated_at = now;
+        true
+    }
 }
 
 #[async_trait]
 impl DeliveryLog for MemoryDeliveryLog {
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.state)
-            .events
-            .contains(&(tenant.to_string(), event_id.to_string())))
-    }
-
-    async fn mark_event(&self, tenant: &str, event_id: &str, _expires_at: u64) -> Result<(), StoreError> {
-        lock(&self.state)
-            .events
-            .insert((tenant.to_string(), event_id.to_string()));
-        Ok(())
-    }
-
-    async fn create(&self, d: &Delivery) -> Result<bool, StoreError> {
-        let mut state = lock(&self.state);
-        let key = (d.webhook_id.clone(), d.id.clone());
-        if state.deliveries.contains_key(&key) {
-            return Ok(false);
-        }
-        state.deliveries.insert(key, d.clone());
-        Ok(true)
-    }
-
     async fn record_attempt(
         &self,
-        webhook_id: &str,
-        delivery_id: &str,
+        delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let mut state = lock(&self.state);
-        match state
-            .deliveries
-            .get_mut(&(webhook_id.to_string(), delivery_id.to_string()))
-        {
-            Some(d) if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed) => {
-                d.attempts.push(attempt.clone());
-                d.status = status;
-                d.updated_at = now;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let open = |s| matches!(s, DeliveryStatus::Pending | DeliveryStatus::Failed);
+        Ok(self.upsert(delivery, now, open, |d| {
+            d.attempts.push(attempt.clone());
+            d.status = status;
+        }))
     }
 
-    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError> {
-        let mut state = lock(&self.state);
-        match state
-            .deliveries
-            .get_mut(&(webhook_id.to_string(), delivery_id.to_string()))
-        {
-            Some(d) if d.status == DeliveryStatus::Pending => {
-                d.status = DeliveryStatus::Skipped;
-                d.note = Some(note.to_string());
-                d.updated_at = now;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
+        let open = |s| matches!(s, DeliveryStatus::Pending | DeliveryStatus::Failed);
+        Ok(self.upsert(delivery, now, open, |d| {
+            d.status = DeliveryStatus::Skipped;
+            d.note = Some(note.to_string());
+        }))
+    }
+
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.events).contains(&(tenant.to_string(), event_id.to_string())))
+    }
+
+    async fn mark_event(&self, tenant: &str, event_id: &str, _expires_at: u64) -> Result<(), StoreError> {
+        lock(&self.events).insert((tenant.to_string(), event_id.to_string()));
+        Ok(())
     }
 
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
-        Ok(lock(&self.state)
-            .deliveries
+        Ok(lock(&self.deliveries)
             .get(&(webhook_id.to_string(), delivery_id.to_string()))
             .cloned())
     }
 
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
-        let state = lock(&self.state);
+        let all = lock(&self.deliveries);
         let lo = (webhook_id.to_string(), String::new());
         let hi = (
             webhook_id.to_string(),
             before.map(str::to_string).unwrap_or_else(|| "~".into()),
         );
-        let mut items: Vec<Delivery> = state
-            .deliveries
+        let mut items: Vec<Delivery> = all
             .range(lo..hi)
             .rev()
             .take(limit + 1)
@@ -376,6 +366,16 @@ impl Queue for MemoryQueue {
             let nap = (deadline - now).min(Duration::from_millis(50));
             let _ = tokio::time::timeout(nap, notified).await;
         }
+    }
+
+    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<String>, QueueError> {
+        if receipt_handles.len() > MAX_BATCH {
+            return Err(QueueError::BatchTooLarge(receipt_handles.len()));
+        }
+        for r in receipt_handles {
+            self.delete(queue_url, r).await?;
+        }
+        Ok(Vec::new())
     }
 
     async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {

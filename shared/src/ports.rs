@@ -2,6 +2,7 @@
 //! and one contract suite (in `tests/`) runs against both.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::domain::Webhook;
 use crate::event_types::EventType;
@@ -108,28 +109,31 @@ pub struct Delivery {
     pub expires_at: u64,
 }
 
-/// The delivery log, and the record of which events were already fanned out.
+/// The delivery log, and the record of which events were already fanned out. A delivery's
+/// record is written once per attempt and no more: the first attempt creates it, later ones
+/// append to it; fan-out writes one marker per event.
 #[async_trait]
 pub trait DeliveryLog: Send + Sync {
-    /// True when the tenant's event was already fanned out completely.
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError>;
-    /// Records that the tenant's event was fanned out (after every job was enqueued).
-    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError>;
-    /// Stores a new pending delivery; `Ok(false)` when it already exists (left as it is).
-    async fn create(&self, delivery: &Delivery) -> Result<bool, StoreError>;
-    /// Appends an attempt and sets the status, unless the delivery already succeeded or was
-    /// skipped: `Ok(false)` then (a duplicate job) and nothing changed. A failed delivery takes
-    /// attempts again, for jobs redriven from the dead-letter queue.
+    /// Appends an attempt to `delivery` (only its identifying fields are used) and sets the
+    /// status, creating the record on the first attempt. A failed delivery takes attempts again
+    /// (a job redriven from the dead-letter queue). `Ok(false)` when the delivery already
+    /// succeeded or was skipped (a duplicate job): nothing changes.
     async fn record_attempt(
         &self,
-        webhook_id: &str,
-        delivery_id: &str,
+        delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
         now: u64,
     ) -> Result<bool, StoreError>;
-    /// Marks a pending delivery skipped, with the reason.
-    async fn skip(&self, webhook_id: &str, delivery_id: &str, note: &str, now: u64) -> Result<bool, StoreError>;
+    /// Marks a delivery skipped with the reason, creating its record if need be, unless it
+    /// already succeeded.
+    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError>;
+    /// True when the tenant's event was already fanned out completely (read cheaply:
+    /// eventually consistent; a duplicate that arrives within the second is caught by the
+    /// conditional delivery writes instead, at worst as one more POST).
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError>;
+    /// Records that the tenant's event was fanned out, after every job was enqueued.
+    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError>;
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Newest first, `limit` at a time, older than the cursor `before`.
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError>;
@@ -182,7 +186,16 @@ pub trait Queue: Send + Sync {
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, QueueError>;
     async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError>;
+    /// Deletes up to `MAX_BATCH` messages in one call (what the event source mapping does with
+    /// a handled batch); returns the receipt handles that failed.
+    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<String>, QueueError>;
 }
+
+/// A batch call's outcome: the ids of the entries that failed, or the call's error.
+type BatchResult = Result<Vec<String>, QueueError>;
+
+/// Batch calls in flight at once in `send_all`.
+const SEND_CONCURRENCY: usize = 8;
 
 /// Sends any number of messages, `MAX_BATCH` per call, retrying failed entries up to three
 /// times; returns the ids that still failed.
@@ -199,14 +212,27 @@ pub async fn send_all(
         if round > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
         }
+        // Chunks go out concurrently: a 1,000-webhook fan-out is 100 calls.
+        // Owned batches keep the futures `Send` for every caller's runtime.
+        let batches: Vec<Vec<OutgoingMessage>> = pending
+            .chunks(MAX_BATCH)
+            .map(|c| c.iter().map(|m| (*m).clone()).collect())
+            .collect();
+        let results: Vec<(Vec<String>, BatchResult)> = futures::stream::iter(batches)
+            .map(|batch| async move {
+                let ids = batch.iter().map(|m| m.id.clone()).collect();
+                (ids, queue.send_batch(queue_url, &batch).await)
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
         let mut failed_ids = Vec::new();
-        for chunk in pending.chunks(MAX_BATCH) {
-            let batch: Vec<OutgoingMessage> = chunk.iter().map(|m| (*m).clone()).collect();
-            match queue.send_batch(queue_url, &batch).await {
+        for (ids, result) in results {
+            match result {
                 Ok(failed) => failed_ids.extend(failed),
                 Err(QueueError::Backend(e)) => {
                     tracing::warn!(error = %e, "batch send failed; retrying");
-                    failed_ids.extend(batch.into_iter().map(|m| m.id));
+                    failed_ids.extend(ids);
                 }
                 Err(e) => return Err(e),
             }

@@ -748,6 +748,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         delivery_queue_url: jobs.clone(),
         schedule: vec![1],
         timeout: Duration::from_secs(2),
+        retention_days: 1,
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

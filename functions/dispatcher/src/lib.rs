@@ -12,7 +12,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::stream::{self, StreamExt};
 use webhooks::delivery::Deliverer;
 use webhooks::messages::DeliveryJob;
-use webhooks::ports::{Attempt, DeliveryLog, DeliveryStatus, Queue, WebhookStore};
+use webhooks::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Queue, WebhookStore};
 use webhooks::signing::Envelope;
 use webhooks::{retry, time};
 
@@ -29,6 +29,8 @@ pub struct Dispatcher {
     /// Delays between attempts (`RETRY_SCHEDULE_SECONDS`): N delays, N + 1 attempts.
     pub schedule: Vec<u64>,
     pub timeout: Duration,
+    /// Delivery records expire (DynamoDB TTL) this many days after they are created.
+    pub retention_days: u64,
 }
 
 /// What became of one job.
@@ -112,6 +114,19 @@ impl Dispatcher {
 
     async fn deliver(&self, job: &DeliveryJob, attempt_no: u32) -> JobResult {
         let now = time::now_ms();
+        let delivery = Delivery {
+            id: job.delivery_id.clone(),
+            tenant: job.tenant.clone(),
+            webhook_id: job.webhook_id.clone(),
+            event_id: job.event_id.clone(),
+            event: job.event.clone(),
+            status: DeliveryStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            attempts: Vec::new(),
+            note: None,
+            expires_at: now / 1000 + self.retention_days * 86_400,
+        };
         // The webhook is read again for every attempt: deleted or paused webhooks get nothing,
         // and a rotated secret or a new URL applies from the next attempt on.
         let webhook = match self.store.get(&job.tenant, &job.webhook_id).await {
@@ -130,7 +145,7 @@ impl Dispatcher {
                     "webhook was deleted"
                 };
                 tracing::info!(delivery_id = %job.delivery_id, webhook_id = %job.webhook_id, note, "delivery skipped");
-                return match self.log.skip(&job.webhook_id, &job.delivery_id, note, now).await {
+                return match self.log.skip(&delivery, note, now).await {
                     Ok(_) => JobResult::Skipped,
                     Err(_) => JobResult::Error,
                 };
@@ -164,7 +179,7 @@ impl Dispatcher {
         };
         match self
             .log
-            .record_attempt(&job.webhook_id, &job.delivery_id, &attempt, status, time::now_ms())
+            .record_attempt(&delivery, &attempt, status, time::now_ms())
             .await
         {
             Ok(true) => {}

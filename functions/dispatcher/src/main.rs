@@ -28,6 +28,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
         schedule: config.retry_schedule.clone(),
         timeout: config.delivery_timeout,
+        retention_days: config.retention_days,
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

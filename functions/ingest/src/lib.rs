@@ -1,16 +1,16 @@
-//! The ingest function: events in, one delivery record and one delivery job per subscribed
-//! webhook out. `handle` is the whole function; Lambda and the local runner both call it.
+//! The ingest function: events in, one delivery job per subscribed webhook out, and one marker
+//! per event once all its jobs are enqueued, so the same event id is fanned out once. It writes
+//! no delivery records: the dispatcher creates each with its first attempt. `handle` is the
+//! whole function; Lambda and the local runner both call it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
 use webhooks::messages::{DeliveryJob, Event, decode_event};
-use webhooks::ports::{Delivery, DeliveryLog, DeliveryStatus, OutgoingMessage, Queue, WebhookStore, send_all};
+use webhooks::ports::{DeliveryLog, OutgoingMessage, Queue, WebhookStore, send_all};
 use webhooks::{retry, time};
-
-/// Delivery records are written this many at a time per event.
-const WRITE_CONCURRENCY: usize = 16;
 
 #[derive(Clone)]
 pub struct Ingest {
@@ -20,17 +20,8 @@ pub struct Ingest {
     pub delivery_queue_url: String,
     /// Undecodable events go here at once, with the reason, rather than being retried.
     pub dead_letter_url: String,
+    /// Event markers expire (DynamoDB TTL) after this many days: the dedupe window.
     pub retention_days: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum IngestError {
-    #[error("{0}")]
-    Store(#[from] webhooks::ports::StoreError),
-    #[error("{0}")]
-    Queue(#[from] webhooks::ports::QueueError),
-    #[error("{0} delivery jobs could not be enqueued")]
-    Unsent(usize),
 }
 
 /// SQS's attribute: milliseconds since the epoch when the queue received the message.
@@ -41,47 +32,112 @@ pub fn sent_timestamp(m: &SqsMessage) -> u64 {
         .unwrap_or_else(time::now_ms)
 }
 
+/// What became of one message before its jobs are sent.
+enum Fanned {
+    Jobs(Event, Vec<DeliveryJob>),
+    /// Dead-lettered, or nothing to do.
+    Done,
+    Failed,
+}
+
 impl Ingest {
-    /// Handles a batch: each message on its own and concurrently; the failed ones are
-    /// reported so that only they come back.
+    /// Handles a batch: each message decoded and fanned out on its own, concurrently; then the
+    /// jobs of the whole batch go out together, ten per `SendMessageBatch`. The messages that
+    /// failed (or whose jobs could not all be sent) are reported, so only they come back.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let results = stream::iter(event.records)
-            .map(|m| async move {
-                let id = m.message_id.clone().unwrap_or_default();
-                (id, self.handle_message(&m).await)
-            })
+        let fanned: Vec<(String, Fanned)> = stream::iter(event.records)
+            .map(|m| async move { (m.message_id.clone().unwrap_or_default(), self.fan_out_message(&m).await) })
             .buffer_unordered(10)
-            .collect::<Vec<_>>()
+            .collect()
             .await;
-        let mut response = SqsBatchResponse::default();
-        for (id, ok) in results {
-            if !ok {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut messages = Vec::new();
+        let mut owner: Vec<String> = Vec::new();
+        let mut events: Vec<(String, Event)> = Vec::new();
+        for (message_id, result) in fanned {
+            match result {
+                Fanned::Jobs(event, jobs) => {
+                    events.push((message_id.clone(), event));
+                    for job in jobs {
+                        messages.push(OutgoingMessage {
+                            id: owner.len().to_string(),
+                            body: job.encode(),
+                            reason: None,
+                        });
+                        owner.push(message_id.clone());
+                    }
+                }
+                Fanned::Done => {}
+                Fanned::Failed => {
+                    failed.insert(message_id);
+                }
             }
+        }
+        match send_all(self.queue.as_ref(), &self.delivery_queue_url, &messages).await {
+            Ok(unsent) => {
+                for id in unsent {
+                    if let Some(m) = id.parse::<usize>().ok().and_then(|i| owner.get(i)) {
+                        failed.insert(m.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not enqueue delivery jobs; the events will be retried");
+                failed.extend(owner);
+            }
+        }
+        // Only now, with every job of the event enqueued, is the event marked done.
+        let expires_at = time::now_ms() / 1000 + self.retention_days * 86_400;
+        let done: Vec<&(String, Event)> = events.iter().filter(|(m, _)| !failed.contains(m)).collect();
+        for (message_id, event) in done {
+            if let Err(e) = self.log.mark_event(&event.tenant, &event.id, expires_at).await {
+                tracing::warn!(event_id = %event.id, error = %e, "could not mark the event fanned out");
+                failed.insert(message_id.clone());
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        for id in failed {
+            tracing::warn!(message_id = %id, "event not fanned out completely; it will be retried");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
         }
         response
     }
 
-    /// True when the message is done with (fanned out, a duplicate, or dead-lettered).
-    async fn handle_message(&self, m: &SqsMessage) -> bool {
+    async fn fan_out_message(&self, m: &SqsMessage) -> Fanned {
         let message_id = m.message_id.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
         let event = match decode_event(body, message_id, sent_timestamp(m)) {
             Ok(e) => e,
             Err(reason) => {
-                return self.dead_letter(message_id, body, &reason.to_string()).await;
+                return if self.dead_letter(message_id, body, &reason.to_string()).await {
+                    Fanned::Done
+                } else {
+                    Fanned::Failed
+                };
             }
         };
-        match self.fan_out(&event).await {
-            Ok(n) => {
-                tracing::info!(tenant = %event.tenant, event_id = %event.id, event = %event.event, deliveries = n, "event fanned out");
-                true
+        match self.log.event_seen(&event.tenant, &event.id).await {
+            Ok(true) => {
+                tracing::info!(tenant = %event.tenant, event_id = %event.id, "duplicate event ignored");
+                return Fanned::Done;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %event.tenant, event_id = %event.id, error = %e, "could not check for duplicates");
+                return Fanned::Failed;
+            }
+        }
+        match self.store.subscribers(&event.tenant, event.event).await {
+            Ok(ids) => {
+                tracing::info!(tenant = %event.tenant, event_id = %event.id, event = %event.event, deliveries = ids.len(), "event fanned out");
+                let jobs = jobs(&event, &ids);
+                Fanned::Jobs(event, jobs)
             }
             Err(e) => {
-                tracing::warn!(tenant = %event.tenant, event_id = %event.id, error = %e, "fan-out failed; the event will be retried");
-                false
+                tracing::warn!(tenant = %event.tenant, event_id = %event.id, error = %e, "could not find subscribers");
+                Fanned::Failed
             }
         }
     }
@@ -93,79 +149,24 @@ impl Ingest {
             body: body.to_string(),
             reason: Some(reason.to_string()),
         };
-        match send_all(self.queue.as_ref(), &self.dead_letter_url, &[message]).await {
-            Ok(failed) if failed.is_empty() => true,
-            // Not dead-lettered: leave it to SQS, whose redrive policy will move it after retries.
-            Ok(_) | Err(_) => false,
-        }
+        // Not dead-lettered: leave it to SQS, whose redrive policy will move it after retries.
+        matches!(send_all(self.queue.as_ref(), &self.dead_letter_url, &[message]).await, Ok(failed) if failed.is_empty())
     }
+}
 
-    /// Returns the number of deliveries. Safe to repeat: records are created conditionally,
-    /// delivery ids are derived from (tenant, event id, webhook id), and the event is marked
-    /// done only after every job is enqueued.
-    async fn fan_out(&self, event: &Event) -> Result<usize, IngestError> {
-        if self.log.event_seen(&event.tenant, &event.id).await? {
-            tracing::info!(tenant = %event.tenant, event_id = %event.id, "duplicate event ignored");
-            return Ok(0);
-        }
-        let webhook_ids = self.store.subscribers(&event.tenant, event.event).await?;
-        let now = time::now_ms();
-        let expires_at = now / 1000 + self.retention_days * 86_400;
-        let jobs: Vec<DeliveryJob> = webhook_ids
-            .iter()
-            .map(|webhook_id| DeliveryJob {
-                delivery_id: retry::delivery_id(&event.tenant, &event.id, webhook_id, event.timestamp_ms),
-                webhook_id: webhook_id.clone(),
-                tenant: event.tenant.clone(),
-                event_id: event.id.clone(),
-                event: event.event.as_str().to_string(),
-                timestamp_ms: event.timestamp_ms,
-                payload: event.payload.clone(),
-            })
-            .collect();
-        let records: Vec<Delivery> = jobs
-            .iter()
-            .map(|job| Delivery {
-                id: job.delivery_id.clone(),
-                tenant: job.tenant.clone(),
-                webhook_id: job.webhook_id.clone(),
-                event_id: job.event_id.clone(),
-                event: job.event.clone(),
-                status: DeliveryStatus::Pending,
-                created_at: now,
-                updated_at: now,
-                attempts: Vec::new(),
-                note: None,
-                expires_at,
-            })
-            .collect();
-        // Owned records and a cloned port keep the future `Send` for Lambda's and tokio's
-        // multi-threaded runtimes.
-        let created: Vec<Result<bool, _>> = stream::iter(records)
-            .map(|record| {
-                let log = self.log.clone();
-                async move { log.create(&record).await }
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
-        for result in created {
-            result?;
-        }
-        let messages: Vec<OutgoingMessage> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, job)| OutgoingMessage {
-                id: i.to_string(),
-                body: job.encode(),
-                reason: None,
-            })
-            .collect();
-        let unsent = send_all(self.queue.as_ref(), &self.delivery_queue_url, &messages).await?;
-        if !unsent.is_empty() {
-            return Err(IngestError::Unsent(unsent.len()));
-        }
-        self.log.mark_event(&event.tenant, &event.id, expires_at).await?;
-        Ok(jobs.len())
-    }
+/// One job per subscribed webhook, each with the delivery id that stays the same however often
+/// the event is ingested.
+pub fn jobs(event: &Event, webhook_ids: &[String]) -> Vec<DeliveryJob> {
+    webhook_ids
+        .iter()
+        .map(|webhook_id| DeliveryJob {
+            delivery_id: retry::delivery_id(&event.tenant, &event.id, webhook_id, event.timestamp_ms),
+            webhook_id: webhook_id.clone(),
+            tenant: event.tenant.clone(),
+            event_id: event.id.clone(),
+            event: event.event.as_str().to_string(),
+            timestamp_ms: event.timestamp_ms,
+            payload: event.payload.clone(),
+        })
+        .collect()
 }

@@ -17,7 +17,7 @@ use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
 use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
-use webhooks::ports::{DeliveryLog, Queue, QueueMessage, WebhookStore};
+use webhooks::ports::{DeliveryLog, MAX_BATCH, Queue, QueueMessage, WebhookStore};
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
 use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
@@ -158,6 +158,7 @@ impl Runner {
             delivery_queue_url: urls.delivery.clone(),
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
+            retention_days: config.retention_days,
         };
         Ok(Runner {
             state,
@@ -240,11 +241,19 @@ pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &H
         .into_iter()
         .map(|f| f.item_identifier)
         .collect();
-    for m in &messages {
-        if !failed.contains(&m.message_id)
-            && let Err(e) = queue.delete(url, &m.receipt_handle).await
-        {
-            tracing::warn!(error = %e, "could not delete a handled message; it will be handled again");
+    let handled: Vec<String> = messages
+        .iter()
+        .filter(|m| !failed.contains(&m.message_id))
+        .map(|m| m.receipt_handle.clone())
+        .collect();
+    for chunk in handled.chunks(MAX_BATCH) {
+        match queue.delete_batch(url, chunk).await {
+            Ok(undeleted) if undeleted.is_empty() => {}
+            Ok(undeleted) => tracing::warn!(
+                count = undeleted.len(),
+                "some handled messages were not deleted; they will be handled again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not delete handled messages; they will be handled again"),
         }
     }
     Ok(messages.len())
