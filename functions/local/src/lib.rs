@@ -50,10 +50,14 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory => "in-memory (embedded)".into(),
-            Backend::Aws(sdk) => format!(
-                "AWS API at {}",
-                sdk.endpoint_url().unwrap_or("the default AWS endpoints")
-            ),
+            Backend::Aws(_) => {
+                let endpoint = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let all = endpoint("AWS_ENDPOINT_URL");
+                let dynamodb = endpoint("AWS_ENDPOINT_URL_DYNAMODB").or(all.clone());
+                let sqs = endpoint("AWS_ENDPOINT_URL_SQS").or(all);
+                let name = |e: Option<String>| e.unwrap_or_else(|| "AWS".into());
+                format!("DynamoDB at {}, SQS at {}", name(dynamodb), name(sqs))
+            }
         }
     }
 }

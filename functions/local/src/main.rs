@@ -88,6 +88,8 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     } else {
         Backend::Memory
     };
+    // Build everything first, so a missing setting fails before the banner.
+    let runner = Runner::new(&config, &secret, &backend)?;
     let port: u16 = std::env::var("PORT")
         .ok()
         .map(|p| p.parse())
@@ -122,6 +124,6 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     }
     println!("  token (sub=local-dev, 24 h): {token}");
     println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
-    Runner::new(&config, &secret, &backend)?.serve(listener).await?;
+    runner.serve(listener).await?;
     Ok(())
 }
