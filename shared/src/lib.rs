@@ -21,7 +21,17 @@ pub mod telemetry;
 pub mod time;
 
 /// One SDK configuration per process: region, credentials and `AWS_ENDPOINT_URL` (LocalStack,
-/// moto server) come from the environment as the AWS SDKs define it.
+/// moto server) come from the environment as the AWS SDKs define it. Pointed at an emulator
+/// without a region, it takes us-east-1 rather than asking the instance metadata service
+/// (169.254.169.254), which a developer's machine must not be sent to.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    let emulated = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
+        .iter()
+        .any(|k| set(k));
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if emulated && !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
+        loader = loader.region(aws_config::Region::new("us-east-1"));
+    }
+    loader.load().await
 }
