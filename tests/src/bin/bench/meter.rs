@@ -1,0 +1,643 @@
+//! Counting decorators of the ports: each forwards to the DynamoDB / SQS adapter and records
+//! the AWS API calls the method makes and the capacity units they consume, estimated from the
+//! actual items (attribute names + values, as DynamoDB sizes them).
+//!
+//! DynamoDB on demand: a strongly consistent read of up to 4 KB is 1 read request unit (RRU),
+//! an eventually consistent one 0.5; a write is 1 write request unit (WRU) per KB of the item
+//! (for an update: the larger of the item before and after); transactional writes cost double.
+//! SQS: every call is one request per started 64 KB of payload.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use webhooks::domain::Webhook;
+use webhooks::event_types::EventType;
+use webhooks::ports::{
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
+    WebhookStore,
+};
+
+#[derive(Debug, Default, Clone)]
+pub struct Stat {
+    /// The AWS API the method calls.
+    pub api: &'static str,
+    /// Calls of the port method.
+    pub calls: u64,
+    /// AWS API calls they made.
+    pub api_calls: u64,
+    pub rru: f64,
+    pub wru: f64,
+    /// SQS billed requests (64 KB chunks).
+    pub sqs: f64,
+    /// Receives that returned nothing (idle polling).
+    pub empty: u64,
+    /// Messages received or sent.
+    pub messages: u64,
+    /// Time spent in the calls, summed.
+    pub time: Duration,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LambdaStat {
+    pub invocations: u64,
+    pub messages: u64,
+    /// Handler wall time, rounded up to the millisecond per invocation as Lambda bills it.
+    pub billed_ms: u64,
+    pub wall: Duration,
+}
+
+#[derive(Default)]
+pub struct Meter {
+    stats: Mutex<BTreeMap<String, Stat>>,
+    lambda: Mutex<BTreeMap<&'static str, LambdaStat>>,
+    /// Estimated size of each delivery item, so updates can be sized before and after.
+    sizes: Mutex<HashMap<(String, String), usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Meter {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        took: Duration,
+        key: &str,
+        api: &'static str,
+        api_calls: u64,
+        rru: f64,
+        wru: f64,
+        sqs: f64,
+        messages: u64,
+    ) {
+        let mut stats = lock(&self.stats);
+        let s = stats.entry(key.to_string()).or_default();
+        s.time += took;
+        s.api = api;
+        s.calls += 1;
+        s.api_calls += api_calls;
+        s.rru += rru;
+        s.wru += wru;
+        s.sqs += sqs;
+        s.messages += messages;
+    }
+
+    pub fn invocation(&self, function: &'static str, messages: usize, wall: Duration) {
+        let mut l = lock(&self.lambda);
+        let s = l.entry(function).or_default();
+        s.invocations += 1;
+        s.messages += messages as u64;
+        s.billed_ms += wall.as_micros().div_ceil(1000) as u64;
+        s.wall += wall;
+    }
+
+    pub fn reset(&self) {
+        lock(&self.stats).clear();
+        lock(&self.lambda).clear();
+    }
+
+    pub fn stats(&self) -> Vec<(String, Stat)> {
+        lock(&self.stats).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn lambda(&self) -> Vec<(&'static str, LambdaStat)> {
+        lock(&self.lambda).iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    pub fn calls(&self, key: &str) -> u64 {
+        lock(&self.stats).get(key).map(|s| s.calls).unwrap_or(0)
+    }
+
+    /// Messages handled by the keys starting with `prefix` (sent, received or deleted).
+    pub fn messages(&self, prefix: &str) -> u64 {
+        lock(&self.stats)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, s)| s.messages)
+            .sum()
+    }
+
+    /// Messages (or items) those calls carried.
+    pub fn items(&self, key: &str) -> u64 {
+        lock(&self.stats).get(key).map(|s| s.messages).unwrap_or(0)
+    }
+}
+
+// ---- DynamoDB item sizes -------------------------------------------------------------------
+
+fn s(name: &str, v: &str) -> usize {
+    name.len() + v.len()
+}
+
+/// Numbers: about one byte per two significant digits, plus one.
+fn num_bytes(v: u64) -> usize {
+    let digits = v.to_string();
+    let significant = digits.trim_end_matches('0').len().max(1);
+    significant.div_ceil(2) + 1
+}
+
+fn n(name: &str, v: u64) -> usize {
+    name.len() + num_bytes(v)
+}
+
+/// A list or map: 3 bytes, plus each element and one byte per element.
+fn collection(name: &str, elements: impl Iterator<Item = usize>) -> usize {
+    name.len() + 3 + elements.map(|e| e + 1).sum::<usize>()
+}
+
+pub fn webhook_size(w: &Webhook) -> usize {
+    s("pk", &format!("T#{}", w.tenant))
+        + s("sk", &format!("W#{}", w.id))
+        + s("id", &w.id)
+        + s("tenant", &w.tenant)
+        + s("url", &w.url)
+        + collection("events", w.events.iter().map(String::len))
+        + w.secret.as_deref().map(|v| s("secret", v)).unwrap_or(0)
+        + "active".len()
+        + 1
+        + n("createdAt", w.created_at)
+        + n("updatedAt", w.updated_at)
+        + n("version", w.version)
+}
+
+fn subscription_size(tenant: &str, filter: &str, id: &str) -> usize {
+    s("pk", &format!("S#{tenant}#{filter}")) + s("sk", &format!("W#{id}")) + s("webhookId", id)
+}
+
+fn attempt_size(a: &Attempt) -> usize {
+    let fields = [
+        n("attempt", a.attempt as u64),
+        n("at", a.at),
+        n("durationMs", a.duration_ms),
+        s("message", &a.message),
+        a.status_code.map(|c| n("statusCode", c as u64)).unwrap_or(0),
+        a.response_body.as_deref().map(|b| s("responseBody", b)).unwrap_or(0),
+    ];
+    3 + fields.iter().filter(|f| **f > 0).map(|f| f + 1).sum::<usize>()
+}
+
+pub fn delivery_size(d: &Delivery) -> usize {
+    s("pk", &format!("W#{}", d.webhook_id))
+        + s("sk", &format!("D#{}", d.id))
+        + s("id", &d.id)
+        + s("tenant", &d.tenant)
+        + s("webhookId", &d.webhook_id)
+        + s("eventId", &d.event_id)
+        + s("event", &d.event)
+        + s("status", d.status.as_str())
+        + n("createdAt", d.created_at)
+        + n("updatedAt", d.updated_at)
+        + collection("attempts", d.attempts.iter().map(attempt_size))
+        + d.note.as_deref().map(|v| s("note", v)).unwrap_or(0)
+        + n("expiresAt", d.expires_at)
+}
+
+fn wru(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
+}
+
+fn rru_strong(bytes: usize) -> f64 {
+    bytes.div_ceil(4096).max(1) as f64
+}
+
+fn rru_eventual(bytes: usize) -> f64 {
+    0.5 * bytes.div_ceil(4096).max(1) as f64
+}
+
+// ---- Decorators ---------------------------------------------------------------------------
+
+pub struct CountingStore {
+    pub inner: Arc<dyn WebhookStore>,
+    pub meter: Arc<Meter>,
+}
+
+/// The event types a webhook has subscription items for: its filters, wildcards expanded.
+fn subscribed_types(w: &Webhook) -> Vec<&'static str> {
+    if !w.active {
+        return Vec::new();
+    }
+    webhooks::event_types::EVENT_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| EventType::parse(name).is_some_and(|e| w.subscribes_to(e)))
+        .collect()
+}
+
+#[async_trait]
+impl WebhookStore for CountingStore {
+    async fn create(&self, w: &Webhook) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.create(w).await;
+        let took = t0.elapsed();
+        // One transaction: the webhook and one subscription item per subscribed type, at twice
+        // the units.
+        let units = wru(webhook_size(w))
+            + subscribed_types(w)
+                .iter()
+                .map(|t| wru(subscription_size(&w.tenant, t, &w.id)))
+                .sum::<f64>();
+        self.meter.add(
+            took,
+            "WebhookStore::create",
+            "TransactWriteItems",
+            1,
+            0.0,
+            2.0 * units,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.get(tenant, id).await;
+        let took = t0.elapsed();
+        let size = match &r {
+            Ok(Some(w)) => webhook_size(w),
+            _ => 0,
+        };
+        self.meter.add(
+            took,
+            "WebhookStore::get",
+            "GetItem (strong)",
+            1,
+            rru_strong(size),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.list(tenant, limit, after).await;
+        let took = t0.elapsed();
+        let size = r.as_ref().map(|p| p.items.iter().map(webhook_size).sum()).unwrap_or(0);
+        self.meter.add(
+            took,
+            "WebhookStore::list",
+            "Query (strong)",
+            1,
+            rru_strong(size),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.update(old, new).await;
+        let took = t0.elapsed();
+        let units = wru(webhook_size(old).max(webhook_size(new))) + new.events.len() as f64;
+        self.meter.add(
+            took,
+            "WebhookStore::update",
+            "TransactWriteItems",
+            1,
+            0.0,
+            2.0 * units,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.delete(tenant, id).await;
+        let took = t0.elapsed();
+        self.meter.add(
+            took,
+            "WebhookStore::delete",
+            "GetItem + TransactWriteItems",
+            2,
+            1.0,
+            4.0,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.subscribers(tenant, event).await;
+        let took = t0.elapsed();
+        let ids = r.as_ref().map(Vec::len).unwrap_or(0);
+        // One Query on the event type's subscription partition (wildcards are expanded when a
+        // webhook is written), eventually consistent, sized by the items it reads; one more
+        // page per MB. The wire check in the cost tables confirms the count.
+        let bytes = ids * subscription_size(tenant, event.as_str(), "wh_01jv9qk3m4r7t2w8x5y6z0abcd");
+        let pages = 1 + (bytes / (1024 * 1024)) as u64;
+        self.meter.add(
+            took,
+            "WebhookStore::subscribers",
+            "Query (eventual)",
+            pages,
+            rru_eventual(bytes),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+}
+
+pub struct CountingLog {
+    pub inner: Arc<dyn DeliveryLog>,
+    pub meter: Arc<Meter>,
+}
+
+#[async_trait]
+impl DeliveryLog for CountingLog {
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.record_attempt(delivery, attempt, status, now).await;
+        let took = t0.elapsed();
+        // One UpdateItem that creates the record on the first attempt: sized by the larger of
+        // the item before (0 when new) and after.
+        let key = (delivery.webhook_id.clone(), delivery.id.clone());
+        let before = lock(&self.meter.sizes).get(&key).copied();
+        let base = before.unwrap_or_else(|| delivery_size(delivery));
+        let after = base + attempt_size(attempt) + 1 + status.as_str().len().saturating_sub("pending".len());
+        lock(&self.meter.sizes).insert(key, after);
+        self.meter.add(
+            took,
+            "DeliveryLog::record_attempt",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            wru(before.unwrap_or(0).max(after)),
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.skip(delivery, note, now).await;
+        let took = t0.elapsed();
+        let key = (delivery.webhook_id.clone(), delivery.id.clone());
+        let before = lock(&self.meter.sizes)
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| delivery_size(delivery));
+        self.meter.add(
+            took,
+            "DeliveryLog::skip",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            wru(before + s("note", note)),
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.event_seen(tenant, event_id).await;
+        let took = t0.elapsed();
+        let size = s("pk", &format!("E#{tenant}#{event_id}")) + s("sk", "E") + n("expiresAt", 2_000_000_000);
+        self.meter.add(
+            took,
+            "DeliveryLog::event_seen",
+            "GetItem (eventual)",
+            1,
+            rru_eventual(size),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.mark_event(tenant, event_id, expires_at).await;
+        let took = t0.elapsed();
+        let size = s("pk", &format!("E#{tenant}#{event_id}")) + s("sk", "E") + n("expiresAt", expires_at);
+        self.meter
+            .add(took, "DeliveryLog::mark_event", "PutItem", 1, 0.0, wru(size), 0.0, 0);
+        r
+    }
+
+    async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.get(webhook_id, delivery_id).await;
+        let took = t0.elapsed();
+        let size = match &r {
+            Ok(Some(d)) => delivery_size(d),
+            _ => 0,
+        };
+        self.meter.add(
+            took,
+            "DeliveryLog::get",
+            "GetItem (strong)",
+            1,
+            rru_strong(size),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.list(webhook_id, limit, before).await;
+        let took = t0.elapsed();
+        let size = r.as_ref().map(|p| p.items.iter().map(delivery_size).sum()).unwrap_or(0);
+        self.meter.add(
+            took,
+            "DeliveryLog::list",
+            "Query (strong)",
+            1,
+            rru_strong(size),
+            0.0,
+            0.0,
+            0,
+        );
+        r
+    }
+}
+
+pub struct CountingQueue {
+    pub inner: Arc<dyn Queue>,
+    pub meter: Arc<Meter>,
+    /// Queue URL -> a short name for the tables (`events`, `delivery`, …).
+    pub labels: HashMap<String, &'static str>,
+}
+
+impl CountingQueue {
+    fn key(&self, method: &str, url: &str) -> String {
+        format!("Queue::{method} ({})", self.labels.get(url).copied().unwrap_or("?"))
+    }
+}
+
+fn sqs_requests(bytes: usize) -> f64 {
+    bytes.div_ceil(64 * 1024).max(1) as f64
+}
+
+#[async_trait]
+impl Queue for CountingQueue {
+    async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError> {
+        let t0 = Instant::now();
+        let r = self.inner.send_batch(queue_url, messages).await;
+        let took = t0.elapsed();
+        let bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.body.len()
+                    + m.reason
+                        .as_deref()
+                        .map(|r| r.len() + "ErrorReason".len() + 6)
+                        .unwrap_or(0)
+            })
+            .sum();
+        self.meter.add(
+            took,
+            &self.key("send_batch", queue_url),
+            "SendMessageBatch",
+            1,
+            0.0,
+            0.0,
+            sqs_requests(bytes),
+            messages.len() as u64,
+        );
+        r
+    }
+
+    async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError> {
+        let t0 = Instant::now();
+        let r = self.inner.change_visibility(queue_url, receipt_handle, seconds).await;
+        let took = t0.elapsed();
+        self.meter.add(
+            took,
+            &self.key("change_visibility", queue_url),
+            "ChangeMessageVisibility",
+            1,
+            0.0,
+            0.0,
+            1.0,
+            0,
+        );
+        r
+    }
+
+    async fn receive(&self, queue_url: &str, max: usize, wait: Duration) -> Result<Vec<QueueMessage>, QueueError> {
+        let t0 = Instant::now();
+        let r = self.inner.receive(queue_url, max, wait).await;
+        let took = t0.elapsed();
+        let got = r.as_ref().map(Vec::len).unwrap_or(0);
+        if got == 0 {
+            // Idle polling: counted apart, it does not grow with deliveries.
+            let key = self.key("receive", queue_url) + ", empty";
+            self.meter.add(took, &key, "ReceiveMessage", 1, 0.0, 0.0, 1.0, 0);
+            let mut stats = lock(&self.meter.stats);
+            if let Some(s) = stats.get_mut(&key) {
+                s.empty += 1;
+            }
+        } else {
+            let bytes: usize = r.as_ref().map(|m| m.iter().map(|m| m.body.len()).sum()).unwrap_or(0);
+            self.meter.add(
+                took,
+                &self.key("receive", queue_url),
+                "ReceiveMessage",
+                1,
+                0.0,
+                0.0,
+                sqs_requests(bytes),
+                got as u64,
+            );
+        }
+        r
+    }
+
+    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<String>, QueueError> {
+        let t0 = Instant::now();
+        let r = self.inner.delete_batch(queue_url, receipt_handles).await;
+        let took = t0.elapsed();
+        self.meter.add(
+            took,
+            &self.key("delete_batch", queue_url),
+            "DeleteMessageBatch",
+            1,
+            0.0,
+            0.0,
+            1.0,
+            receipt_handles.len() as u64,
+        );
+        r
+    }
+
+    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        let t0 = Instant::now();
+        let r = self.inner.delete(queue_url, receipt_handle).await;
+        let took = t0.elapsed();
+        self.meter.add(
+            took,
+            &self.key("delete", queue_url),
+            "DeleteMessage",
+            1,
+            0.0,
+            0.0,
+            1.0,
+            1,
+        );
+        r
+    }
+}
+
+/// Counts the AWS API calls actually sent (every attempt, retries included), by the operation
+/// name in the `x-amz-target` header both DynamoDB and SQS use: a check on the ports' mapping.
+#[derive(Clone, Debug, Default)]
+pub struct Wire(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Wire {
+    pub fn reset(&self) {
+        lock(&self.0).clear();
+    }
+
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.0).clone()
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for Wire {
+    fn name(&self) -> &'static str {
+        "bench-wire-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let op = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("(unknown)")
+            .to_string();
+        *lock(&self.0).entry(op).or_default() += 1;
+        Ok(())
+    }
+}
