@@ -7,6 +7,8 @@
 //! property order (integer-like keys first, ascending, then the rest in insertion order) and
 //! `JSON.stringify`'s string escapes.
 
+use std::io::Write as _;
+
 use serde_json::{Map, Number, Value};
 
 /// Appends `value` to `out` as `JSON.stringify(value)` would print it.
@@ -88,8 +90,8 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
     // JavaScript has one number type: a double. Integers that fit are printed as such;
     // everything else goes through the ECMAScript Number::toString algorithm (ryu-js).
     if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= (1u64 << 53)) {
-        let mut buf = itoa_buf(i);
-        out.append(&mut buf);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{i}");
         return;
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
@@ -101,10 +103,6 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
         let mut buf = ryu_js::Buffer::new();
         out.extend_from_slice(buf.format_finite(f).as_bytes());
     }
-}
-
-fn itoa_buf(i: i64) -> Vec<u8> {
-    i.to_string().into_bytes()
 }
 
 /// `JSON.stringify`'s string escapes: `"` and `\`, the short forms for \b \f \n \r \t, and

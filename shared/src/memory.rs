@@ -253,14 +253,6 @@ impl MemoryQueue {
         lock(&self.queues).get(queue_url).map(|q| q.messages.len()).unwrap_or(0)
     }
 
-    /// The bodies of the messages in a queue, for tests and operators' eyes.
-    pub fn peek(&self, queue_url: &str) -> Vec<String> {
-        lock(&self.queues)
-            .get(queue_url)
-            .map(|q| q.messages.iter().map(|m| m.body.clone()).collect())
-            .unwrap_or_default()
-    }
-
     fn try_receive(&self, queue_url: &str, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
         let mut queues = lock(&self.queues);
         let now = Instant::now();

@@ -37,7 +37,6 @@ fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVer
         events_queue_url,
         verifier: Arc::new(verifier),
         deliverer: Deliverer::new(policy),
-        policy,
         test_timeout: Duration::from_secs(1),
     })
 }

@@ -48,7 +48,6 @@ async fn api(policy: TargetPolicy) -> String {
         events_queue_url,
         verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
         deliverer: Deliverer::with_dns(policy, dns()),
-        policy,
         test_timeout: Duration::from_secs(2),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

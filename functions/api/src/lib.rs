@@ -20,7 +20,6 @@ use webhooks::domain::{self, Webhook};
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{Delivery, DeliveryLog, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
 use webhooks::signing::Envelope;
-use webhooks::ssrf::TargetPolicy;
 use webhooks::{event_types, ids, time};
 
 use crate::error::ApiError;
@@ -37,8 +36,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub events_queue_url: String,
     pub verifier: Arc<JwtVerifier>,
+    /// Sends test deliveries; its target policy is the one registrations are checked against.
     pub deliverer: Deliverer,
-    pub policy: TargetPolicy,
     pub test_timeout: Duration,
 }
 
@@ -103,7 +102,7 @@ async fn create_webhook(
     Auth(who): Auth,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let new = domain::parse_create(&body, state.policy).map_err(ApiError::Invalid)?;
+    let new = domain::parse_create(&body, state.deliverer.policy()).map_err(ApiError::Invalid)?;
     check_target(&state, &new.url).await?;
     let now = time::now_ms();
     let webhook = Webhook {
@@ -186,7 +185,7 @@ async fn update_webhook(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let mut current = load(&state, &who.tenant, &id).await?;
-    let patch = domain::parse_update(&body, state.policy).map_err(ApiError::Invalid)?;
+    let patch = domain::parse_update(&body, state.deliverer.policy()).map_err(ApiError::Invalid)?;
     if let Some(url) = &patch.url {
         check_target(&state, url).await?;
     }
@@ -225,7 +224,7 @@ async fn test_webhook(
     Auth(who): Auth,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let test = domain::parse_test(&body, state.policy).map_err(ApiError::Invalid)?;
+    let test = domain::parse_test(&body, state.deliverer.policy()).map_err(ApiError::Invalid)?;
     let now = time::now_ms();
     let id = ids::new_id("msg");
     let envelope = Envelope {

@@ -30,7 +30,6 @@ async fn run() -> Result<(), lambda_http::Error> {
             config.jwt_audience.as_deref(),
         )),
         deliverer: Deliverer::new(config.policy),
-        policy: config.policy,
         test_timeout: config.test_timeout,
     };
     lambda_http::run(router(state)).await

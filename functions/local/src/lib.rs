@@ -143,7 +143,6 @@ impl Runner {
                 config.jwt_audience.as_deref(),
             )),
             deliverer: deliverer.clone(),
-            policy: config.policy,
             test_timeout: config.test_timeout,
         };
         let ingest = Ingest {
