@@ -290,6 +290,9 @@ def check_functions(t: Template, r: Report) -> None:
 
 
 def check_retry_schedule(t: Template, r: Report) -> None:
+    """The dispatcher bounds attempts itself (counted in the delivery record) and dead-letters
+    after the last one, so the queue's maxReceiveCount must only never cut the schedule short;
+    its attempt timeout must fit in its function timeout, which it is told."""
     queues = t.of_type("AWS::SQS::Queue")
     found = False
     for fn_id, fn in t.of_type("AWS::Serverless::Function").items():
@@ -303,13 +306,25 @@ def check_retry_schedule(t: Template, r: Report) -> None:
             queue_id = getatt_arn_target(ev.get("Queue"))
             if queue_id not in queues:
                 continue
-            max_receive = redrive_of(t, queues[queue_id])[1]
-            want = None if delays is None else delays + 1
+            dlq, max_receive = redrive_of(t, queues[queue_id])
             r.check(
-                want is not None and max_receive == want,
-                f"{queue_id} maxReceiveCount == {delays} retry delays + 1 (RETRY_SCHEDULE_SECONDS of {fn_id})",
+                delays is not None and max_receive is not None and max_receive >= delays + 1,
+                f"{queue_id} maxReceiveCount >= {delays} retry delays + 1 (RETRY_SCHEDULE_SECONDS of {fn_id})",
                 f"maxReceiveCount {max_receive}, schedule {schedule!r}",
             )
+            r.check(
+                env.get("DELIVERY_DLQ_URL") == {"Ref": dlq},
+                f"{fn_id} dead-letters into {queue_id}'s DLQ {dlq} (DELIVERY_DLQ_URL)",
+                f"got {env.get('DELIVERY_DLQ_URL')!r}",
+            )
+        timeout = t.as_int(t.function_prop(fn, "Timeout"))
+        told = t.as_int(t.resolve(env.get("FUNCTION_TIMEOUT_SECONDS")))
+        r.check(told == timeout, f"{fn_id} FUNCTION_TIMEOUT_SECONDS == its Timeout {timeout}", f"got {told}")
+        attempt = t.as_int(t.resolve(env.get("DELIVERY_TIMEOUT_SECONDS", "15")))
+        r.check(
+            attempt is not None and timeout is not None and attempt + 2 <= timeout,
+            f"{fn_id} DELIVERY_TIMEOUT_SECONDS {attempt} + 2 s fits in its Timeout {timeout}",
+        )
     r.check(found, "a function sets RETRY_SCHEDULE_SECONDS", "none does")
 
 

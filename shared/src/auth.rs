@@ -11,7 +11,7 @@ pub const MAX_TENANT_LEN: usize = 256;
 /// Who is calling: the tenant owns what it creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub tenant: String,
+    pub tenant: crate::messages::Tenant,
     pub subject: Option<String>,
 }
 
@@ -41,7 +41,15 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// RFC 7519 allows `aud` to be one string or an array of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -62,7 +70,15 @@ impl JwtVerifier {
         // the header's algorithm must be in this list, and the key is only ever an HMAC key.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp"];
+        if issuer.is_some() {
+            required.push("iss");
+        }
+        if audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
@@ -108,18 +124,12 @@ impl JwtVerifier {
         let claims = data.claims;
         let tenant = claims
             .tenant
-            .clone()
-            .or_else(|| claims.sub.clone())
+            .as_deref()
+            .or(claims.sub.as_deref())
             .ok_or(AuthError::Invalid("no tenant or sub claim"))?;
-        if tenant.is_empty()
-            || tenant.len() > MAX_TENANT_LEN
-            || tenant.contains('#')
-            || tenant.chars().any(char::is_control)
-        {
-            return Err(AuthError::Invalid(
-                "tenant must be 1-256 printable characters without '#'",
-            ));
-        }
+        let tenant = crate::messages::Tenant::parse(tenant).ok_or(AuthError::Invalid(
+            "tenant must be 1-256 printable characters without '#'",
+        ))?;
         Ok(Principal {
             tenant,
             subject: claims.sub,
@@ -155,15 +165,48 @@ mod tests {
     fn tenant_falls_back_to_sub() {
         let v = JwtVerifier::new(b"k", None, None);
         let t = mint(b"k", &claims_for("alice", None, 60));
-        assert_eq!(v.verify(&t).expect("valid").tenant, "alice");
+        assert_eq!(v.verify(&t).expect("valid").tenant.as_str(), "alice");
         let t = mint(b"k", &claims_for("alice", Some("acme"), 60));
         assert_eq!(
-            v.verify_header(Some(&format!("Bearer {t}"))).expect("valid").tenant,
+            v.verify_header(Some(&format!("Bearer {t}")))
+                .expect("valid")
+                .tenant
+                .as_str(),
             "acme"
         );
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
         let t = mint(b"k", &claims_for("a#b", None, 60));
         assert!(v.verify(&t).is_err());
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let v = JwtVerifier::new(b"k", Some("https://issuer"), Some("webhooks"));
+        let mut c = claims_for("alice", None, 60);
+        assert_eq!(
+            v.verify(&mint(b"k", &c)),
+            Err(AuthError::Invalid("missing required claim")),
+            "neither iss nor aud"
+        );
+        c.iss = Some("https://issuer".into());
+        assert!(v.verify(&mint(b"k", &c)).is_err(), "aud missing");
+        c.aud = Some(Audience::One("webhooks".into()));
+        assert!(v.verify(&mint(b"k", &c)).is_ok());
+        c.iss = None;
+        assert!(v.verify(&mint(b"k", &c)).is_err(), "iss missing");
+    }
+
+    #[test]
+    fn an_audience_array_containing_ours_is_accepted() {
+        let v = JwtVerifier::new(b"k", None, Some("webhooks"));
+        let mut c = claims_for("alice", None, 60);
+        c.aud = Some(Audience::Many(vec!["other".into(), "webhooks".into()]));
+        assert!(v.verify(&mint(b"k", &c)).is_ok());
+        c.aud = Some(Audience::Many(vec!["other".into()]));
+        assert_eq!(v.verify(&mint(b"k", &c)), Err(AuthError::Invalid("wrong audience")));
+        // Without a configured audience, an array is still a well-formed token.
+        let open = JwtVerifier::new(b"k", None, None);
+        assert!(open.verify(&mint(b"k", &c)).is_ok());
     }
 }

@@ -29,6 +29,9 @@ pub struct Config {
     pub delivery_timeout: Duration,
     pub retry_schedule: Vec<u64>,
     pub retention_days: u64,
+    /// The Lambda function's timeout (`FUNCTION_TIMEOUT_SECONDS`, set by the template), when
+    /// known: a delivery timeout that cannot fit in it is refused at start.
+    pub function_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("retry_schedule", &self.retry_schedule)
             .field("retention_days", &self.retention_days)
+            .field("function_timeout", &self.function_timeout)
             .finish()
     }
 }
@@ -88,7 +92,7 @@ impl Config {
                 },
             }
         };
-        Ok(Config {
+        let config = Config {
             jwt_secret: get("JWT_SECRET").map(String::into_bytes),
             jwt_issuer: get("JWT_ISSUER"),
             jwt_audience: get("JWT_AUDIENCE"),
@@ -112,7 +116,44 @@ impl Config {
                 })?,
             },
             retention_days: seconds("DELIVERY_RETENTION_DAYS", 30, 365)?,
-        })
+            function_timeout: match get("FUNCTION_TIMEOUT_SECONDS") {
+                None => None,
+                Some(_) => Some(Duration::from_secs(seconds("FUNCTION_TIMEOUT_SECONDS", 30, 900)?)),
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Settings that are each valid but cannot work together, named with their values.
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(function) = self.function_timeout {
+            // An attempt must end with time left to record it (the dispatcher keeps 2 s).
+            let needed = self.delivery_timeout + Duration::from_secs(2);
+            if needed > function {
+                return Err(ConfigError::Invalid {
+                    name: "DELIVERY_TIMEOUT_SECONDS",
+                    why: format!(
+                        "{} s plus 2 s to record the attempt does not fit in the function timeout \
+                         FUNCTION_TIMEOUT_SECONDS={} s",
+                        self.delivery_timeout.as_secs(),
+                        function.as_secs()
+                    ),
+                });
+            }
+        }
+        // Every retry must happen while the delivery's record and its event are kept.
+        let span_s: u64 = self.retry_schedule.iter().map(|d| d + d / 4).sum();
+        if span_s >= self.retention_days * 86_400 {
+            return Err(ConfigError::Invalid {
+                name: "DELIVERY_RETENTION_DAYS",
+                why: format!(
+                    "{} days is shorter than RETRY_SCHEDULE_SECONDS, which spans up to {span_s} s with jitter",
+                    self.retention_days
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn jwt_secret(&self) -> Result<&[u8], ConfigError> {
@@ -129,6 +170,12 @@ impl Config {
         self.events_dlq_url
             .as_deref()
             .ok_or(ConfigError::Missing("EVENTS_DLQ_URL"))
+    }
+
+    pub fn delivery_dlq_url(&self) -> Result<&str, ConfigError> {
+        self.delivery_dlq_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("DELIVERY_DLQ_URL"))
     }
 
     pub fn delivery_queue_url(&self) -> Result<&str, ConfigError> {
@@ -198,5 +245,22 @@ mod tests {
             vec![1, 2, 3]
         );
         assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_fail_naming_both() {
+        let e = cfg(&[("DELIVERY_TIMEOUT_SECONDS", "30"), ("FUNCTION_TIMEOUT_SECONDS", "30")]).expect_err("too long");
+        let text = e.to_string();
+        assert!(
+            text.contains("DELIVERY_TIMEOUT_SECONDS") && text.contains("FUNCTION_TIMEOUT_SECONDS=30"),
+            "{text}"
+        );
+        assert!(cfg(&[("DELIVERY_TIMEOUT_SECONDS", "15"), ("FUNCTION_TIMEOUT_SECONDS", "30")]).is_ok());
+        let e = cfg(&[
+            ("DELIVERY_RETENTION_DAYS", "1"),
+            ("RETRY_SCHEDULE_SECONDS", "43200,43200"),
+        ])
+        .expect_err("span");
+        assert!(e.to_string().contains("RETRY_SCHEDULE_SECONDS"), "{e}");
     }
 }

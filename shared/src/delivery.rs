@@ -132,6 +132,10 @@ impl Resolve for GuardedResolver {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the delivery HTTP client: {0}")]
+pub struct DelivererError(String);
+
 /// One HTTP client for every delivery: connection reuse across a batch and across warm
 /// invocations, rustls, no redirects (a redirect could lead to a private address, and the
 /// receiver's signature check is about the URL that was registered).
@@ -143,11 +147,14 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(policy: TargetPolicy) -> Self {
+    /// The one HTTP client of deliveries. Failing to build it is fatal: falling back to a
+    /// default client would follow redirects, take proxies from the environment and skip the
+    /// SSRF guard.
+    pub fn new(policy: TargetPolicy) -> Result<Self, DelivererError> {
         Self::with_dns(policy, Dns::System)
     }
 
-    pub fn with_dns(policy: TargetPolicy, dns: Dns) -> Self {
+    pub fn with_dns(policy: TargetPolicy, dns: Dns) -> Result<Self, DelivererError> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy,
@@ -161,8 +168,8 @@ impl Deliverer {
             .user_agent(concat!("webhooks/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Deliverer { client, policy, dns }
+            .map_err(|e| DelivererError(e.to_string()))?;
+        Ok(Deliverer { client, policy, dns })
     }
 
     pub fn policy(&self) -> TargetPolicy {
@@ -191,6 +198,7 @@ impl Deliverer {
 
     /// POSTs `request` to `url`, waiting at most `timeout` for the whole exchange.
     pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
+        let timeout = timeout.max(Duration::from_millis(1));
         let started = Instant::now();
         // IP literals never reach the resolver, so they are checked here.
         if let Err(e) = ssrf::check_url(url, self.policy) {
@@ -213,7 +221,7 @@ impl Deliverer {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| parse_retry_after(v, crate::time::now_ms() / 1000));
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -245,6 +253,17 @@ impl Deliverer {
             retry_after_s: if status.is_success() { None } else { retry_after_s },
         }
     }
+}
+
+/// `Retry-After` in either form RFC 9110 allows: delay-seconds, or an HTTP date (a date in
+/// the past means now).
+pub fn parse_retry_after(value: &str, now_s: u64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp();
+    Some((at.max(0) as u64).saturating_sub(now_s))
 }
 
 fn capitalise(s: &str) -> String {
@@ -301,4 +320,24 @@ fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptR
         format!("Could not reach the receiver: {detail}"),
         started,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("120", 0), Some(120));
+        // RFC 9110's example date, 784111777 s after the epoch.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 - 90),
+            Some(90)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 + 5),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", 0), None);
+    }
 }

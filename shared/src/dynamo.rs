@@ -17,7 +17,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use crate::domain::Webhook;
 use crate::event_types::{EVENT_TYPES, EventType};
-use crate::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Page, StoreError, WebhookStore};
+use crate::messages::{EventId, Tenant};
+use crate::ports::{
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, Page, StoreError, StoredEvent, WebhookStore,
+};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -43,11 +46,15 @@ pub fn get_n(item: &Item, k: &str) -> Option<u64> {
 
 /// One item by key, read consistently (a write the caller just made is visible).
 async fn get_item(client: &Client, table: &str, key: Item) -> Result<Option<Item>, StoreError> {
+    get_item_with(client, table, key, true).await
+}
+
+async fn get_item_with(client: &Client, table: &str, key: Item, consistent: bool) -> Result<Option<Item>, StoreError> {
     let out = client
         .get_item()
         .table_name(table)
         .set_key(Some(key))
-        .consistent_read(true)
+        .consistent_read(consistent)
         .send()
         .await
         .map_err(backend)?;
@@ -311,9 +318,10 @@ impl WebhookStore for DynamoWebhookStore {
 }
 
 /// Deliveries table (`DELIVERIES_TABLE`), keys `pk`/`sk`, TTL on `expiresAt`:
-/// - delivery:     pk `W#{webhookId}`,        sk `D#{deliveryId}` (ids sort by event time, so a
-///   reverse Query lists newest first), written by the dispatcher once per attempt
-/// - event marker: pk `E#{tenant}#{eventId}`, sk `E`: the event was fanned out completely
+/// - delivery: pk `W#{webhookId}`, sk `D#{deliveryId}` (ids sort by event time, so a reverse
+///   Query lists newest first), written by the dispatcher once per attempt
+/// - event:    pk `E#{tenant}#{eventId}`, sk `E`: the stored event and its claim (see
+///   `DynamoEventStore`)
 #[derive(Clone)]
 pub struct DynamoDeliveryLog {
     client: Client,
@@ -333,13 +341,6 @@ fn delivery_key(webhook_id: &str, delivery_id: &str) -> Item {
     HashMap::from([
         ("pk".to_string(), s(format!("W#{webhook_id}"))),
         ("sk".to_string(), s(format!("D#{delivery_id}"))),
-    ])
-}
-
-fn event_key(tenant: &str, event_id: &str) -> Item {
-    HashMap::from([
-        ("pk".to_string(), s(format!("E#{tenant}#{event_id}"))),
-        ("sk".to_string(), s("E")),
     ])
 }
 
@@ -391,26 +392,36 @@ fn delivery_from_item(item: &Item) -> Result<Delivery, StoreError> {
         attempts,
         note: get_s(item, "note"),
         expires_at: get_n(item, "expiresAt").unwrap_or(0),
+        cycle: get_n(item, "cycle").unwrap_or(0) as u32,
+        cycle_start: get_n(item, "cycleStart").unwrap_or(0) as u32,
+        next_attempt_at: get_n(item, "nextAttemptAt"),
     })
 }
 
+/// The identifying fields of a delivery, set only when the record is created.
+const CREATE_FIELDS: &str = "#id = if_not_exists(#id, :id), tenant = if_not_exists(tenant, :tenant), \
+     webhookId = if_not_exists(webhookId, :wid), eventId = if_not_exists(eventId, :eid), \
+     #ev = if_not_exists(#ev, :ev), createdAt = if_not_exists(createdAt, :now), \
+     expiresAt = if_not_exists(expiresAt, :exp), #cy = if_not_exists(#cy, :cycle), \
+     cycleStart = if_not_exists(cycleStart, :zero), updatedAt = :now";
+
 impl DynamoDeliveryLog {
-    /// One UpdateItem that creates the record if need be (identifying fields set only when
-    /// absent) and applies `set`, provided the status is still open (pending or failed).
+    /// One UpdateItem on the delivery's record that creates it if need be: `update` is the
+    /// whole expression after the identifying fields, `condition` guards it.
     async fn upsert(
         &self,
         d: &Delivery,
         set: &str,
+        remove: Option<&str>,
+        condition: Option<&str>,
         mut values: HashMap<String, AttributeValue>,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let open = "attribute_not_exists(pk) OR #st IN (:pending, :failed)";
-        let expression = format!(
-            "SET {set}, updatedAt = :now, #id = if_not_exists(#id, :id), tenant = if_not_exists(tenant, :tenant), \
-             webhookId = if_not_exists(webhookId, :wid), eventId = if_not_exists(eventId, :eid), \
-             #ev = if_not_exists(#ev, :ev), createdAt = if_not_exists(createdAt, :now), \
-             expiresAt = if_not_exists(expiresAt, :exp)"
-        );
+        let mut expression = format!("SET {set}, {CREATE_FIELDS}");
+        if let Some(remove) = remove {
+            expression.push_str(" REMOVE ");
+            expression.push_str(remove);
+        }
         values.extend([
             (":now".to_string(), n(now)),
             (":id".to_string(), s(&d.id)),
@@ -419,23 +430,27 @@ impl DynamoDeliveryLog {
             (":eid".to_string(), s(&d.event_id)),
             (":ev".to_string(), s(&d.event)),
             (":exp".to_string(), n(d.expires_at)),
-            (":pending".to_string(), s(DeliveryStatus::Pending.as_str())),
-            (":failed".to_string(), s(DeliveryStatus::Failed.as_str())),
+            (":cycle".to_string(), n(d.cycle)),
+            (":zero".to_string(), n(0)),
         ]);
-        conditional(
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(delivery_key(&d.webhook_id, &d.id)))
-                .update_expression(expression)
-                .condition_expression(open)
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_names("#ev", "event")
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await,
-        )
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(&d.webhook_id, &d.id)))
+            .update_expression(expression)
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#ev", "event")
+            .expression_attribute_names("#cy", "cycle")
+            .set_expression_attribute_values(Some(values));
+        // DynamoDB refuses a name no expression uses.
+        if set.contains("#st") || condition.is_some_and(|c| c.contains("#st")) {
+            request = request.expression_attribute_names("#st", "status");
+        }
+        if let Some(condition) = condition {
+            request = request.condition_expression(condition);
+        }
+        conditional(request.send().await)
     }
 }
 
@@ -446,61 +461,109 @@ impl DeliveryLog for DynamoDeliveryLog {
         delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
+        next_attempt_at: Option<u64>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let values = || {
+            HashMap::from([
+                (":a".to_string(), AttributeValue::L(vec![attempt_to_av(attempt)])),
+                (":none".to_string(), AttributeValue::L(Vec::new())),
+            ])
+        };
+        let append = "attempts = list_append(if_not_exists(attempts, :none), :a)";
+        let mut with_status = values();
+        with_status.insert(":st".into(), s(status.as_str()));
+        with_status.insert(":succeeded".into(), s(DeliveryStatus::Succeeded.as_str()));
+        let (set, remove) = match next_attempt_at {
+            Some(at) => {
+                with_status.insert(":next".into(), n(at));
+                (format!("{append}, #st = :st, nextAttemptAt = :next"), None)
+            }
+            None => (format!("{append}, #st = :st"), Some("nextAttemptAt")),
+        };
+        let changed = self
+            .upsert(
+                delivery,
+                &set,
+                remove,
+                Some("attribute_not_exists(pk) OR #st <> :succeeded"),
+                with_status,
+                now,
+            )
+            .await?;
+        if changed {
+            return Ok(true);
+        }
+        // Already succeeded: the POST is still logged, the status stays.
+        self.upsert(delivery, append, None, None, values(), now).await?;
+        Ok(false)
+    }
+
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        status: DeliveryStatus,
+        note: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
         let values = HashMap::from([
             (":st".to_string(), s(status.as_str())),
-            (":a".to_string(), AttributeValue::L(vec![attempt_to_av(attempt)])),
-            (":none".to_string(), AttributeValue::L(Vec::new())),
-        ]);
-        self.upsert(
-            delivery,
-            "#st = :st, attempts = list_append(if_not_exists(attempts, :none), :a)",
-            values,
-            now,
-        )
-        .await
-    }
-
-    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
-        let values = HashMap::from([
-            (":st".to_string(), s(DeliveryStatus::Skipped.as_str())),
             (":note".to_string(), s(note)),
             (":none".to_string(), AttributeValue::L(Vec::new())),
+            (":pending".to_string(), s(DeliveryStatus::Pending.as_str())),
         ]);
         self.upsert(
             delivery,
             "#st = :st, note = :note, attempts = if_not_exists(attempts, :none)",
+            Some("nextAttemptAt"),
+            Some("attribute_not_exists(pk) OR (#st = :pending AND (attribute_not_exists(#cy) OR #cy = :cycle))"),
             values,
             now,
         )
         .await
     }
 
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(event_key(tenant, event_id)))
-            .projection_expression("pk")
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(out.item().is_some())
-    }
-
-    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError> {
-        let mut item = event_key(tenant, event_id);
-        item.insert("expiresAt".into(), n(expires_at));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+    async fn reopen(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        from: u32,
+        to: u32,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        if to <= from {
+            return Ok(false);
+        }
+        let Some(current) = self.get(webhook_id, delivery_id).await? else {
+            return Ok(false);
+        };
+        if current.cycle != from {
+            return Ok(false);
+        }
+        // Conditional on the record as read (cycle and number of attempts), so the new
+        // cycle's start is exact even with a racing attempt.
+        let attempts = current.attempts.len();
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(delivery_key(webhook_id, delivery_id)))
+                .update_expression(
+                    "SET #cy = :to, cycleStart = :start, #st = :pending, updatedAt = :now REMOVE note, nextAttemptAt",
+                )
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(#cy) OR #cy = :from) AND size(attempts) = :start",
+                )
+                .expression_attribute_names("#cy", "cycle")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":to", n(to))
+                .expression_attribute_values(":from", n(from))
+                .expression_attribute_values(":start", n(attempts))
+                .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await,
+        )
     }
 
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -537,5 +600,163 @@ impl DeliveryLog for DynamoDeliveryLog {
             items.last().map(|d| d.id.clone()).unwrap_or_default()
         });
         Ok(Page { items, next })
+    }
+}
+
+/// Events, in the deliveries table (`DELIVERIES_TABLE`), one item each: pk
+/// `E#{tenant}#{eventId}`, sk `E`, with the event (type, timestamp, rendered payload), its
+/// TTL, and its claim: `state` (`fanning` while a worker holds the lease in `owner` /
+/// `leaseUntil`, then `fanned`). The claim is one conditional UpdateItem that writes the event
+/// only if it is new (`if_not_exists`), so a lapsed claim taken over keeps the first
+/// submission's timestamp and payload.
+#[derive(Clone)]
+pub struct DynamoEventStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoEventStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoEventStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+const FANNING: &str = "fanning";
+const FANNED: &str = "fanned";
+
+fn event_key(tenant: &Tenant, event_id: &EventId) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("E#{tenant}#{event_id}"))),
+        ("sk".to_string(), s("E")),
+    ])
+}
+
+/// The stored event, whether it was fanned out, and the end of its lease (ms). `None` for an
+/// item without the event (a marker written before events were stored: fanned out).
+fn event_from_item(item: &Item) -> Option<(StoredEvent, bool, u64)> {
+    let event = StoredEvent {
+        tenant: Tenant::parse(&get_s(item, "tenant")?)?,
+        id: EventId::parse(&get_s(item, "id")?)?,
+        event: EventType::parse(&get_s(item, "event")?)?,
+        timestamp_ms: get_n(item, "ts")?,
+        payload: get_s(item, "payload")?,
+        expires_at: get_n(item, "expiresAt").unwrap_or(0),
+    };
+    let fanned = get_s(item, "state").as_deref() != Some(FANNING);
+    Some((event, fanned, get_n(item, "leaseUntil").unwrap_or(0)))
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
+        let claimed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(&event.tenant, &event.id)))
+            .update_expression(
+                "SET tenant = if_not_exists(tenant, :tenant), #id = if_not_exists(#id, :id), \
+                 #ev = if_not_exists(#ev, :ev), #ts = if_not_exists(#ts, :ts), \
+                 #payload = if_not_exists(#payload, :payload), expiresAt = if_not_exists(expiresAt, :exp), \
+                 #state = :fanning, #owner = :owner, #lease = :lease",
+            )
+            .condition_expression("attribute_not_exists(pk) OR (#state = :fanning AND #lease <= :now)")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#ev", "event")
+            .expression_attribute_names("#ts", "ts")
+            .expression_attribute_names("#payload", "payload")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#lease", "leaseUntil")
+            .expression_attribute_values(":tenant", s(event.tenant.as_str()))
+            .expression_attribute_values(":id", s(event.id.as_str()))
+            .expression_attribute_values(":ev", s(event.event.as_str()))
+            .expression_attribute_values(":ts", n(event.timestamp_ms))
+            .expression_attribute_values(":payload", s(&event.payload))
+            .expression_attribute_values(":exp", n(event.expires_at))
+            .expression_attribute_values(":fanning", s(FANNING))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":lease", n(now_ms + lease_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match claimed {
+            Ok(out) => {
+                let stored = out
+                    .attributes()
+                    .and_then(event_from_item)
+                    .map(|(e, _, _)| e)
+                    .unwrap_or_else(|| event.clone());
+                Ok(Claim::Won(stored))
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                match get_item(&self.client, &self.table, event_key(&event.tenant, &event.id)).await? {
+                    // Gone between the two calls (its TTL): try again later.
+                    None => Ok(Claim::Busy { until_ms: now_ms }),
+                    Some(item) => match event_from_item(&item) {
+                        None => Ok(Claim::Duplicate(event.clone())),
+                        Some((stored, true, _)) => Ok(Claim::Duplicate(stored)),
+                        Some((_, false, until_ms)) => Ok(Claim::Busy { until_ms }),
+                    },
+                }
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(event_key(tenant, id)))
+                .update_expression("SET #state = :fanned REMOVE #lease")
+                .condition_expression("#owner = :owner")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#lease", "leaseUntil")
+                .expression_attribute_values(":fanned", s(FANNED))
+                .expression_attribute_values(":owner", s(owner))
+                .send()
+                .await,
+        )
+        .map(|_| ())
+    }
+
+    async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(event_key(tenant, id)))
+                .update_expression("SET #lease = :zero")
+                .condition_expression("#owner = :owner AND #state = :fanning")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#lease", "leaseUntil")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":owner", s(owner))
+                .expression_attribute_values(":fanning", s(FANNING))
+                .send()
+                .await,
+        )
+        .map(|_| ())
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        consistent: bool,
+    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
+        Ok(item
+            .as_ref()
+            .and_then(event_from_item)
+            .map(|(e, fanned, _)| (e, fanned)))
     }
 }

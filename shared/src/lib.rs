@@ -2,6 +2,7 @@
 //! The Lambda functions and the local runner are thin wiring over this crate.
 
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod delivery;
 pub mod domain;

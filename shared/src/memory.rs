@@ -1,5 +1,6 @@
-//! In-memory adapters for the embedded local mode and fast tests. They keep the semantics the
-//! AWS adapters have (conditional writes, ordering, pagination), which the contract suite checks.
+//! In-memory adapters for the embedded local mode and fast tests. They keep the semantics and
+//! the limits the AWS adapters have (conditional writes, ordering, pagination, item and
+//! message sizes, batch entries, the 12 h visibility rule), which the contract suites check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -10,9 +11,10 @@ use tokio::sync::Notify;
 
 use crate::domain::Webhook;
 use crate::event_types::EventType;
+use crate::messages::{EventId, Tenant};
 use crate::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_BATCH, OutgoingMessage, Page, Queue, QueueError, QueueMessage,
-    StoreError, WebhookStore,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_BATCH, MAX_VISIBILITY_S, OutgoingMessage,
+    Page, Queue, QueueError, QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
 };
 
 /// A poisoned lock only means another thread panicked while holding it (in a test); the data
@@ -105,7 +107,6 @@ impl WebhookStore for MemoryWebhookStore {
 pub struct MemoryDeliveryLog {
     // (webhook id, delivery id) -> delivery; delivery ids sort by event time.
     deliveries: Mutex<BTreeMap<(String, String), Delivery>>,
-    events: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl MemoryDeliveryLog {
@@ -113,15 +114,8 @@ impl MemoryDeliveryLog {
         Self::default()
     }
 
-    /// Applies `change` to the delivery's record (a new one from `delivery` if there is none)
-    /// when `allowed` accepts its current status.
-    fn upsert(
-        &self,
-        delivery: &Delivery,
-        now: u64,
-        allowed: impl Fn(DeliveryStatus) -> bool,
-        change: impl FnOnce(&mut Delivery),
-    ) -> bool {
+    /// The delivery's record, a new one from `delivery` if there is none.
+    fn with_record<T>(&self, delivery: &Delivery, now: u64, f: impl FnOnce(&mut Delivery) -> T) -> T {
         let mut all = lock(&self.deliveries);
         let record = all
             .entry((delivery.webhook_id.clone(), delivery.id.clone()))
@@ -131,14 +125,11 @@ impl MemoryDeliveryLog {
                 created_at: now,
                 updated_at: now,
                 note: None,
+                cycle_start: 0,
+                next_attempt_at: None,
                 ..delivery.clone()
             });
-        if !allowed(record.status) {
-            return false;
-        }
-        change(record);
-        record.updated_at = now;
-        true
+        f(record)
     }
 }
 
@@ -149,30 +140,61 @@ impl DeliveryLog for MemoryDeliveryLog {
         delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
+        next_attempt_at: Option<u64>,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let open = |s| matches!(s, DeliveryStatus::Pending | DeliveryStatus::Failed);
-        Ok(self.upsert(delivery, now, open, |d| {
+        Ok(self.with_record(delivery, now, |d| {
             d.attempts.push(attempt.clone());
+            d.updated_at = now;
+            if d.status == DeliveryStatus::Succeeded {
+                return false;
+            }
             d.status = status;
+            d.next_attempt_at = next_attempt_at;
+            true
         }))
     }
 
-    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
-        let open = |s| matches!(s, DeliveryStatus::Pending | DeliveryStatus::Failed);
-        Ok(self.upsert(delivery, now, open, |d| {
-            d.status = DeliveryStatus::Skipped;
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        status: DeliveryStatus,
+        note: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with_record(delivery, now, |d| {
+            if d.status != DeliveryStatus::Pending || d.cycle != delivery.cycle {
+                return false;
+            }
+            d.status = status;
             d.note = Some(note.to_string());
+            d.next_attempt_at = None;
+            d.updated_at = now;
+            true
         }))
     }
 
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.events).contains(&(tenant.to_string(), event_id.to_string())))
-    }
-
-    async fn mark_event(&self, tenant: &str, event_id: &str, _expires_at: u64) -> Result<(), StoreError> {
-        lock(&self.events).insert((tenant.to_string(), event_id.to_string()));
-        Ok(())
+    async fn reopen(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        from: u32,
+        to: u32,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut all = lock(&self.deliveries);
+        match all.get_mut(&(webhook_id.to_string(), delivery_id.to_string())) {
+            Some(d) if d.cycle == from && to > from => {
+                d.cycle = to;
+                d.cycle_start = d.attempts.len() as u32;
+                d.status = DeliveryStatus::Pending;
+                d.note = None;
+                d.next_attempt_at = None;
+                d.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -202,13 +224,109 @@ impl DeliveryLog for MemoryDeliveryLog {
     }
 }
 
+/// DynamoDB's largest item (400 KB), counted as it counts: attribute names and values.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+struct EventEntry {
+    event: StoredEvent,
+    fanned: bool,
+    owner: String,
+    lease_until: u64,
+}
+
+/// Events, claimed and stored as the DynamoDB adapter does it.
+#[derive(Default)]
+pub struct MemoryEventStore {
+    events: Mutex<HashMap<(Tenant, EventId), EventEntry>>,
+}
+
+impl MemoryEventStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The size DynamoDB would count for an event record (names and values of its attributes).
+pub fn event_item_size(e: &StoredEvent) -> usize {
+    // pk, sk, tenant, id, event, ts, payload, expiresAt, state, owner, leaseUntil.
+    const NAMES_AND_NUMBERS: usize = 2 + 2 + 6 + 2 + 5 + 2 + 7 + 9 + 5 + 5 + 10 + 4 * 21 + 40;
+    NAMES_AND_NUMBERS + 2 * (e.tenant.len() + e.id.as_str().len()) + 4 + e.event.as_str().len() + e.payload.len()
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
+        if event_item_size(event) > MAX_ITEM_BYTES {
+            return Err(StoreError::Backend(
+                "ValidationException: Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        let mut all = lock(&self.events);
+        let key = (event.tenant.clone(), event.id.clone());
+        match all.get_mut(&key) {
+            None => {
+                all.insert(
+                    key,
+                    EventEntry {
+                        event: event.clone(),
+                        fanned: false,
+                        owner: owner.to_string(),
+                        lease_until: now_ms + lease_ms,
+                    },
+                );
+                Ok(Claim::Won(event.clone()))
+            }
+            Some(e) if e.fanned => Ok(Claim::Duplicate(e.event.clone())),
+            Some(e) if e.lease_until <= now_ms => {
+                e.owner = owner.to_string();
+                e.lease_until = now_ms + lease_ms;
+                Ok(Claim::Won(e.event.clone()))
+            }
+            Some(e) => Ok(Claim::Busy {
+                until_ms: e.lease_until,
+            }),
+        }
+    }
+
+    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        if let Some(e) = lock(&self.events).get_mut(&(tenant.clone(), id.clone()))
+            && e.owner == owner
+        {
+            e.fanned = true;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        if let Some(e) = lock(&self.events).get_mut(&(tenant.clone(), id.clone()))
+            && e.owner == owner
+            && !e.fanned
+        {
+            e.lease_until = 0;
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        _consistent: bool,
+    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+        Ok(lock(&self.events)
+            .get(&(tenant.clone(), id.clone()))
+            .map(|e| (e.event.clone(), e.fanned)))
+    }
+}
+
 struct StoredMessage {
     message_id: String,
     body: String,
     sent_ms: u64,
     receive_count: u32,
     visible_at: Instant,
-    receipt: Option<String>,
+    /// The handle of the latest receive, and when it happened.
+    receipt: Option<(String, Instant)>,
 }
 
 struct MemoryQueueState {
@@ -219,17 +337,31 @@ struct MemoryQueueState {
 
 /// Queues with the SQS semantics the handlers rely on: a received message is hidden for the
 /// visibility timeout, comes back unless deleted, counts its receives, and moves to the
-/// dead-letter queue on the receive after `maxReceiveCount`.
+/// dead-letter queue on the receive after `maxReceiveCount`; with SQS's limits (10 entries and
+/// 1 MiB a batch, 1 MiB a message, visibility at most 12 h after the receive, receipt handles
+/// checked). Its clock can be moved forward (`advance`), so tests of long retry schedules
+/// take no wall-clock time.
 #[derive(Default)]
 pub struct MemoryQueue {
     queues: Mutex<HashMap<String, MemoryQueueState>>,
     arrived: Notify,
     counter: std::sync::atomic::AtomicU64,
+    clock: crate::time::Clock,
 }
+
+const RECEIPT_PREFIX: &str = "rh-";
 
 impl MemoryQueue {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A queue on a clock shared with the dispatcher (see `time::Clock`).
+    pub fn with_clock(clock: crate::time::Clock) -> Self {
+        MemoryQueue {
+            clock,
+            ..Self::default()
+        }
     }
 
     /// Creates a queue and returns its URL (`memory://name`).
@@ -243,6 +375,16 @@ impl MemoryQueue {
         url
     }
 
+    /// Moves this queue's clock forward: hidden messages whose time has come are visible.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.arrived.notify_waiters();
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now() + self.clock.skew()
+    }
+
     fn next_id(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{prefix}-{n}")
@@ -253,9 +395,17 @@ impl MemoryQueue {
         lock(&self.queues).get(queue_url).map(|q| q.messages.len()).unwrap_or(0)
     }
 
+    /// The bodies of the messages in a queue, visible or not, without receiving them.
+    pub fn bodies(&self, queue_url: &str) -> Vec<String> {
+        lock(&self.queues)
+            .get(queue_url)
+            .map(|q| q.messages.iter().map(|m| m.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn try_receive(&self, queue_url: &str, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
+        let now = self.now();
         let mut queues = lock(&self.queues);
-        let now = Instant::now();
         let q = queues
             .get_mut(queue_url)
             .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
@@ -274,11 +424,11 @@ impl MemoryQueue {
                 dead.push(q.messages.remove(i));
                 continue;
             }
-            let receipt = format!("{}-r{}", q.messages[i].message_id, q.messages[i].receive_count + 1);
+            let receipt = format!("{RECEIPT_PREFIX}{}", self.next_id(&q.messages[i].message_id));
             let m = &mut q.messages[i];
             m.receive_count += 1;
             m.visible_at = now + visibility;
-            m.receipt = Some(receipt.clone());
+            m.receipt = Some((receipt.clone(), now));
             out.push(QueueMessage {
                 message_id: m.message_id.clone(),
                 receipt_handle: receipt,
@@ -306,20 +456,18 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError> {
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(messages.len()));
-        }
+        check_batch(messages)?;
         {
+            let now = self.now();
             let mut queues = lock(&self.queues);
             let q = queues
                 .get_mut(queue_url)
                 .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
-            let now = Instant::now();
             for m in messages {
                 q.messages.push(StoredMessage {
                     message_id: self.next_id("msg"),
                     body: m.body.clone(),
-                    sent_ms: crate::time::now_ms(),
+                    sent_ms: self.clock.now_ms(),
                     receive_count: 0,
                     visible_at: now,
                     receipt: None,
@@ -331,16 +479,25 @@ impl Queue for MemoryQueue {
     }
 
     async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError> {
+        let now = self.now();
         let mut queues = lock(&self.queues);
         let q = queues
             .get_mut(queue_url)
             .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
-        if let Some(m) = q
+        let m = q
             .messages
             .iter_mut()
-            .find(|m| m.receipt.as_deref() == Some(receipt_handle))
-        {
-            m.visible_at = Instant::now() + Duration::from_secs(seconds as u64);
+            .find(|m| m.receipt.as_ref().is_some_and(|(r, _)| r == receipt_handle))
+            .ok_or(QueueError::InvalidReceipt)?;
+        let received_at = m.receipt.as_ref().map_or(now, |(_, at)| *at);
+        let held = now.saturating_duration_since(received_at).as_secs();
+        if seconds as u64 > MAX_VISIBILITY_S || held + seconds as u64 > MAX_VISIBILITY_S {
+            return Err(QueueError::VisibilityTooLong(seconds as u64));
+        }
+        m.visible_at = now + Duration::from_secs(seconds as u64);
+        drop(queues);
+        if seconds == 0 {
+            self.arrived.notify_waiters();
         }
         Ok(())
     }
@@ -364,18 +521,26 @@ impl Queue for MemoryQueue {
         if receipt_handles.len() > MAX_BATCH {
             return Err(QueueError::BatchTooLarge(receipt_handles.len()));
         }
+        let mut failed = Vec::new();
         for r in receipt_handles {
-            self.delete(queue_url, r).await?;
+            if self.delete(queue_url, r).await.is_err() {
+                failed.push(r.clone());
+            }
         }
-        Ok(Vec::new())
+        Ok(failed)
     }
 
     async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        // SQS refuses a handle it never issued, and accepts (as a no-op) an old one.
+        if !receipt_handle.starts_with(RECEIPT_PREFIX) {
+            return Err(QueueError::InvalidReceipt);
+        }
         let mut queues = lock(&self.queues);
         let q = queues
             .get_mut(queue_url)
             .ok_or_else(|| QueueError::NoSuchQueue(queue_url.to_string()))?;
-        q.messages.retain(|m| m.receipt.as_deref() != Some(receipt_handle));
+        q.messages
+            .retain(|m| m.receipt.as_ref().is_none_or(|(r, _)| r != receipt_handle));
         Ok(())
     }
 }

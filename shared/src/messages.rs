@@ -1,23 +1,111 @@
-//! What travels on the queues.
+//! What travels on the queues, and the identifiers it carries, parsed once.
 //!
 //! Events queue, from producers (and from `POST /api/events`):
 //! `{"event": "<type>", "payload": {…}, "tenant": "<tenant>", "id"?: "<idempotency key>",
 //!   "timestamp"?: "<RFC 3339>"}`. Without `id`, the SQS message id stands in (stable across
 //! redeliveries); without `timestamp`, the time SQS received the message.
 //!
-//! Delivery queue, from ingest to the dispatcher: one job per (event, webhook).
+//! Delivery queue, from ingest to the dispatcher: one job per (event, webhook), carrying the
+//! payload as the stored event has it, already rendered.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::domain::{MAX_EVENT_ID_LEN, MAX_PAYLOAD_BYTES};
 use crate::event_types::EventType;
 
+/// A tenant name: 1-256 bytes, printable, no `#` (the key separator). Valid once parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn parse(s: &str) -> Option<Tenant> {
+        let ok = !s.is_empty()
+            && s.len() <= crate::auth::MAX_TENANT_LEN
+            && !s.contains('#')
+            && !s.chars().any(char::is_control);
+        ok.then(|| Tenant(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Tenant {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<Tenant> for String {
+    fn eq(&self, other: &Tenant) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<str> for Tenant {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl From<Tenant> for String {
+    fn from(t: Tenant) -> String {
+        t.0
+    }
+}
+
+impl std::fmt::Display for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tenant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Tenant::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid tenant"))
+    }
+}
+
+/// An event id (the producer's idempotency key): 1-128 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    pub fn parse(s: &str) -> Option<EventId> {
+        let ok = !s.is_empty() && s.chars().count() <= MAX_EVENT_ID_LEN && !s.chars().any(char::is_control);
+        ok.then(|| EventId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EventId::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid event id"))
+    }
+}
+
 /// An event, decoded and valid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub tenant: String,
-    pub id: String,
+    pub tenant: Tenant,
+    pub id: EventId,
     pub event: EventType,
     pub timestamp_ms: u64,
     pub payload: Value,
@@ -48,13 +136,9 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
     let Some(tenant) = string("tenant") else {
         return err("'tenant' is required and must be a string".into());
     };
-    if tenant.is_empty()
-        || tenant.len() > crate::auth::MAX_TENANT_LEN
-        || tenant.contains('#')
-        || tenant.chars().any(char::is_control)
-    {
+    let Some(tenant) = Tenant::parse(tenant) else {
         return err("'tenant' must be 1-256 printable characters without '#'".into());
-    }
+    };
     let Some(name) = string("event") else {
         return err("'event' is required and must be a string".into());
     };
@@ -73,15 +157,14 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
         return err(format!("'payload' is over {MAX_PAYLOAD_BYTES} bytes"));
     }
     let id = match map.get("id") {
-        None | Some(Value::Null) => message_id.to_string(),
-        Some(Value::String(id))
-            if !id.is_empty() && id.chars().count() <= MAX_EVENT_ID_LEN && !id.chars().any(char::is_control) =>
-        {
-            id.clone()
-        }
-        Some(_) => {
-            return err(format!("'id' must be a string of 1 to {MAX_EVENT_ID_LEN} bytes"));
-        }
+        None | Some(Value::Null) => EventId::parse(message_id),
+        Some(Value::String(id)) => EventId::parse(id),
+        Some(_) => None,
+    };
+    let Some(id) = id else {
+        return err(format!(
+            "'id' must be a string of 1 to {MAX_EVENT_ID_LEN} characters without control characters"
+        ));
     };
     let timestamp_ms = match map.get("timestamp") {
         None | Some(Value::Null) => sent_ms,
@@ -94,7 +177,7 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
         Some(_) => return err("'timestamp' must be a string".into()),
     };
     Ok(Event {
-        tenant: tenant.to_string(),
+        tenant,
         id,
         event,
         timestamp_ms,
@@ -114,17 +197,23 @@ pub fn encode_event(event: &Event) -> String {
     .to_string()
 }
 
-/// One delivery to do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One delivery to do: everything the dispatcher needs to sign and send, so that the happy
+/// path reads nothing but the webhook. `payload` is the stored event's rendering, carried as
+/// raw JSON (neither escaped into a string nor parsed again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryJob {
     pub delivery_id: String,
     pub webhook_id: String,
-    pub tenant: String,
-    pub event_id: String,
+    pub tenant: Tenant,
+    pub event_id: EventId,
     pub event: String,
     pub timestamp_ms: u64,
-    pub payload: Value,
+    /// The attempt cycle this job belongs to (see `ports::Delivery::cycle`): 0 from fan-out,
+    /// higher for a redriven or resent delivery.
+    #[serde(default)]
+    pub cycle: u32,
+    pub payload: Box<RawValue>,
 }
 
 impl DeliveryJob {
@@ -137,8 +226,22 @@ impl DeliveryJob {
     }
 
     pub fn encode(&self) -> String {
+        // Strings, numbers and already-valid raw JSON: serialising cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The same job in another cycle: what a redrive or a resend sends.
+    pub fn in_cycle(&self, cycle: u32) -> DeliveryJob {
+        DeliveryJob { cycle, ..self.clone() }
+    }
+}
+
+/// Raw JSON of a payload rendered by `jsjson` (always valid JSON).
+pub fn raw_payload(rendered: &str) -> Box<RawValue> {
+    RawValue::from_string(rendered.to_string()).unwrap_or_else(|_| {
+        // Unreachable for our own rendering; an empty object keeps the job well formed.
+        RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!())
+    })
 }
 
 #[cfg(test)]

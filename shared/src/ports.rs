@@ -6,6 +6,7 @@ use futures::StreamExt;
 
 use crate::domain::Webhook;
 use crate::event_types::EventType;
+use crate::messages::{EventId, Tenant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,7 +80,7 @@ impl DeliveryStatus {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
-    /// 1 for the first try.
+    /// 1 for the first try; numbers keep counting across resends and redrives.
     pub attempt: u32,
     /// Milliseconds since the epoch.
     pub at: u64,
@@ -103,40 +104,121 @@ pub struct Delivery {
     pub created_at: u64,
     pub updated_at: u64,
     pub attempts: Vec<Attempt>,
-    /// Why the delivery was skipped, when it was.
+    /// Why the delivery was skipped or given up, when it was.
     pub note: Option<String>,
     /// Epoch seconds after which the record may be deleted (DynamoDB TTL).
     pub expires_at: u64,
+    /// Which cycle of attempts is current: 0 for the first; a redrive from the dead-letter
+    /// queue (or a resend) starts the next one with a full retry schedule.
+    pub cycle: u32,
+    /// How many attempts were made before the current cycle began.
+    pub cycle_start: u32,
+    /// When a pending delivery's next attempt is due (ms since the epoch).
+    pub next_attempt_at: Option<u64>,
 }
 
-/// The delivery log, and the record of which events were already fanned out. A delivery's
-/// record is written once per attempt and no more: the first attempt creates it, later ones
-/// append to it; fan-out writes one marker per event.
+impl Delivery {
+    /// Attempts made in the current cycle.
+    pub fn attempts_in_cycle(&self) -> u32 {
+        (self.attempts.len() as u32).saturating_sub(self.cycle_start)
+    }
+
+    /// True when no more attempts belong to this cycle: succeeded, failed or skipped.
+    pub fn ended(&self) -> bool {
+        self.status != DeliveryStatus::Pending
+    }
+}
+
+/// The delivery log. A delivery's record is created by its first attempt (or by a skip), and
+/// every POST that is made is appended to it, so the log never hides a request a receiver got.
 #[async_trait]
 pub trait DeliveryLog: Send + Sync {
-    /// Appends an attempt to `delivery` (only its identifying fields are used) and sets the
-    /// status, creating the record on the first attempt. A failed delivery takes attempts again
-    /// (a job redriven from the dead-letter queue). `Ok(false)` when the delivery already
-    /// succeeded or was skipped (a duplicate job): nothing changes.
+    /// Appends an attempt to `delivery` (only its identifying fields, `cycle` and `expires_at`
+    /// are used), creating the record on the first attempt, and sets the status and the time
+    /// of the next attempt. A succeeded delivery stays succeeded (a duplicate job that raced
+    /// it still has its POST logged): `Ok(false)` then.
     async fn record_attempt(
         &self,
         delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
+        next_attempt_at: Option<u64>,
         now: u64,
     ) -> Result<bool, StoreError>;
-    /// Marks a delivery skipped with the reason, creating its record if need be, unless it
-    /// already succeeded.
-    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError>;
-    /// True when the tenant's event was already fanned out completely (read cheaply:
-    /// eventually consistent; a duplicate that arrives within the second is caught by the
-    /// conditional delivery writes instead, at worst as one more POST).
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError>;
-    /// Records that the tenant's event was fanned out, after every job was enqueued.
-    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Ends a pending delivery of `delivery.cycle` as `status` (failed or skipped) with the
+    /// reason, creating its record if need be. `Ok(false)` when it had already ended or a newer
+    /// cycle began.
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        status: DeliveryStatus,
+        note: &str,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Starts cycle `to` of an ended delivery whose cycle is still `from`: pending again, with
+    /// a full schedule of attempts. `Ok(false)` when the cycle moved on already.
+    async fn reopen(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        from: u32,
+        to: u32,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Read consistently: a write that was just made is seen.
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Newest first, `limit` at a time, older than the cursor `before`.
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError>;
+}
+
+/// An accepted event, stored once: the dedupe claim of its id, the source of its payload for
+/// every delivery, resend and recovery, and what its deliveries' ids are derived from.
+/// Immutable once claimed: a later copy of the same id gets this record back, so the first
+/// accepted submission's timestamp and payload win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub tenant: Tenant,
+    pub id: EventId,
+    pub event: EventType,
+    pub timestamp_ms: u64,
+    /// The payload exactly as `JSON.stringify` writes it: rendered once, when accepted.
+    pub payload: String,
+    /// Epoch seconds after which the record may be deleted (DynamoDB TTL): the dedupe window.
+    pub expires_at: u64,
+}
+
+/// What became of a claim on an event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the fan-out of this event (as stored: an earlier claim that lapsed
+    /// may have fixed its timestamp and payload).
+    Won(StoredEvent),
+    /// Fanned out already: nothing to do.
+    Duplicate(StoredEvent),
+    /// Another worker is fanning it out now; its lease ends at this time (ms).
+    Busy { until_ms: u64 },
+}
+
+/// Where events are stored and claimed. The claim is a conditional write, so of two copies of
+/// one event id racing in one batch or in two functions, exactly one fans out.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Claims the event's id for `owner` until `now_ms + lease_ms`: stores the event if it is
+    /// new, or takes over a claim whose lease ran out (its owner failed or gave it back).
+    async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError>;
+    /// Marks the event fanned out; a no-op when `owner` no longer holds the claim.
+    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError>;
+    /// Gives the claim back at once (the fan-out failed), so that the retry need not wait for
+    /// the lease; a no-op when `owner` no longer holds it.
+    async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError>;
+    /// The stored event and whether it was fanned out. `consistent: false` is a cheaper read
+    /// that may miss a claim made within the last second.
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        consistent: bool,
+    ) -> Result<Option<(StoredEvent, bool)>, StoreError>;
 }
 
 /// A message to send; `id` names it within one batch.
@@ -147,6 +229,21 @@ pub struct OutgoingMessage {
     /// Shown to operators on dead-lettered messages (an SQS message attribute).
     pub reason: Option<String>,
 }
+
+impl OutgoingMessage {
+    /// What SQS counts against its size limits: the body and the attribute's name, type and
+    /// value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .reason
+                .as_ref()
+                .map_or(0, |r| REASON_ATTRIBUTE.len() + "String".len() + r.len())
+    }
+}
+
+/// The message attribute that carries a dead-lettering reason.
+pub const REASON_ATTRIBUTE: &str = "ErrorReason";
 
 /// A received message, with the attributes the handlers use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,23 +258,61 @@ pub struct QueueMessage {
 
 /// SQS accepts at most this many entries per batch call.
 pub const MAX_BATCH: usize = 10;
+/// SQS's largest message, and the largest total of one `SendMessageBatch` (1 MiB each).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// SQS refuses a visibility timeout that would end more than 12 h after the message was
+/// received, counted from the receive, not from the call.
+pub const MAX_VISIBILITY_S: u64 = 12 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("batch of {0} entries is over the SQS limit of 10")]
     BatchTooLarge(usize),
+    #[error("batch of {0} bytes is over the SQS limit of {MAX_BATCH_BYTES}")]
+    BatchBytesTooLarge(usize),
+    #[error("message of {0} bytes is over the SQS limit of {MAX_MESSAGE_BYTES}")]
+    MessageTooLarge(usize),
+    #[error("visibility timeout of {0} s is beyond 12 h after the receive")]
+    VisibilityTooLong(u64),
+    #[error("receipt handle is not valid for a message in flight")]
+    InvalidReceipt,
     #[error("no such queue: {0}")]
     NoSuchQueue(String),
     #[error("queue backend error: {0}")]
     Backend(String),
 }
 
+/// Checks what SQS checks of a `SendMessageBatch` before the call: entries, each message's
+/// size and the batch's total. Both adapters call it, so the emulator's laxity cannot hide a
+/// batch AWS would refuse.
+pub fn check_batch(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
+    if messages.len() > MAX_BATCH {
+        return Err(QueueError::BatchTooLarge(messages.len()));
+    }
+    if let Some(big) = messages
+        .iter()
+        .map(OutgoingMessage::size)
+        .find(|s| *s > MAX_MESSAGE_BYTES)
+    {
+        return Err(QueueError::MessageTooLarge(big));
+    }
+    let total: usize = messages.iter().map(OutgoingMessage::size).sum();
+    if total > MAX_BATCH_BYTES {
+        return Err(QueueError::BatchBytesTooLarge(total));
+    }
+    Ok(())
+}
+
 /// A queue with SQS semantics. Lambda's event source mapping does the receiving in AWS; the
 /// local runner and the tests use `receive` and `delete` to do the same.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends up to `MAX_BATCH` messages in one call; returns the ids of entries that failed.
+    /// Sends one batch (see `check_batch` for its limits); returns the ids of entries that
+    /// failed.
     async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError>;
+    /// Hides a received message for `seconds` from now; `VisibilityTooLong` past 12 h after
+    /// its receive, `InvalidReceipt` when the handle is not one of a message in flight.
     async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError>;
     async fn receive(
         &self,
@@ -197,14 +332,42 @@ type BatchResult = Result<Vec<String>, QueueError>;
 /// Batch calls in flight at once in `send_all`.
 const SEND_CONCURRENCY: usize = 8;
 
-/// Sends any number of messages, `MAX_BATCH` per call, retrying failed entries up to three
-/// times; returns the ids that still failed.
+/// Splits messages into batches SQS accepts: at most `MAX_BATCH` entries and `MAX_BATCH_BYTES`
+/// in all, in order. A message over `MAX_MESSAGE_BYTES` is returned apart: no batch can carry it.
+pub fn pack<'a>(messages: &[&'a OutgoingMessage]) -> (Vec<Vec<&'a OutgoingMessage>>, Vec<&'a OutgoingMessage>) {
+    let mut batches: Vec<Vec<&OutgoingMessage>> = Vec::new();
+    let mut too_large = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let size = m.size();
+        if size > MAX_MESSAGE_BYTES {
+            too_large.push(*m);
+            continue;
+        }
+        match batches.last_mut() {
+            Some(b) if b.len() < MAX_BATCH && bytes + size <= MAX_BATCH_BYTES => {
+                b.push(m);
+                bytes += size;
+            }
+            _ => {
+                batches.push(vec![m]);
+                bytes = size;
+            }
+        }
+    }
+    (batches, too_large)
+}
+
+/// Sends any number of messages in batches packed by count and bytes, retrying failed entries
+/// up to three times; returns the ids that still failed (a message too large for SQS among
+/// them). A failed batch call costs only its own entries, never its neighbours'.
 pub async fn send_all(
     queue: &dyn Queue,
     queue_url: &str,
     messages: &[OutgoingMessage],
 ) -> Result<Vec<String>, QueueError> {
     let mut pending: Vec<&OutgoingMessage> = messages.iter().collect();
+    let mut refused: Vec<String> = Vec::new();
     for round in 0..4 {
         if pending.is_empty() {
             break;
@@ -212,12 +375,15 @@ pub async fn send_all(
         if round > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
         }
-        // Chunks go out concurrently: a 1,000-webhook fan-out is 100 calls.
-        // Owned batches keep the futures `Send` for every caller's runtime.
-        let batches: Vec<Vec<OutgoingMessage>> = pending
-            .chunks(MAX_BATCH)
-            .map(|c| c.iter().map(|m| (*m).clone()).collect())
-            .collect();
+        let (batches, too_large) = pack(&pending);
+        for m in too_large {
+            tracing::error!(bytes = m.size(), "message over the SQS size limit; not sent");
+            refused.push(m.id.clone());
+        }
+        // Batches go out concurrently: a 1,000-webhook fan-out is 100 calls. Owned batches
+        // keep the futures `Send` for every caller's runtime.
+        let batches: Vec<Vec<OutgoingMessage>> =
+            batches.into_iter().map(|b| b.into_iter().cloned().collect()).collect();
         let results: Vec<(Vec<String>, BatchResult)> = futures::stream::iter(batches)
             .map(|batch| async move {
                 let ids = batch.iter().map(|m| m.id.clone()).collect();
@@ -226,18 +392,19 @@ pub async fn send_all(
             .buffer_unordered(SEND_CONCURRENCY)
             .collect()
             .await;
-        let mut failed_ids = Vec::new();
+        let mut failed_ids = std::collections::HashSet::new();
         for (ids, result) in results {
             match result {
                 Ok(failed) => failed_ids.extend(failed),
-                Err(QueueError::Backend(e)) => {
-                    tracing::warn!(error = %e, "batch send failed; retrying");
+                Err(e @ QueueError::NoSuchQueue(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "batch send failed; retrying its entries");
                     failed_ids.extend(ids);
                 }
-                Err(e) => return Err(e),
             }
         }
         pending.retain(|m| failed_ids.contains(&m.id));
     }
-    Ok(pending.into_iter().map(|m| m.id.clone()).collect())
+    refused.extend(pending.into_iter().map(|m| m.id.clone()));
+    Ok(refused)
 }

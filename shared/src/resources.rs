@@ -67,6 +67,9 @@ pub const EVENTS_QUEUE: QueueSpec = QueueSpec {
     redrive: Some(("EventsDeadLetterQueue", 5)),
 };
 
+/// The delivery queue's `maxReceiveCount` (see `DELIVERY_QUEUE`).
+pub const DELIVERY_MAX_RECEIVES: u32 = 100;
+
 pub const DELIVERY_DLQ: QueueSpec = QueueSpec {
     logical_id: "DeliveryDeadLetterQueue",
     default_name: "webhook-deliveries-dlq",
@@ -75,15 +78,16 @@ pub const DELIVERY_DLQ: QueueSpec = QueueSpec {
     redrive: None,
 };
 
-/// Six times the dispatcher's 30 s timeout. `maxReceiveCount` is the number of attempts of the
-/// default retry schedule (7 delays, 8 attempts): the dispatcher releases a job after its last
-/// attempt, and its next receive moves it to the DLQ.
+/// Six times the dispatcher's 30 s timeout. The dispatcher counts attempts in the delivery
+/// record and moves a job to the DLQ itself after its last one, so `maxReceiveCount` is only a
+/// safety net for jobs that cannot be handled at all: receives that made no attempt (a storage
+/// outage backs off 30 s per receive up to 15 min, so 100 receives ride out about 20 hours).
 pub const DELIVERY_QUEUE: QueueSpec = QueueSpec {
     logical_id: "DeliveryQueue",
     default_name: "webhook-delivery-jobs",
     visibility_timeout_s: 180,
     retention_s: MAX_RETENTION_S,
-    redrive: Some(("DeliveryDeadLetterQueue", 8)),
+    redrive: Some(("DeliveryDeadLetterQueue", DELIVERY_MAX_RECEIVES)),
 };
 
 /// In creation order: each dead-letter queue before the queue that redrives to it.
@@ -146,12 +150,10 @@ pub fn queue_name(spec: &QueueSpec, prefix: &str) -> String {
 
 /// Creates the queues with their visibility timeouts, retention and redrive policies; returns
 /// (logical id, queue URL) pairs. Creating an existing queue with the same attributes is a
-/// no-op in SQS. The delivery queue's `maxReceiveCount` is the number of attempts of the
-/// retry schedule in use (`delivery_attempts`).
+/// no-op in SQS.
 pub async fn create_queues(
     client: &aws_sdk_sqs::Client,
     prefix: &str,
-    delivery_attempts: u32,
 ) -> Result<Vec<(&'static str, String)>, StoreError> {
     let mut urls: Vec<(&'static str, String)> = Vec::new();
     for spec in QUEUES {
@@ -164,11 +166,6 @@ pub async fn create_queues(
             )
             .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
         if let Some((dlq, max_receive)) = spec.redrive {
-            let max_receive = if spec.logical_id == DELIVERY_QUEUE.logical_id {
-                delivery_attempts
-            } else {
-                max_receive
-            };
             let dlq_url = urls
                 .iter()
                 .find(|(id, _)| *id == dlq)
@@ -209,8 +206,7 @@ pub async fn bootstrap(
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     create_table(&dynamo, &WEBHOOKS_TABLE, &config.webhooks_table).await?;
     create_table(&dynamo, &DELIVERIES_TABLE, &config.deliveries_table).await?;
-    let attempts = config.retry_schedule.len() as u32 + 1;
-    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix, attempts).await?;
+    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), queue_prefix).await?;
     let url_of = |id: &str| {
         urls.iter()
             .find(|(l, _)| *l == id)

@@ -20,13 +20,19 @@ pub const HEADER_SW_SIGNATURE: &str = "webhook-signature";
 
 /// The body of the guide: `{"event","timestamp","payload"}` as `JSON.stringify` prints it.
 pub fn delivery_body(event: &str, timestamp_iso: &str, payload: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + event.len());
+    delivery_body_rendered(event, timestamp_iso, &jsjson::to_string(payload))
+}
+
+/// The same body around a payload already rendered by `jsjson` (the stored event's): the
+/// dispatcher's path, which parses nothing.
+pub fn delivery_body_rendered(event: &str, timestamp_iso: &str, payload_json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + event.len() + payload_json.len());
     out.extend_from_slice(b"{\"event\":");
     jsjson::write_string(&mut out, event);
     out.extend_from_slice(b",\"timestamp\":");
     jsjson::write_string(&mut out, timestamp_iso);
     out.extend_from_slice(b",\"payload\":");
-    jsjson::write_value(&mut out, payload);
+    out.extend_from_slice(payload_json.as_bytes());
     out.push(b'}');
     out
 }
@@ -87,14 +93,15 @@ pub struct Envelope<'a> {
     pub id: &'a str,
     pub event: &'a str,
     pub timestamp_ms: u64,
-    pub payload: &'a Value,
+    /// The payload as `jsjson` renders it (`jsjson::to_string`).
+    pub payload: &'a str,
 }
 
 impl Envelope<'_> {
     /// Builds the body and every header. `now_s` is the attempt time (Standard Webhooks'
     /// timestamp is for replay protection, so it is the time of sending, not of the event).
     pub fn sign(&self, secret: Option<&str>, now_s: u64) -> SignedRequest {
-        let body = delivery_body(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
+        let body = delivery_body_rendered(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
         let mut headers = vec![
             ("content-type", "application/json".to_string()),
             (HEADER_EVENT, self.event.to_string()),

@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::ports::{MAX_BATCH, OutgoingMessage, Queue, QueueError, QueueMessage};
+use crate::ports::{
+    MAX_BATCH, MAX_VISIBILITY_S, OutgoingMessage, Queue, QueueError, QueueMessage, REASON_ATTRIBUTE, check_batch,
+};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -26,13 +28,24 @@ fn backend<E: std::error::Error>(e: E) -> QueueError {
     QueueError::Backend(DisplayErrorContext(e).to_string())
 }
 
+/// Maps the SQS errors the handlers act on to their own variants.
+fn classify<E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata>(e: E) -> QueueError {
+    match e.code().unwrap_or_default() {
+        "ReceiptHandleIsInvalid" | "AWS.SimpleQueueService.MessageNotInflight" | "MessageNotInflight" => {
+            QueueError::InvalidReceipt
+        }
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => {
+            QueueError::NoSuchQueue(e.message().unwrap_or_default().to_string())
+        }
+        _ => backend(e),
+    }
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError> {
-        // SQS refuses more than 10 entries; some emulators do not, so we check here.
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::BatchTooLarge(messages.len()));
-        }
+        // SQS refuses more than 10 entries or 1 MiB; some emulators do not, so we check here.
+        check_batch(messages)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -45,7 +58,7 @@ impl Queue for SqsQueue {
                     .string_value(reason)
                     .build()
                     .map_err(backend)?;
-                entry = entry.message_attributes("ErrorReason", attr);
+                entry = entry.message_attributes(REASON_ATTRIBUTE, attr);
             }
             entries.push(entry.build().map_err(backend)?);
         }
@@ -56,21 +69,35 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(classify)?;
         // A call that succeeds can still have failed entries.
         Ok(out.failed().iter().map(|f| f.id().to_string()).collect())
     }
 
     async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError> {
-        self.client
+        if seconds as u64 > MAX_VISIBILITY_S {
+            return Err(QueueError::VisibilityTooLong(seconds as u64));
+        }
+        match self
+            .client
             .change_message_visibility()
             .queue_url(queue_url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds.min(43_200) as i32)
+            .visibility_timeout(seconds as i32)
             .send()
             .await
-            .map_err(backend)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // SQS words the 12 h rule as an invalid parameter naming the visibility timeout.
+            Err(e)
+                if e.code() == Some("InvalidParameterValue")
+                    && e.message()
+                        .is_some_and(|m| m.to_ascii_lowercase().contains("visibility")) =>
+            {
+                Err(QueueError::VisibilityTooLong(seconds as u64))
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 
     async fn receive(&self, queue_url: &str, max: usize, wait: Duration) -> Result<Vec<QueueMessage>, QueueError> {
@@ -84,7 +111,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(classify)?;
         Ok(out
             .messages()
             .iter()
@@ -131,7 +158,7 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(classify)?;
         Ok(out
             .failed()
             .iter()
@@ -147,7 +174,7 @@ impl Queue for SqsQueue {
             .receipt_handle(receipt_handle)
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(classify)?;
         Ok(())
     }
 }

@@ -31,3 +31,27 @@ mod tests {
         assert_eq!(parse_iso("yesterday"), None);
     }
 }
+
+/// The time as the pipeline sees it: the system clock, moved forward by `advance`. The
+/// in-memory queue and the dispatcher share one, so tests of long retry schedules take no
+/// wall-clock time; in production nothing advances it.
+#[derive(Clone, Default, Debug)]
+pub struct Clock {
+    skew_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        now_ms() + self.skew_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.skew_ms
+            .fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How far this clock is ahead of the system's.
+    pub fn skew(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.skew_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}

@@ -74,7 +74,7 @@ proptest! {
         if let Ok(e) = decode_event(&v.to_string(), "m", 1) {
             prop_assert!(!e.tenant.is_empty() && !e.tenant.contains('#'));
             prop_assert!(e.payload.is_object());
-            prop_assert!(!e.id.is_empty());
+            prop_assert!(!e.id.as_str().is_empty());
         }
     }
 

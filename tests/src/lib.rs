@@ -31,16 +31,22 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The emulator's SDK configuration, or `None` (and a note) when `AWS_ENDPOINT_URL` is not set.
-/// With `REQUIRE_EMULATOR=1` (the README's test command sets it) a missing emulator fails the
-/// test instead of skipping it, so CI cannot pass without the DynamoDB and SQS suites.
+/// The emulator's SDK configuration: `AWS_ENDPOINT_URL`, or the per-service
+/// `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SQS` (LocalStack's SQS beside moto's
+/// DynamoDB). With no endpoint set the test FAILS: an emulator suite that passes without an
+/// emulator proves nothing. `SKIP_EMULATOR_SUITES=1` skips them instead, loudly, for a quick
+/// local `cargo test`; `make test` never sets it.
 pub async fn emulator() -> Option<aws_config::SdkConfig> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    let both = set("AWS_ENDPOINT_URL") || (set("AWS_ENDPOINT_URL_DYNAMODB") && set("AWS_ENDPOINT_URL_SQS"));
+    if !both {
         assert!(
-            std::env::var("REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set: start the emulator with `make test`"
+            std::env::var("SKIP_EMULATOR_SUITES").as_deref() == Ok("1")
+                && std::env::var("REQUIRE_EMULATOR").as_deref() != Ok("1"),
+            "no AWS-API emulator: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB and AWS_ENDPOINT_URL_SQS); \
+             `make test` starts one. SKIP_EMULATOR_SUITES=1 skips these suites instead."
         );
-        eprintln!("skipping: AWS_ENDPOINT_URL is not set (run `make test` to start the emulator)");
+        eprintln!("SKIPPED (SKIP_EMULATOR_SUITES=1): this suite needs the AWS-API emulator");
         return None;
     }
     Some(webhooks::aws_config().await)
@@ -54,6 +60,8 @@ pub enum Reply {
     Slow(Duration, u16),
     /// A failure with `Retry-After: seconds`.
     RetryAfter(u16, u64),
+    /// A failure with `Retry-After` as an HTTP date this many seconds from now.
+    RetryAfterDate(u16, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +165,11 @@ async fn answer(reply: Reply) -> Response {
             (code(c), "slow").into_response()
         }
         Reply::RetryAfter(c, s) => (code(c), [("retry-after", s.to_string())], "later").into_response(),
+        Reply::RetryAfterDate(c, s) => {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(s as i64);
+            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            (code(c), [("retry-after", date)], "later").into_response()
+        }
     }
 }
 

@@ -33,10 +33,11 @@ fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVer
     router(AppState {
         store,
         log: Arc::new(MemoryDeliveryLog::new()),
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         events_queue_url,
         verifier: Arc::new(verifier),
-        deliverer: Deliverer::new(policy),
+        deliverer: Deliverer::new(policy).expect("client"),
         test_timeout: Duration::from_secs(1),
     })
 }

@@ -72,9 +72,7 @@ async fn binaries_handle_real_lambda_events() {
     create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
         .await
         .expect("table");
-    let urls = create_queues(&sqs, &format!("{}-", unique("q")), 2)
-        .await
-        .expect("queues");
+    let urls = create_queues(&sqs, &format!("{}-", unique("q"))).await.expect("queues");
     let url = |id: &str| {
         urls.iter()
             .find(|(l, _)| *l == id)

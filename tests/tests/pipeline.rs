@@ -59,10 +59,8 @@ async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
             create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
                 .await
                 .expect("table");
-            let config = local_config(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-            let attempts = config.retry_schedule.len() as u32 + 1;
             let prefix = format!("{}-", unique("q"));
-            let urls = create_queues(&aws_sdk_sqs::Client::new(&sdk), &prefix, attempts)
+            let urls = create_queues(&aws_sdk_sqs::Client::new(&sdk), &prefix)
                 .await
                 .expect("queues");
             let url = |id: &str| {
@@ -437,7 +435,7 @@ async fn inactive_and_deleted_webhooks_get_nothing(kind: Kind) {
     assert_eq!(res.status(), 204);
     let dispatch: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();
-        Box::pin(async move { d.handle(e).await })
+        Box::pin(async move { d.handle(e, None).await })
     });
     let n = webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_secs(1), &dispatch)
         .await
@@ -675,13 +673,14 @@ on_both_backends!(
 /// come back after the visibility timeout and are delivered by the next invocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_batch_loses_nothing() {
-    use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
+    use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
     use webhooks::ports::{DeliveryLog, WebhookStore};
     let receiver = Receiver::start(Reply::Status(200)).await;
     let queue = Arc::new(MemoryQueue::new());
     let dlq = queue.create_queue("jobs-dlq", Duration::from_secs(30), None);
     // A short visibility timeout stands in for the real 180 s.
-    let jobs = queue.create_queue("jobs", Duration::from_secs(1), Some((dlq, 8)));
+    let dlq_url = dlq.clone();
+    let jobs = queue.create_queue("jobs", Duration::from_secs(1), Some((dlq, 100)));
     let events = queue.create_queue("events", Duration::from_secs(1), None);
     let store: Arc<dyn WebhookStore> = Arc::new(MemoryWebhookStore::new());
     let log: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new());
@@ -703,7 +702,7 @@ async fn a_crash_mid_batch_loses_nothing() {
     }
     let ingest = webhooks_ingest::Ingest {
         store: store.clone(),
-        log: log.clone(),
+        events: Arc::new(MemoryEventStore::new()),
         queue: queue.clone(),
         delivery_queue_url: jobs.clone(),
         dead_letter_url: events.clone(),
@@ -744,15 +743,17 @@ async fn a_crash_mid_batch_loses_nothing() {
         store,
         log,
         queue: queue.clone(),
-        deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE),
+        deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: jobs.clone(),
+        dead_letter_url: dlq_url.clone(),
         schedule: vec![1],
         timeout: Duration::from_secs(2),
         retention_days: 1,
+        clock: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();
-        Box::pin(async move { d.handle(e).await })
+        Box::pin(async move { d.handle(e, None).await })
     });
     let n = webhooks_local::poll_once(queue.as_ref(), &jobs, Duration::from_secs(2), &handler)
         .await

@@ -44,10 +44,11 @@ async fn api(policy: TargetPolicy) -> String {
     let app = router(AppState {
         store: Arc::new(MemoryWebhookStore::new()),
         log: Arc::new(MemoryDeliveryLog::new()),
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         events_queue_url,
         verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
-        deliverer: Deliverer::with_dns(policy, dns()),
+        deliverer: Deliverer::with_dns(policy, dns()).expect("client"),
         test_timeout: Duration::from_secs(2),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -130,8 +131,8 @@ async fn ssrf_is_refused_at_registration_and_at_send_time() {
 
     // A name that was public when registered and points at a private address later: the send
     // is refused at connect time.
-    let later = Deliverer::with_dns(GUARDED, Dns::fixed(&[("later.test", ip("127.0.0.1"))]));
-    let payload = json!({});
+    let later = Deliverer::with_dns(GUARDED, Dns::fixed(&[("later.test", ip("127.0.0.1"))])).expect("client");
+    let payload = "{}".to_string();
     let envelope = Envelope {
         id: "dl_x",
         event: "system.info",
@@ -172,8 +173,8 @@ async fn redirects_are_not_followed() {
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
     };
-    let d = Deliverer::new(TargetPolicy::PERMISSIVE);
-    let payload = json!({});
+    let d = Deliverer::new(TargetPolicy::PERMISSIVE).expect("client");
+    let payload = "{}".to_string();
     let envelope = Envelope {
         id: "dl_x",
         event: "system.info",

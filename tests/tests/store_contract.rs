@@ -1,5 +1,5 @@
-//! One contract for every `WebhookStore` adapter: the in-memory one and DynamoDB on the
-//! emulator over HTTP.
+//! One contract for every storage port's adapters (`WebhookStore`, `DeliveryLog`,
+//! `EventStore`): the in-memory one and DynamoDB on the emulator over HTTP.
 
 use std::sync::Arc;
 
@@ -7,7 +7,8 @@ use webhooks::domain::Webhook;
 use webhooks::dynamo::DynamoWebhookStore;
 use webhooks::event_types::EventType;
 use webhooks::memory::MemoryWebhookStore;
-use webhooks::ports::{StoreError, WebhookStore};
+use webhooks::messages::{EventId, Tenant};
+use webhooks::ports::{Claim, EventStore, StoreError, StoredEvent, WebhookStore};
 use webhooks::resources::{WEBHOOKS_TABLE, create_table};
 use webhooks::{ids, time};
 use webhooks_tests::{emulator, unique};
@@ -244,8 +245,9 @@ async fn dynamodb_store_keeps_concurrent_updates() {
 }
 
 /// The delivery log's state machine, on both adapters: the first attempt creates the record,
-/// attempts append while pending, a failed delivery takes attempts again (a DLQ redrive),
-/// succeeded and skipped are final, listings are newest first with a cursor.
+/// every attempt is appended (even one that raced a success, which stays succeeded), `finish`
+/// ends only a pending delivery of its cycle, `reopen` starts a new cycle of an ended one,
+/// listings are newest first with a cursor.
 async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
     use webhooks::ports::{Attempt, Delivery, DeliveryStatus};
     let webhook = ids::new_id("wh");
@@ -262,6 +264,9 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         attempts: Vec::new(),
         note: None,
         expires_at: 2_000_000_000,
+        cycle: 0,
+        cycle_start: 0,
+        next_attempt_at: None,
     };
     let attempt = |n: u32, code: u16| Attempt {
         attempt: n,
@@ -277,7 +282,7 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         "nothing is written before an attempt"
     );
     assert!(
-        log.record_attempt(&d, &attempt(1, 500), DeliveryStatus::Pending, 6)
+        log.record_attempt(&d, &attempt(1, 500), DeliveryStatus::Pending, Some(60), 6)
             .await
             .expect("a1")
     );
@@ -286,46 +291,87 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         .await
         .expect("get")
         .expect("created by the first attempt");
-    assert_eq!((first.status, first.attempts.len()), (DeliveryStatus::Pending, 1));
+    assert_eq!(
+        (first.status, first.attempts.len(), first.next_attempt_at),
+        (DeliveryStatus::Pending, 1, Some(60))
+    );
     assert!(
-        log.record_attempt(&d, &attempt(2, 500), DeliveryStatus::Failed, 7)
+        log.record_attempt(&d, &attempt(2, 200), DeliveryStatus::Succeeded, None, 8)
             .await
             .expect("a2")
     );
+    // A duplicate job that raced the success: its POST is logged, the status stays.
     assert!(
-        log.record_attempt(&d, &attempt(3, 200), DeliveryStatus::Succeeded, 8)
-            .await
-            .expect("redrive")
-    );
-    assert!(
-        !log.record_attempt(&d, &attempt(4, 200), DeliveryStatus::Succeeded, 9)
+        !log.record_attempt(&d, &attempt(3, 500), DeliveryStatus::Pending, Some(99), 9)
             .await
             .expect("dup")
     );
-    assert!(!log.skip(&d, "late", 9).await.expect("skip after success"));
+    assert!(
+        !log.finish(&d, DeliveryStatus::Skipped, "late", 9)
+            .await
+            .expect("finish after success"),
+        "a succeeded delivery stays succeeded"
+    );
     let got = log.get(&webhook, &d.id).await.expect("get").expect("found");
-    assert_eq!(got.status, DeliveryStatus::Succeeded);
+    assert_eq!((got.status, got.next_attempt_at), (DeliveryStatus::Succeeded, None));
     assert_eq!(
         got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        vec![1, 2, 3],
+        "every POST is in the log"
     );
     assert_eq!(got.attempts[0], attempt(1, 500));
     assert_eq!(
         (got.created_at, got.updated_at, got.expires_at),
-        (6, 8, 2_000_000_000),
+        (6, 9, 2_000_000_000),
         "created by the first attempt"
     );
     assert_eq!(
         (got.tenant.as_str(), got.event_id.as_str(), got.event.as_str()),
         (tenant.as_str(), "evt-1", "system.info")
     );
-    let s = mk(2);
-    assert!(log.skip(&s, "webhook was deleted", 9).await.expect("skip"));
-    assert!(
-        !log.record_attempt(&s, &attempt(1, 200), DeliveryStatus::Succeeded, 9)
-            .await
-            .expect("after skip")
+    // A second cycle (a redrive or a resend) starts from the attempts already made.
+    assert!(!log.reopen(&webhook, &d.id, 1, 2, 10).await.expect("wrong cycle"));
+    assert!(log.reopen(&webhook, &d.id, 0, 1, 10).await.expect("reopen"));
+    let reopened = log.get(&webhook, &d.id).await.expect("get").expect("found");
+    assert_eq!(
+        (
+            reopened.status,
+            reopened.cycle,
+            reopened.cycle_start,
+            reopened.attempts_in_cycle()
+        ),
+        (DeliveryStatus::Pending, 1, 3, 0)
     );
+    assert!(
+        !log.reopen(&webhook, &d.id, 0, 1, 11).await.expect("once"),
+        "a cycle starts once"
+    );
+    let stale = mk(1);
+    assert!(
+        !log.finish(&stale, DeliveryStatus::Failed, "old cycle", 11)
+            .await
+            .expect("stale"),
+        "a job of the old cycle cannot end the new one"
+    );
+    let current = Delivery { cycle: 1, ..mk(1) };
+    assert!(
+        log.finish(&current, DeliveryStatus::Failed, "gave up", 12)
+            .await
+            .expect("fail")
+    );
+    let failed = log.get(&webhook, &d.id).await.expect("get").expect("found");
+    assert_eq!(
+        (failed.status, failed.note.as_deref()),
+        (DeliveryStatus::Failed, Some("gave up"))
+    );
+
+    let s = mk(2);
+    assert!(
+        log.finish(&s, DeliveryStatus::Skipped, "webhook was deleted", 9)
+            .await
+            .expect("skip")
+    );
+    assert!(!log.finish(&s, DeliveryStatus::Failed, "again", 9).await.expect("ended"));
     let skipped = log.get(&webhook, &s.id).await.expect("get").expect("found");
     assert_eq!(
         (skipped.status, skipped.note.as_deref()),
@@ -333,7 +379,7 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
     );
     assert!(skipped.attempts.is_empty());
     for n in 3..7 {
-        log.record_attempt(&mk(n), &attempt(1, 200), DeliveryStatus::Succeeded, 10)
+        log.record_attempt(&mk(n), &attempt(1, 200), DeliveryStatus::Succeeded, None, 10)
             .await
             .expect("record");
     }
@@ -375,4 +421,130 @@ async fn dynamodb_delivery_log_meets_the_contract() {
         .await
         .expect("create table");
     delivery_log_contract(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
+}
+
+/// The stored event and its claim, on both adapters: the first claim stores the event; a
+/// second claim within the lease is busy, whoever makes it; a released or lapsed claim is
+/// taken over with the FIRST submission's timestamp and payload; a completed event is a
+/// duplicate for ever after; an item over DynamoDB's 400 KB is refused.
+async fn event_store_contract(events: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let id = EventId::parse("evt-1").expect("id");
+    let first = StoredEvent {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        event: ev("system.info"),
+        timestamp_ms: 1_000,
+        payload: r#"{"n":1}"#.into(),
+        expires_at: 2_000_000_000,
+    };
+    let retry = StoredEvent {
+        timestamp_ms: 2_000,
+        payload: r#"{"n":2}"#.into(),
+        ..first.clone()
+    };
+    assert_eq!(events.get(&tenant, &id, true).await.expect("get"), None);
+    assert_eq!(
+        events.claim(&first, "a", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(first.clone())
+    );
+    assert_eq!(
+        events.claim(&retry, "b", 10_001, 90_000).await.expect("race"),
+        Claim::Busy { until_ms: 100_000 },
+        "a racing copy does not fan out"
+    );
+    assert_eq!(
+        events.claim(&retry, "a", 10_002, 90_000).await.expect("same owner"),
+        Claim::Busy { until_ms: 100_000 },
+        "two copies in one batch (one owner) do not both fan out"
+    );
+    // The owner's fan-out failed and gave the claim back: the retry wins at once, and fans
+    // out the event as first stored.
+    events.release(&tenant, &id, "b").await.expect("not the owner: no-op");
+    assert!(matches!(
+        events.claim(&retry, "c", 10_003, 90_000).await.expect("claim"),
+        Claim::Busy { .. }
+    ));
+    events.release(&tenant, &id, "a").await.expect("release");
+    assert_eq!(
+        events.claim(&retry, "b", 10_004, 90_000).await.expect("take over"),
+        Claim::Won(first.clone()),
+        "the first submission's timestamp and payload win"
+    );
+    // The new owner crashed: its lease lapses and another worker takes over.
+    assert_eq!(
+        events.claim(&retry, "c", 100_005, 90_000).await.expect("lapsed"),
+        Claim::Won(first.clone())
+    );
+    events
+        .complete(&tenant, &id, "b")
+        .await
+        .expect("not the owner any more: no-op");
+    assert_eq!(
+        events.get(&tenant, &id, true).await.expect("get"),
+        Some((first.clone(), false))
+    );
+    events.complete(&tenant, &id, "c").await.expect("complete");
+    assert_eq!(
+        events.get(&tenant, &id, true).await.expect("get"),
+        Some((first.clone(), true))
+    );
+    assert_eq!(
+        events.claim(&retry, "d", 999_999_999, 90_000).await.expect("dup"),
+        Claim::Duplicate(first.clone()),
+        "fanned out: a duplicate, however late"
+    );
+    events
+        .release(&tenant, &id, "c")
+        .await
+        .expect("release after complete: no-op");
+    assert!(matches!(
+        events.claim(&retry, "d", 999_999_999, 90_000).await.expect("dup"),
+        Claim::Duplicate(_)
+    ));
+    // Another tenant's event of the same id is another event.
+    let other = StoredEvent {
+        tenant: Tenant::parse(&unique("tenant")).expect("tenant"),
+        ..first.clone()
+    };
+    assert_eq!(
+        events.claim(&other, "a", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(other.clone())
+    );
+    // DynamoDB's item limit, enforced alike.
+    let huge = StoredEvent {
+        id: EventId::parse("evt-huge").expect("id"),
+        payload: format!(r#"{{"s":"{}"}}"#, "x".repeat(401 * 1024)),
+        ..first.clone()
+    };
+    assert!(events.claim(&huge, "a", 10_000, 90_000).await.is_err(), "over 400 KB");
+    let big = StoredEvent {
+        id: EventId::parse("evt-big").expect("id"),
+        payload: format!(r#"{{"s":"{}"}}"#, "x".repeat(128 * 1024)),
+        ..first.clone()
+    };
+    assert_eq!(
+        events.claim(&big, "a", 10_000, 90_000).await.expect("128 KiB"),
+        Claim::Won(big.clone())
+    );
+    assert_eq!(
+        events.get(&tenant, &big.id, false).await.expect("get").map(|(e, _)| e),
+        Some(big)
+    );
+}
+
+#[tokio::test]
+async fn memory_event_store_meets_the_contract() {
+    event_store_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_meets_the_contract() {
+    let Some(sdk) = emulator().await else { return };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("deliveries");
+    create_table(&client, &webhooks::resources::DELIVERIES_TABLE, &table)
+        .await
+        .expect("create table");
+    event_store_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }

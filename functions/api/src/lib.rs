@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
+use webhooks::messages::EventId;
 use webhooks::messages::{Event, encode_event};
-use webhooks::ports::{Delivery, DeliveryLog, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
+use webhooks::ports::{Delivery, DeliveryLog, EventStore, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
 use webhooks::signing::Envelope;
 use webhooks::{event_types, ids, time};
 
@@ -33,6 +34,7 @@ pub const MAX_PAGE: usize = 100;
 pub struct AppState {
     pub store: Arc<dyn WebhookStore>,
     pub log: Arc<dyn DeliveryLog>,
+    pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub events_queue_url: String,
     pub verifier: Arc<JwtVerifier>,
@@ -107,7 +109,7 @@ async fn create_webhook(
     let now = time::now_ms();
     let webhook = Webhook {
         id: ids::new_id("wh"),
-        tenant: who.tenant,
+        tenant: who.tenant.into(),
         url: new.url,
         events: new.events,
         secret: new.secret,
@@ -227,11 +229,12 @@ async fn test_webhook(
     let test = domain::parse_test(&body, state.deliverer.policy()).map_err(ApiError::Invalid)?;
     let now = time::now_ms();
     let id = ids::new_id("msg");
+    let payload = webhooks::jsjson::to_string(&test.payload);
     let envelope = Envelope {
         id: &id,
         event: test.event.as_str(),
         timestamp_ms: now,
-        payload: &test.payload,
+        payload: &payload,
     };
     let request = envelope.sign(test.secret.as_deref(), now / 1000);
     let report = state.deliverer.send(&test.url, &request, state.test_timeout).await;
@@ -248,16 +251,30 @@ async fn list_event_types(Auth(_): Auth) -> Json<Value> {
 }
 
 /// `POST /api/events`: enqueues an event for the caller's tenant (from the token, never the
-/// body) and answers 202 with its id. `id` is the caller's idempotency key.
+/// body) and answers 202 with its id. `id` is the caller's idempotency key: an id already
+/// stored answers `"duplicate": true` with the original event's timestamp and enqueues
+/// nothing. (That look-up is a cheap read; the guarantee is ingest's claim, which also
+/// catches two submissions racing within the same second.)
 async fn submit_event(
     State(state): State<AppState>,
     Auth(who): Auth,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let submission = domain::parse_event_submission(&body).map_err(ApiError::Invalid)?;
+    let id = match submission.id {
+        Some(id) => EventId::parse(&id)
+            .ok_or_else(|| ApiError::Invalid(vec![domain::FieldError::new("id", "is not a valid event id")]))?,
+        None => EventId::parse(&ids::new_id("evt")).ok_or_else(|| ApiError::Internal("event id".into()))?,
+    };
+    if let Some((stored, _)) = state.events.get(&who.tenant, &id, false).await? {
+        tracing::info!(tenant = %who.tenant, event_id = %id, "duplicate event submission");
+        let body = json!({"id": stored.id, "event": stored.event.as_str(),
+            "timestamp": time::iso_ms(stored.timestamp_ms), "status": "duplicate", "duplicate": true});
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
     let event = Event {
         tenant: who.tenant,
-        id: submission.id.unwrap_or_else(|| ids::new_id("evt")),
+        id,
         event: submission.event,
         timestamp_ms: time::now_ms(),
         payload: submission.payload,
@@ -274,7 +291,8 @@ async fn submit_event(
         return Err(ApiError::Internal("the events queue refused the message".into()));
     }
     tracing::info!(tenant = %event.tenant, event_id = %event.id, event = %event.event, "event accepted");
-    let body = json!({"id": event.id, "event": event.event.as_str(), "timestamp": time::iso_ms(event.timestamp_ms), "status": "queued"});
+    let body = json!({"id": event.id, "event": event.event.as_str(),
+        "timestamp": time::iso_ms(event.timestamp_ms), "status": "queued", "duplicate": false});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 

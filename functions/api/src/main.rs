@@ -5,7 +5,7 @@ use std::sync::Arc;
 use webhooks::auth::JwtVerifier;
 use webhooks::config::Config;
 use webhooks::delivery::Deliverer;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_api::{AppState, router};
 
@@ -21,7 +21,8 @@ async fn run() -> Result<(), lambda_http::Error> {
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let state = AppState {
         store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
-        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        log: Arc::new(DynamoDeliveryLog::new(dynamo.clone(), &config.deliveries_table)),
+        events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         events_queue_url: config.events_queue_url()?.to_string(),
         verifier: Arc::new(JwtVerifier::new(
@@ -29,7 +30,7 @@ async fn run() -> Result<(), lambda_http::Error> {
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
         )),
-        deliverer: Deliverer::new(config.policy),
+        deliverer: Deliverer::new(config.policy)?,
         test_timeout: config.test_timeout,
     };
     lambda_http::run(router(state)).await

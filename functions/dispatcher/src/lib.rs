@@ -1,23 +1,39 @@
 //! The dispatcher function: one signed POST per delivery job, with retries through SQS.
 //!
-//! A failed attempt sets the job's visibility timeout to the next backoff delay and reports
-//! the job as a batch item failure, so SQS hands it back when the delay is over. After the last
-//! attempt the delivery is marked failed and the job is released at once; its next receive is
-//! over the queue's `maxReceiveCount`, which moves it to the dead-letter queue.
+//! Each job goes through the same small steps (`process`): load the target and the delivery's
+//! record -> already ended, or not due yet? -> attempt (sign, send) -> record -> and then
+//! `schedule` decides what SQS does with the job: delete it, hide it until the next attempt,
+//! or dead-letter it. Attempts are counted from the delivery record, never from SQS's receive
+//! count, so a storage outage, a timeout or a crash costs no attempt, and no job ever makes more
+//! attempts than the retry schedule allows, whatever the queue's `maxReceiveCount` is. After
+//! the last attempt the dispatcher moves the job to the delivery DLQ itself and marks the
+//! delivery failed; the queue's redrive policy is only a safety net for jobs that cannot be
+//! handled at all.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::stream::{self, StreamExt};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tracing::Instrument;
+use webhooks::batch;
 use webhooks::delivery::Deliverer;
+use webhooks::domain::Webhook;
 use webhooks::messages::DeliveryJob;
-use webhooks::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus, Queue, WebhookStore};
+use webhooks::ports::{
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore, send_all,
+};
+use webhooks::retry;
 use webhooks::signing::Envelope;
-use webhooks::{retry, time};
+use webhooks::time::Clock;
 
 /// Jobs of one batch are delivered concurrently, at most this many at once.
 const CONCURRENCY: usize = 10;
+/// Kept free before the invocation's deadline for recording an attempt and scheduling the job.
+pub const RESERVE: Duration = Duration::from_secs(2);
+/// An attempt is not started with less time than this left before the deadline.
+pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+/// Margin under SQS's 12 h visibility rule for the time between the receive and the handler.
+const VISIBILITY_MARGIN_S: u64 = 60;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -26,38 +42,38 @@ pub struct Dispatcher {
     pub queue: Arc<dyn Queue>,
     pub deliverer: Deliverer,
     pub delivery_queue_url: String,
+    /// Where a job goes after its last attempt (`DELIVERY_DLQ_URL`).
+    pub dead_letter_url: String,
     /// Delays between attempts (`RETRY_SCHEDULE_SECONDS`): N delays, N + 1 attempts.
     pub schedule: Vec<u64>,
     pub timeout: Duration,
     /// Delivery records expire (DynamoDB TTL) this many days after they are created.
     pub retention_days: u64,
+    /// The system clock in production; shared with the in-memory queue in the local runner.
+    pub clock: Clock,
 }
 
-/// What became of one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What became of one job, and so what SQS does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobResult {
     Delivered,
-    /// Deleted or inactive webhook, or a job whose delivery had already ended.
-    Skipped,
-    /// To be retried after the given delay.
+    /// Nothing to send: a deleted or inactive webhook, a delivery that had already ended, a
+    /// stale job. Deleted from the queue.
+    Skipped(&'static str),
+    /// To be tried again after this many seconds.
     RetryIn(u64),
-    /// The last attempt failed; the job goes to the dead-letter queue.
-    GaveUp,
-    /// Could not be handled now (storage error, undecodable job); SQS will redeliver it.
-    Error,
-}
-
-impl JobResult {
-    fn done(self) -> bool {
-        matches!(self, JobResult::Delivered | JobResult::Skipped)
-    }
-}
-
-fn receive_count(m: &SqsMessage) -> u32 {
-    m.attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    /// Not due yet (the job came back early, e.g. capped by the 12 h rule): hidden again.
+    NotYet(u64),
+    /// The schedule is used up: to the dead-letter queue, the delivery marked failed.
+    GaveUp {
+        attempts: u32,
+        reason: String,
+    },
+    /// Not attempted for lack of time before the deadline: back to the queue at once.
+    Released,
+    /// Could not be handled now (storage error): SQS hands it back after a short backoff,
+    /// and no attempt was counted.
+    Error(String),
 }
 
 impl Dispatcher {
@@ -65,77 +81,68 @@ impl Dispatcher {
         self.schedule.len() as u32 + 1
     }
 
-    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let results = stream::iter(event.records)
-            .map(|m| async move { (m.message_id.clone().unwrap_or_default(), self.handle_message(&m).await) })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let mut response = SqsBatchResponse::default();
-        for (id, result) in results {
-            if !result.done() {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+    /// Handles a batch. `deadline` is the invocation's (Lambda's `context.deadline`; the local
+    /// runner's visibility timeout): no attempt runs past it.
+    pub async fn handle(&self, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+        let received_at = Instant::now();
+        let results = batch::each_message(event.records, CONCURRENCY, false, |m| async move {
+            self.handle_message(&m, received_at, deadline).await
+        })
+        .await;
+        batch::failures(results.into_iter().filter(|(_, done)| !done).map(|(id, _)| id))
     }
 
-    pub async fn handle_message(&self, m: &SqsMessage) -> JobResult {
+    /// One job, start to end; true when the job is done with (delete it from the queue).
+    pub async fn handle_message(&self, m: &SqsMessage, received_at: Instant, deadline: Option<Instant>) -> bool {
         let receipt = m.receipt_handle.as_deref().unwrap_or_default();
-        let job = match DeliveryJob::decode(m.body.as_deref().unwrap_or_default()) {
+        let body = m.body.as_deref().unwrap_or_default();
+        let job = match DeliveryJob::decode(body) {
             Ok(job) => job,
             Err(e) => {
-                // Only ingest writes jobs, so this is a bug or tampering; let the redrive
-                // policy move it to the DLQ where an operator will see it.
-                tracing::error!(message_id = ?m.message_id, error = %e, "undecodable delivery job");
-                return JobResult::Error;
+                // Only ingest writes jobs, so this is a bug or tampering: straight to the DLQ,
+                // where an operator sees it with the reason.
+                tracing::error!(error = %e, "undecodable delivery job");
+                return self.dead_letter(body, &e.to_string()).await;
             }
         };
-        let attempt_no = receive_count(m);
-        let result = self.deliver(&job, attempt_no).await;
-        let hide_for = match result {
-            JobResult::RetryIn(delay) => Some(delay),
-            JobResult::GaveUp => Some(0),
-            _ => None,
-        };
-        if let Some(seconds) = hide_for
-            && let Err(e) = self
-                .queue
-                .change_visibility(&self.delivery_queue_url, receipt, seconds as u32)
+        let span = tracing::info_span!(
+            "delivery",
+            delivery_id = %job.delivery_id,
+            webhook_id = %job.webhook_id,
+            attempt = tracing::field::Empty
+        );
+        async {
+            let result = self.process(&job, deadline).await;
+            self.schedule(&job, receipt, batch::receive_count(m), received_at, result)
                 .await
-        {
-            // The job still comes back, after the queue's default visibility timeout.
-            tracing::warn!(delivery_id = %job.delivery_id, error = %e, "could not set the retry delay");
         }
-        result
+        .instrument(span)
+        .await
     }
 
-    async fn deliver(&self, job: &DeliveryJob, attempt_no: u32) -> JobResult {
-        let now = time::now_ms();
-        let delivery = Delivery {
-            id: job.delivery_id.clone(),
-            tenant: job.tenant.clone(),
-            webhook_id: job.webhook_id.clone(),
-            event_id: job.event_id.clone(),
-            event: job.event.clone(),
-            status: DeliveryStatus::Pending,
-            created_at: now,
-            updated_at: now,
-            attempts: Vec::new(),
-            note: None,
-            expires_at: now / 1000 + self.retention_days * 86_400,
+    /// Load -> ended? due? -> attempt -> record.
+    pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>) -> JobResult {
+        let (webhook, record) = match self.load(job).await {
+            Ok(loaded) => loaded,
+            Err(e) => return JobResult::Error(e),
         };
-        // The webhook is read again for every attempt: deleted or paused webhooks get nothing,
-        // and a rotated secret or a new URL applies from the next attempt on.
-        let webhook = match self.store.get(&job.tenant, &job.webhook_id).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(delivery_id = %job.delivery_id, error = %e, "could not load the webhook");
-                return JobResult::Error;
-            }
+        let delivery = match self.current_cycle(job, record).await {
+            Ok(d) => d,
+            Err(result) => return result,
         };
+        let made = delivery.attempts_in_cycle();
+        if made >= self.max_attempts() {
+            // The last attempt was made but the job was not moved on (a crash, a failed
+            // dead-letter send): finish that now, without another POST.
+            let reason = delivery.attempts.last().map(|a| a.message.clone()).unwrap_or_default();
+            return JobResult::GaveUp { attempts: made, reason };
+        }
+        let now = self.clock.now_ms();
+        if let Some(at) = delivery.next_attempt_at
+            && at > now + 1000
+        {
+            return JobResult::NotYet((at - now).div_ceil(1000));
+        }
         let webhook = match webhook {
             Some(w) if w.active => w,
             other => {
@@ -144,64 +151,240 @@ impl Dispatcher {
                 } else {
                     "webhook was deleted"
                 };
-                tracing::info!(delivery_id = %job.delivery_id, webhook_id = %job.webhook_id, note, "delivery skipped");
-                return match self.log.skip(&delivery, note, now).await {
-                    Ok(_) => JobResult::Skipped,
-                    Err(_) => JobResult::Error,
+                return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
+                    Ok(_) => {
+                        tracing::info!(note, "delivery skipped");
+                        JobResult::Skipped(note)
+                    }
+                    Err(e) => JobResult::Error(e.to_string()),
                 };
             }
         };
+        let Some(timeout) = self.attempt_timeout(deadline) else {
+            return JobResult::Released;
+        };
+        self.attempt(job, &delivery, &webhook, timeout).await
+    }
+
+    /// The webhook (as it is now: a new URL or secret applies from the next attempt on) and
+    /// the delivery's record, read together.
+    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>), String> {
+        let (webhook, record) = futures::join!(
+            self.store.get(&job.tenant, &job.webhook_id),
+            self.log.get(&job.webhook_id, &job.delivery_id)
+        );
+        Ok((webhook.map_err(|e| e.to_string())?, record.map_err(|e| e.to_string())?))
+    }
+
+    /// The delivery as this job should see it: a job of an older cycle is stale; a job of a
+    /// newer cycle (a redrive or a resend) starts that cycle; an ended delivery stays ended.
+    async fn current_cycle(&self, job: &DeliveryJob, record: Option<Delivery>) -> Result<Delivery, JobResult> {
+        let now = self.clock.now_ms();
+        let Some(record) = record else {
+            return Ok(self.new_delivery(job, now));
+        };
+        if job.cycle < record.cycle {
+            return Err(JobResult::Skipped("job of an earlier cycle"));
+        }
+        if job.cycle > record.cycle {
+            return match self
+                .log
+                .reopen(&job.webhook_id, &job.delivery_id, record.cycle, job.cycle, now)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(cycle = job.cycle, "delivery reopened for a new cycle of attempts");
+                    Ok(Delivery {
+                        cycle: job.cycle,
+                        cycle_start: record.attempts.len() as u32,
+                        status: DeliveryStatus::Pending,
+                        next_attempt_at: None,
+                        ..record
+                    })
+                }
+                Ok(false) => Err(JobResult::Error("the delivery changed while reopening it".into())),
+                Err(e) => Err(JobResult::Error(e.to_string())),
+            };
+        }
+        if record.ended() {
+            tracing::info!(
+                status = record.status.as_str(),
+                "delivery already ended; duplicate job dropped"
+            );
+            return Err(JobResult::Skipped("delivery already ended"));
+        }
+        Ok(record)
+    }
+
+    fn new_delivery(&self, job: &DeliveryJob, now: u64) -> Delivery {
+        Delivery {
+            id: job.delivery_id.clone(),
+            tenant: job.tenant.to_string(),
+            webhook_id: job.webhook_id.clone(),
+            event_id: job.event_id.to_string(),
+            event: job.event.clone(),
+            status: DeliveryStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            attempts: Vec::new(),
+            note: None,
+            expires_at: now / 1000 + self.retention_days * 86_400,
+            cycle: job.cycle,
+            cycle_start: 0,
+            next_attempt_at: None,
+        }
+    }
+
+    /// The configured timeout, shortened so the attempt ends before the deadline with time to
+    /// record it; `None` when too little time is left to start one.
+    pub fn attempt_timeout(&self, deadline: Option<Instant>) -> Option<Duration> {
+        let Some(deadline) = deadline else {
+            return Some(self.timeout);
+        };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(RESERVE);
+        (left >= MIN_ATTEMPT).then(|| self.timeout.min(left))
+    }
+
+    /// Sign, send, record.
+    async fn attempt(&self, job: &DeliveryJob, delivery: &Delivery, webhook: &Webhook, timeout: Duration) -> JobResult {
+        let started = self.clock.now_ms();
+        let number = delivery.attempts.len() as u32 + 1;
+        tracing::Span::current().record("attempt", number);
         let envelope = Envelope {
             id: &job.delivery_id,
             event: &job.event,
             timestamp_ms: job.timestamp_ms,
-            payload: &job.payload,
+            payload: job.payload.get(),
         };
-        let request = envelope.sign(webhook.secret.as_deref(), now / 1000);
-        let report = self.deliverer.send(&webhook.url, &request, self.timeout).await;
+        let request = envelope.sign(webhook.secret.as_deref(), started / 1000);
+        let report = self.deliverer.send(&webhook.url, &request, timeout).await;
+        let in_cycle = delivery.attempts_in_cycle() + 1;
         let next_delay = if report.success() {
             None
         } else {
-            retry::next_delay(&self.schedule, attempt_no, report.retry_after_s)
+            retry::next_delay(&self.schedule, in_cycle, report.retry_after_s)
         };
-        let (status, result) = match (report.success(), next_delay) {
-            (true, _) => (DeliveryStatus::Succeeded, JobResult::Delivered),
-            (false, Some(delay)) => (DeliveryStatus::Pending, JobResult::RetryIn(delay)),
-            (false, None) => (DeliveryStatus::Failed, JobResult::GaveUp),
+        let now = self.clock.now_ms();
+        let next_at = next_delay.map(|d| now + d * 1000);
+        let status = if report.success() {
+            DeliveryStatus::Succeeded
+        } else {
+            // Still pending after the last attempt until the job is in the DLQ (then failed).
+            DeliveryStatus::Pending
         };
         let attempt = Attempt {
-            attempt: attempt_no,
-            at: now,
+            attempt: number,
+            at: started,
             status_code: report.status_code,
             duration_ms: report.duration_ms,
             message: report.message.clone(),
             response_body: report.response_body.clone(),
         };
-        match self
-            .log
-            .record_attempt(&delivery, &attempt, status, time::now_ms())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // The delivery had already ended: this job was a duplicate.
-                tracing::info!(delivery_id = %job.delivery_id, "delivery already ended; duplicate job dropped");
-                return JobResult::Skipped;
-            }
-            Err(e) => {
-                // The POST happened; losing its record is better than sending it twice now.
-                tracing::error!(delivery_id = %job.delivery_id, error = %e, "could not record the attempt");
-            }
-        }
         tracing::info!(
-            delivery_id = %job.delivery_id,
-            webhook_id = %job.webhook_id,
-            attempt = attempt_no,
             outcome = ?report.outcome,
             status = ?report.status_code,
             duration_ms = report.duration_ms,
             "delivery attempt"
         );
-        result
+        match self.log.record_attempt(delivery, &attempt, status, next_at, now).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("delivery had already succeeded: a duplicate job raced this POST"),
+            // The POST happened; its record is lost, but scheduling goes on as if it were
+            // kept, rather than POSTing again now.
+            Err(e) => tracing::error!(error = %e, "could not record the attempt"),
+        }
+        match (report.success(), next_delay) {
+            (true, _) => JobResult::Delivered,
+            (false, Some(delay)) => JobResult::RetryIn(delay),
+            (false, None) => JobResult::GaveUp {
+                attempts: in_cycle,
+                reason: report.message,
+            },
+        }
+    }
+
+    /// What SQS does with the job; true when it is done with (deleted).
+    async fn schedule(
+        &self,
+        job: &DeliveryJob,
+        receipt: &str,
+        receive_count: u32,
+        received_at: Instant,
+        result: JobResult,
+    ) -> bool {
+        let hide = |seconds: u64| self.hide(receipt, seconds, received_at);
+        match result {
+            JobResult::Delivered | JobResult::Skipped(_) => true,
+            JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) => {
+                hide(seconds).await;
+                false
+            }
+            JobResult::Released => {
+                tracing::info!("too close to the deadline to attempt; released to the queue");
+                hide(0).await;
+                false
+            }
+            JobResult::Error(e) => {
+                // A short, growing backoff: a storage outage neither spins nor costs attempts.
+                let backoff = (30 * receive_count as u64).min(900);
+                tracing::warn!(error = %e, retry_in_s = backoff, "could not handle the job now");
+                hide(backoff).await;
+                false
+            }
+            JobResult::GaveUp { attempts, reason } => self.give_up(job, attempts, &reason).await,
+        }
+    }
+
+    /// After the last attempt: the job (as the next cycle, so that a redrive starts a fresh
+    /// schedule) to the DLQ, then the delivery marked failed. If the DLQ send fails, the job
+    /// stays and the next receive tries again, without a POST.
+    async fn give_up(&self, job: &DeliveryJob, attempts: u32, reason: &str) -> bool {
+        let note = format!("gave up after {attempts} attempts: {reason}");
+        let body = job.in_cycle(job.cycle + 1).encode();
+        if !self.dead_letter(&body, &note).await {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        let delivery = self.new_delivery(job, now);
+        if let Err(e) = self.log.finish(&delivery, DeliveryStatus::Failed, &note, now).await {
+            tracing::error!(error = %e, "job dead-lettered but the delivery could not be marked failed");
+        }
+        tracing::warn!(attempts, "delivery failed; job moved to the dead-letter queue");
+        true
+    }
+
+    async fn dead_letter(&self, body: &str, reason: &str) -> bool {
+        let message = OutgoingMessage {
+            id: "0".into(),
+            body: body.to_string(),
+            reason: Some(reason.chars().take(256).collect()),
+        };
+        match send_all(self.queue.as_ref(), &self.dead_letter_url, &[message]).await {
+            Ok(failed) if failed.is_empty() => true,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "could not send to the dead-letter queue");
+                false
+            }
+        }
+    }
+
+    /// Hides the job for `seconds`, within SQS's rule that a message may stay hidden at most
+    /// 12 h after its receive (a longer delay brings it back early, and `NotYet` hides it
+    /// again for the rest).
+    async fn hide(&self, receipt: &str, seconds: u64, received_at: Instant) {
+        let held = received_at.elapsed().as_secs();
+        let cap = MAX_VISIBILITY_S.saturating_sub(held + VISIBILITY_MARGIN_S);
+        let seconds = seconds.min(cap) as u32;
+        if let Err(e) = self
+            .queue
+            .change_visibility(&self.delivery_queue_url, receipt, seconds)
+            .await
+        {
+            // The job still comes back, after the queue's default visibility timeout.
+            tracing::warn!(error = %e, seconds, "could not set the job's visibility");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The dispatcher function: wiring only.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -24,15 +25,20 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
         log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
-        deliverer: Deliverer::new(config.policy),
+        deliverer: Deliverer::new(config.policy)?,
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        dead_letter_url: config.delivery_dlq_url()?.to_string(),
         schedule: config.retry_schedule.clone(),
         timeout: config.delivery_timeout,
         retention_days: config.retention_days,
+        clock: webhooks::time::Clock::default(),
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(dispatcher.handle(event.payload).await)
+        // Lambda's deadline is wall-clock milliseconds; attempts are bounded by what is left.
+        let left_ms = event.context.deadline.saturating_sub(webhooks::time::now_ms());
+        let deadline = Instant::now() + Duration::from_millis(left_ms);
+        Ok::<_, lambda_runtime::Error>(dispatcher.handle(event.payload, Some(deadline)).await)
     }))
     .await
 }

@@ -1,70 +1,77 @@
-//! The ingest function: events in, one delivery job per subscribed webhook out, and one marker
-//! per event once all its jobs are enqueued, so the same event id is fanned out once. It writes
-//! no delivery records: the dispatcher creates each with its first attempt. `handle` is the
-//! whole function; Lambda and the local runner both call it.
+//! The ingest function: events in, one delivery job per subscribed webhook out. Each event is
+//! first claimed (stored once, by a conditional write on its id), so of two copies of one event
+//! id, in one batch or in two concurrent invocations, exactly one fans out; the claim is marked
+//! complete only when every job of the event is enqueued, and given back at once when that
+//! fails, so the retry fans out the stored event again with the same delivery ids. `handle`
+//! is the whole function; Lambda and the local runner both call it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::stream::{self, StreamExt};
-use webhooks::messages::{DeliveryJob, Event, decode_event};
-use webhooks::ports::{DeliveryLog, OutgoingMessage, Queue, WebhookStore, send_all};
-use webhooks::{retry, time};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tracing::Instrument;
+use webhooks::batch;
+use webhooks::messages::{DeliveryJob, decode_event, raw_payload};
+use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore, send_all};
+use webhooks::{ids, jsjson, retry, time};
+
+/// How long a claim protects a fan-out in progress: longer than the ingest function's 60 s
+/// timeout, so a live owner never loses it; a crashed owner's claim lapses after this.
+pub const CLAIM_LEASE_MS: u64 = 90_000;
+
+/// Messages of one batch handled at once.
+const CONCURRENCY: usize = 10;
 
 #[derive(Clone)]
 pub struct Ingest {
     pub store: Arc<dyn WebhookStore>,
-    pub log: Arc<dyn DeliveryLog>,
+    pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub delivery_queue_url: String,
     /// Undecodable events go here at once, with the reason, rather than being retried.
     pub dead_letter_url: String,
-    /// Event markers expire (DynamoDB TTL) after this many days: the dedupe window.
+    /// Stored events expire (DynamoDB TTL) after this many days: the dedupe window.
     pub retention_days: u64,
 }
 
-/// SQS's attribute: milliseconds since the epoch when the queue received the message.
-pub fn sent_timestamp(m: &SqsMessage) -> u64 {
-    m.attributes
-        .get("SentTimestamp")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(time::now_ms)
-}
-
 /// What became of one message before its jobs are sent.
+#[derive(Clone)]
 enum Fanned {
-    Jobs(Event, Vec<DeliveryJob>),
-    /// Dead-lettered, or nothing to do.
+    /// Claimed by this invocation; these jobs remain to be sent.
+    Jobs(StoredEvent, Vec<DeliveryJob>),
+    /// Dead-lettered, a duplicate, or nothing to do.
     Done,
     Failed,
 }
 
 impl Ingest {
-    /// Handles a batch: each message decoded and fanned out on its own, concurrently; then the
-    /// jobs of the whole batch go out together, ten per `SendMessageBatch`. The messages that
-    /// failed (or whose jobs could not all be sent) are reported, so only they come back.
+    /// Handles a batch: each message decoded, claimed and fanned out on its own, concurrently;
+    /// then the jobs of the whole batch go out together, packed by count and bytes. The
+    /// messages that failed (or whose jobs could not all be sent) are reported, so only they
+    /// come back.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let fanned: Vec<(String, Fanned)> = stream::iter(event.records)
-            .map(|m| async move { (m.message_id.clone().unwrap_or_default(), self.fan_out_message(&m).await) })
-            .buffer_unordered(10)
-            .collect()
-            .await;
+        // One owner per invocation: two copies of an event in this batch cannot both win.
+        let owner = ids::new_id("own");
+        let owner = owner.as_str();
+        let fanned = batch::each_message(event.records, CONCURRENCY, Fanned::Failed, |m| async move {
+            self.fan_out_message(&m, owner).await
+        })
+        .await;
         let mut failed: HashSet<String> = HashSet::new();
         let mut messages = Vec::new();
-        let mut owner: Vec<String> = Vec::new();
-        let mut events: Vec<(String, Event)> = Vec::new();
+        let mut owner_of: Vec<String> = Vec::new();
+        let mut claimed: Vec<(String, StoredEvent)> = Vec::new();
         for (message_id, result) in fanned {
             match result {
                 Fanned::Jobs(event, jobs) => {
-                    events.push((message_id.clone(), event));
+                    claimed.push((message_id.clone(), event));
                     for job in jobs {
                         messages.push(OutgoingMessage {
-                            id: owner.len().to_string(),
+                            id: owner_of.len().to_string(),
                             body: job.encode(),
                             reason: None,
                         });
-                        owner.push(message_id.clone());
+                        owner_of.push(message_id.clone());
                     }
                 }
                 Fanned::Done => {}
@@ -76,39 +83,52 @@ impl Ingest {
         match send_all(self.queue.as_ref(), &self.delivery_queue_url, &messages).await {
             Ok(unsent) => {
                 for id in unsent {
-                    if let Some(m) = id.parse::<usize>().ok().and_then(|i| owner.get(i)) {
+                    if let Some(m) = id.parse::<usize>().ok().and_then(|i| owner_of.get(i)) {
                         failed.insert(m.clone());
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not enqueue delivery jobs; the events will be retried");
-                failed.extend(owner);
+                failed.extend(owner_of);
             }
         }
-        // Only now, with every job of the event enqueued, is the event marked done.
-        let expires_at = time::now_ms() / 1000 + self.retention_days * 86_400;
-        let done: Vec<&(String, Event)> = events.iter().filter(|(m, _)| !failed.contains(m)).collect();
-        for (message_id, event) in done {
-            if let Err(e) = self.log.mark_event(&event.tenant, &event.id, expires_at).await {
-                tracing::warn!(event_id = %event.id, error = %e, "could not mark the event fanned out");
+        for (message_id, event) in &claimed {
+            let span = tracing::info_span!("event", tenant = %event.tenant, event_id = %event.id);
+            if failed.contains(message_id) {
+                // Some job did not go out: give the claim back so the retry need not wait for
+                // the lease. Jobs already sent are sent again then, with the same delivery ids,
+                // and the dispatcher does not POST a delivery twice once it has ended.
+                if let Err(e) = self
+                    .events
+                    .release(&event.tenant, &event.id, owner)
+                    .instrument(span)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not release the claim; the retry waits for its lease");
+                }
+                continue;
+            }
+            if let Err(e) = self
+                .events
+                .complete(&event.tenant, &event.id, owner)
+                .instrument(span)
+                .await
+            {
+                tracing::warn!(error = %e, "could not mark the event fanned out; it will be retried");
                 failed.insert(message_id.clone());
             }
         }
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
+        for id in &failed {
             tracing::warn!(message_id = %id, "event not fanned out completely; it will be retried");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
         }
-        response
+        batch::failures(failed)
     }
 
-    async fn fan_out_message(&self, m: &SqsMessage) -> Fanned {
+    async fn fan_out_message(&self, m: &SqsMessage, owner: &str) -> Fanned {
         let message_id = m.message_id.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
-        let event = match decode_event(body, message_id, sent_timestamp(m)) {
+        let event = match decode_event(body, message_id, batch::sent_timestamp(m)) {
             Ok(e) => e,
             Err(reason) => {
                 return if self.dead_letter(message_id, body, &reason.to_string()).await {
@@ -118,25 +138,49 @@ impl Ingest {
                 };
             }
         };
-        match self.log.event_seen(&event.tenant, &event.id).await {
-            Ok(true) => {
-                tracing::info!(tenant = %event.tenant, event_id = %event.id, "duplicate event ignored");
+        let now = time::now_ms();
+        let candidate = StoredEvent {
+            payload: jsjson::to_string(&event.payload),
+            tenant: event.tenant,
+            id: event.id,
+            event: event.event,
+            timestamp_ms: event.timestamp_ms,
+            expires_at: now / 1000 + self.retention_days * 86_400,
+        };
+        let span = tracing::info_span!("event", tenant = %candidate.tenant, event_id = %candidate.id);
+        self.claim_and_fan_out(candidate, owner, now).instrument(span).await
+    }
+
+    async fn claim_and_fan_out(&self, candidate: StoredEvent, owner: &str, now: u64) -> Fanned {
+        let stored = match self.events.claim(&candidate, owner, now, CLAIM_LEASE_MS).await {
+            Ok(Claim::Won(stored)) => stored,
+            Ok(Claim::Duplicate(_)) => {
+                tracing::info!("duplicate event ignored: already fanned out");
                 return Fanned::Done;
             }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %event.tenant, event_id = %event.id, error = %e, "could not check for duplicates");
+            Ok(Claim::Busy { until_ms }) => {
+                tracing::info!(
+                    lease_until = until_ms,
+                    "event is being fanned out elsewhere; retrying later"
+                );
                 return Fanned::Failed;
             }
-        }
-        match self.store.subscribers(&event.tenant, event.event).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the event");
+                return Fanned::Failed;
+            }
+        };
+        match self.store.subscribers(&stored.tenant, stored.event).await {
             Ok(ids) => {
-                tracing::info!(tenant = %event.tenant, event_id = %event.id, event = %event.event, deliveries = ids.len(), "event fanned out");
-                let jobs = jobs(&event, &ids);
-                Fanned::Jobs(event, jobs)
+                tracing::info!(event = %stored.event, deliveries = ids.len(), "event fanned out");
+                let jobs = jobs(&stored, &ids);
+                Fanned::Jobs(stored, jobs)
             }
             Err(e) => {
-                tracing::warn!(tenant = %event.tenant, event_id = %event.id, error = %e, "could not find subscribers");
+                tracing::warn!(error = %e, "could not find subscribers");
+                if let Err(e) = self.events.release(&stored.tenant, &stored.id, owner).await {
+                    tracing::warn!(error = %e, "could not release the claim");
+                }
                 Fanned::Failed
             }
         }
@@ -154,19 +198,21 @@ impl Ingest {
     }
 }
 
-/// One job per subscribed webhook, each with the delivery id that stays the same however often
-/// the event is ingested.
-pub fn jobs(event: &Event, webhook_ids: &[String]) -> Vec<DeliveryJob> {
+/// One job per subscribed webhook. The delivery id depends on the tenant, the event id and the
+/// webhook, and on the stored event's timestamp, which the first claim fixed: so every copy
+/// and every retry of the event gives a webhook the same id.
+pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
     webhook_ids
         .iter()
         .map(|webhook_id| DeliveryJob {
-            delivery_id: retry::delivery_id(&event.tenant, &event.id, webhook_id, event.timestamp_ms),
+            delivery_id: retry::delivery_id(&event.tenant, event.id.as_str(), webhook_id, event.timestamp_ms),
             webhook_id: webhook_id.clone(),
             tenant: event.tenant.clone(),
             event_id: event.id.clone(),
             event: event.event.as_str().to_string(),
             timestamp_ms: event.timestamp_ms,
-            payload: event.payload.clone(),
+            cycle: 0,
+            payload: raw_payload(&event.payload),
         })
         .collect()
 }

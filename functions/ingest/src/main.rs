@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use webhooks::config::Config;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::dynamo::{DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_ingest::Ingest;
 
@@ -21,7 +21,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let ingest = Ingest {
         store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
-        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
         dead_letter_url: config.events_dlq_url()?.to_string(),

@@ -9,15 +9,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
-use webhooks::memory::{MemoryDeliveryLog, MemoryQueue, MemoryWebhookStore};
-use webhooks::ports::{DeliveryLog, MAX_BATCH, Queue, QueueMessage, WebhookStore};
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
+use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
+use webhooks::ports::{DeliveryLog, EventStore, MAX_BATCH, Queue, QueueMessage, WebhookStore};
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
 use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
@@ -73,10 +73,14 @@ pub struct QueueUrls {
 struct Ports {
     store: Arc<dyn WebhookStore>,
     log: Arc<dyn DeliveryLog>,
+    events: Arc<dyn EventStore>,
     queue: Arc<dyn Queue>,
 }
 
 pub struct Runner {
+    /// The pipeline's clock: tests move it forward (with the embedded queue) instead of
+    /// sleeping through retry delays.
+    pub clock: webhooks::time::Clock,
     pub state: AppState,
     pub ingest: Ingest,
     pub dispatcher: Dispatcher,
@@ -94,23 +98,34 @@ fn memory_queue(spec: &QueueSpec, queue: &MemoryQueue, redrive: Option<(String, 
 }
 
 impl Runner {
-    pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Result<Runner, ConfigError> {
-        let attempts = config.retry_schedule.len() as u32 + 1;
-        let (Ports { store, log, queue }, urls, memory) = match backend {
+    pub fn new(config: &Config, jwt_secret: &[u8], backend: &Backend) -> Result<Runner, RunnerError> {
+        let clock = webhooks::time::Clock::default();
+        let (
+            Ports {
+                store,
+                log,
+                events,
+                queue,
+            },
+            urls,
+            memory,
+        ) = match backend {
             Backend::Memory => {
-                let q = Arc::new(MemoryQueue::new());
+                let q = Arc::new(MemoryQueue::with_clock(clock.clone()));
                 let events_dlq = memory_queue(&EVENTS_DLQ, &q, None);
                 let delivery_dlq = memory_queue(&DELIVERY_DLQ, &q, None);
                 let events_redrive = EVENTS_QUEUE.redrive.map(|(_, n)| (events_dlq.clone(), n));
+                let delivery_redrive = DELIVERY_QUEUE.redrive.map(|(_, n)| (delivery_dlq.clone(), n));
                 let urls = QueueUrls {
                     events: memory_queue(&EVENTS_QUEUE, &q, events_redrive),
-                    delivery: memory_queue(&DELIVERY_QUEUE, &q, Some((delivery_dlq.clone(), attempts))),
+                    delivery: memory_queue(&DELIVERY_QUEUE, &q, delivery_redrive),
                     events_dlq,
                     delivery_dlq,
                 };
                 let ports = Ports {
                     store: Arc::new(MemoryWebhookStore::new()),
                     log: Arc::new(MemoryDeliveryLog::new()),
+                    events: Arc::new(MemoryEventStore::new()),
                     queue: q.clone(),
                 };
                 (ports, urls, Some(q))
@@ -121,20 +136,22 @@ impl Runner {
                     events: config.events_queue_url()?.to_string(),
                     events_dlq: config.events_dlq_url()?.to_string(),
                     delivery: config.delivery_queue_url()?.to_string(),
-                    delivery_dlq: config.delivery_dlq_url.clone().unwrap_or_default(),
+                    delivery_dlq: config.delivery_dlq_url()?.to_string(),
                 };
                 let ports = Ports {
                     store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
-                    log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+                    log: Arc::new(DynamoDeliveryLog::new(dynamo.clone(), &config.deliveries_table)),
+                    events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
                     queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
                 };
                 (ports, urls, None)
             }
         };
-        let deliverer = Deliverer::new(config.policy);
+        let deliverer = Deliverer::new(config.policy)?;
         let state = AppState {
             store: store.clone(),
             log: log.clone(),
+            events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
             verifier: Arc::new(JwtVerifier::new(
@@ -147,7 +164,7 @@ impl Runner {
         };
         let ingest = Ingest {
             store: store.clone(),
-            log: log.clone(),
+            events,
             queue: queue.clone(),
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_url: urls.events_dlq.clone(),
@@ -159,11 +176,14 @@ impl Runner {
             queue,
             deliverer,
             delivery_queue_url: urls.delivery.clone(),
+            dead_letter_url: urls.delivery_dlq.clone(),
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
             retention_days: config.retention_days,
+            clock: clock.clone(),
         };
         Ok(Runner {
+            clock,
             state,
             ingest,
             dispatcher,
@@ -172,8 +192,8 @@ impl Runner {
         })
     }
 
-    /// Starts the queue pollers that drive ingest and dispatcher.
-    pub fn spawn_workers(&self) {
+    /// Starts the queue pollers that drive ingest and dispatcher; `Workers::drain` stops them.
+    pub fn spawn_workers(&self) -> Workers {
         let ingest = self.ingest.clone();
         let ingest: Handler = Arc::new(move |e| {
             let ingest = ingest.clone();
@@ -182,32 +202,83 @@ impl Runner {
         let dispatcher = self.dispatcher.clone();
         let dispatch: Handler = Arc::new(move |e| {
             let dispatcher = dispatcher.clone();
-            Box::pin(async move { dispatcher.handle(e).await })
+            // Like Lambda's deadline: a batch must be done before its jobs' visibility timeout
+            // runs out, or they would be handed out (and POSTed) a second time.
+            let deadline =
+                Instant::now() + Duration::from_secs(DELIVERY_QUEUE.visibility_timeout_s as u64) - DEADLINE_MARGIN;
+            Box::pin(async move { dispatcher.handle(e, Some(deadline)).await })
         });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut handles = Vec::new();
         for _ in 0..INGEST_POLLERS {
-            tokio::spawn(poll(self.state.queue.clone(), self.urls.events.clone(), ingest.clone()));
+            handles.push(tokio::spawn(poll(
+                self.state.queue.clone(),
+                self.urls.events.clone(),
+                ingest.clone(),
+                stopped.clone(),
+            )));
         }
         for _ in 0..DISPATCH_POLLERS {
-            tokio::spawn(poll(
+            handles.push(tokio::spawn(poll(
                 self.state.queue.clone(),
                 self.urls.delivery.clone(),
                 dispatch.clone(),
-            ));
+                stopped.clone(),
+            )));
         }
+        Workers { stop, handles }
     }
 
-    /// Serves the API on `listener` and runs the pipeline until the process ends.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        self.spawn_workers();
-        axum::serve(listener, webhooks_api::router(self.state)).await
+    /// Serves the API on `listener` and runs the pipeline until `shutdown` resolves; then
+    /// stops accepting requests and receiving messages, lets the batches in flight finish and
+    /// be recorded (for at most `grace`), and returns whether they all did.
+    pub async fn serve_until(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<bool> {
+        let workers = self.spawn_workers();
+        axum::serve(listener, webhooks_api::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(workers.drain(grace).await)
     }
 
-    /// Binds `127.0.0.1:port` (0 for any), serves in the background, returns the address.
+    /// Binds `127.0.0.1:port` (0 for any), serves in the background until the process ends,
+    /// returns the address.
     pub async fn spawn(self, port: u16) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(self.serve(listener));
+        tokio::spawn(self.serve_until(listener, std::future::pending(), Duration::ZERO));
         Ok(addr)
+    }
+}
+
+/// Kept between the local dispatcher's deadline and the end of its jobs' visibility timeout.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] webhooks::delivery::DelivererError),
+}
+
+/// The running pollers.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Stops receiving; waits (at most `grace`) for the batches being handled to finish.
+    /// True when every poller stopped in time.
+    pub async fn drain(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let all = futures::future::join_all(self.handles);
+        tokio::time::timeout(grace, all).await.is_ok()
     }
 }
 
@@ -262,8 +333,9 @@ pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &H
     Ok(messages.len())
 }
 
-async fn poll(queue: Arc<dyn Queue>, url: String, handler: Handler) {
-    loop {
+/// Polls until told to stop; a batch being handled is always finished first.
+async fn poll(queue: Arc<dyn Queue>, url: String, handler: Handler, stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
         if let Err(e) = poll_once(queue.as_ref(), &url, Duration::from_secs(1), &handler).await {
             tracing::warn!(error = %e, queue = %url, "receive failed; retrying in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -2,6 +2,8 @@
 //! `cargo run -p webhooks-local -- token --sub alice [--tenant acme] [--ttl 3600]` mints a token.
 //! `cargo run -p webhooks-local -- bootstrap` creates the tables and queues at AWS_ENDPOINT_URL.
 
+use std::time::Duration;
+
 use rand::RngCore;
 use webhooks::auth;
 use webhooks_local::{Backend, Runner, local_config};
@@ -39,7 +41,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or(24 * 3600);
             let mut claims = auth::claims_for(&sub, flag(&args, "--tenant").as_deref(), ttl);
             claims.iss = config.jwt_issuer.clone();
-            claims.aud = config.jwt_audience.clone();
+            claims.aud = config.jwt_audience.clone().map(auth::Audience::One);
             println!("{}", auth::mint(secret, &claims));
             Ok(())
         }
@@ -100,7 +102,7 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     let token = auth::mint(&secret, &{
         let mut c = auth::claims_for("local-dev", None, 24 * 3600);
         c.iss = config.jwt_issuer.clone();
-        c.aud = config.jwt_audience.clone();
+        c.aud = config.jwt_audience.clone().map(auth::Audience::One);
         c
     });
     println!("webhooks-local listening on http://{addr}");
@@ -124,6 +126,42 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     }
     println!("  token (sub=local-dev, 24 h): {token}");
     println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
-    runner.serve(listener).await?;
+    if matches!(backend, Backend::Memory) {
+        println!("  note: the in-memory backend keeps nothing across a restart (webhooks, queued events, the log)");
+    }
+    // In-flight deliveries get their whole attempt timeout, plus time to record them.
+    let grace = config.delivery_timeout + Duration::from_secs(5);
+    let finished = runner.serve_until(listener, shutdown_signal(), grace).await?;
+    if finished {
+        println!("webhooks-local stopped: deliveries in flight finished and were recorded");
+    } else {
+        println!(
+            "webhooks-local stopped after {} s; some deliveries were still in flight",
+            grace.as_secs()
+        );
+    }
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM: stop receiving, finish what is in flight, then exit 0.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    println!("webhooks-local: stopping; waiting for deliveries in flight");
 }

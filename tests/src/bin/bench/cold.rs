@@ -37,11 +37,12 @@ fn event_for(function: &str) -> Value {
             let job = DeliveryJob {
                 delivery_id: "dl_01jv9qk3m4r7t2w8x5y6z0abcd".into(),
                 webhook_id: "wh_01jv9qk3m4r7t2w8x5y6z0abcd".into(),
-                tenant: "cold".into(),
-                event_id: "evt-cold".into(),
+                tenant: webhooks::messages::Tenant::parse("cold").expect("tenant"),
+                event_id: webhooks::messages::EventId::parse("evt-cold").expect("id"),
                 event: EVENT.into(),
                 timestamp_ms: webhooks::time::now_ms(),
-                payload: payload(1024, None),
+                cycle: 0,
+                payload: webhooks::messages::raw_payload(&webhooks::jsjson::to_string(&payload(1024, None))),
             };
             fixture("sqs-event.json", &[("BODY", &job.encode())])
         }

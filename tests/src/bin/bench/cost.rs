@@ -10,7 +10,7 @@ use futures::StreamExt;
 use webhooks::config::DEFAULT_RETRY_SCHEDULE;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::Webhook;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::event_types::EventType;
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{OutgoingMessage, Queue, WebhookStore};
@@ -24,7 +24,7 @@ use webhooks_dispatcher::Dispatcher;
 use webhooks_ingest::Ingest;
 use webhooks_local::{DISPATCH_POLLERS, Handler, INGEST_POLLERS, poll_once};
 
-use crate::meter::{CountingLog, CountingQueue, CountingStore, Meter, Wire};
+use crate::meter::{CountingEvents, CountingLog, CountingQueue, CountingStore, Meter, Wire};
 use crate::payload::{EVENT, payload};
 use crate::sink::Sink;
 use crate::table::{Table, dollars, f1, f2, f3, int};
@@ -80,9 +80,13 @@ fn pipeline(env: &Env) -> Pipeline {
         meter: meter.clone(),
         labels,
     });
+    let events: Arc<dyn webhooks::ports::EventStore> = Arc::new(CountingEvents {
+        inner: Arc::new(DynamoEventStore::new(env.dynamo.clone(), &env.deliveries_table)),
+        meter: meter.clone(),
+    });
     let ingest = Ingest {
         store: store.clone(),
-        log: log.clone(),
+        events,
         queue: queue.clone(),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
         dead_letter_url: env.urls[EVENTS_DLQ.logical_id].clone(),
@@ -92,11 +96,13 @@ fn pipeline(env: &Env) -> Pipeline {
         store: store.clone(),
         log,
         queue: queue.clone(),
-        deliverer: Deliverer::new(TargetPolicy::PERMISSIVE),
+        deliverer: Deliverer::new(TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
+        dead_letter_url: env.urls[DELIVERY_DLQ.logical_id].clone(),
         schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
         timeout: Duration::from_secs(15),
         retention_days: 30,
+        clock: Default::default(),
     };
     Pipeline {
         meter,
@@ -124,7 +130,7 @@ fn handlers(p: &Pipeline) -> (Handler, Handler) {
         let (dispatcher, meter) = (dispatcher.clone(), meter.clone());
         Box::pin(async move {
             let (n, t) = (e.records.len(), Instant::now());
-            let r = dispatcher.handle(e).await;
+            let r = dispatcher.handle(e, None).await;
             meter.invocation("dispatcher", n, t.elapsed());
             r
         })
@@ -161,8 +167,8 @@ async fn create_webhooks(p: &Pipeline, env: &Env, tenant: &str, n: usize) {
 
 fn event_body(tenant: &str, id: String, seq: u64) -> String {
     encode_event(&Event {
-        tenant: tenant.to_string(),
-        id,
+        tenant: webhooks::messages::Tenant::parse(tenant).expect("tenant"),
+        id: webhooks::messages::EventId::parse(&id).expect("id"),
         event: EventType::parse(EVENT).expect("known type"),
         timestamp_ms: webhooks::time::now_ms(),
         payload: payload(1024, Some(seq)),
@@ -497,8 +503,7 @@ pub async fn run(quick: bool, cost: bool, fanout: bool) -> Vec<Table> {
     create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
         .await
         .expect("deliveries table");
-    let attempts = DEFAULT_RETRY_SCHEDULE.len() as u32 + 1;
-    let urls: HashMap<&'static str, String> = create_queues(&sqs, &format!("{prefix}-"), attempts)
+    let urls: HashMap<&'static str, String> = create_queues(&sqs, &format!("{prefix}-"))
         .await
         .expect("queues")
         .into_iter()

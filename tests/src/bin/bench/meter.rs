@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use webhooks::domain::Webhook;
 use webhooks::event_types::EventType;
+use webhooks::messages::{EventId, Tenant};
 use webhooks::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
-    WebhookStore,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, OutgoingMessage, Page, Queue, QueueError,
+    QueueMessage, StoreError, StoredEvent, WebhookStore,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -362,10 +363,14 @@ impl DeliveryLog for CountingLog {
         delivery: &Delivery,
         attempt: &Attempt,
         status: DeliveryStatus,
+        next_attempt_at: Option<u64>,
         now: u64,
     ) -> Result<bool, StoreError> {
         let t0 = Instant::now();
-        let r = self.inner.record_attempt(delivery, attempt, status, now).await;
+        let r = self
+            .inner
+            .record_attempt(delivery, attempt, status, next_attempt_at, now)
+            .await;
         let took = t0.elapsed();
         // One UpdateItem that creates the record on the first attempt: sized by the larger of
         // the item before (0 when new) and after.
@@ -387,9 +392,15 @@ impl DeliveryLog for CountingLog {
         r
     }
 
-    async fn skip(&self, delivery: &Delivery, note: &str, now: u64) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        status: DeliveryStatus,
+        note: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         let t0 = Instant::now();
-        let r = self.inner.skip(delivery, note, now).await;
+        let r = self.inner.finish(delivery, status, note, now).await;
         let took = t0.elapsed();
         let key = (delivery.webhook_id.clone(), delivery.id.clone());
         let before = lock(&self.meter.sizes)
@@ -398,7 +409,7 @@ impl DeliveryLog for CountingLog {
             .unwrap_or_else(|| delivery_size(delivery));
         self.meter.add(
             took,
-            "DeliveryLog::skip",
+            "DeliveryLog::finish",
             "UpdateItem (conditional)",
             1,
             0.0,
@@ -409,31 +420,31 @@ impl DeliveryLog for CountingLog {
         r
     }
 
-    async fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+    async fn reopen(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        from: u32,
+        to: u32,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         let t0 = Instant::now();
-        let r = self.inner.event_seen(tenant, event_id).await;
+        let r = self.inner.reopen(webhook_id, delivery_id, from, to, now).await;
         let took = t0.elapsed();
-        let size = s("pk", &format!("E#{tenant}#{event_id}")) + s("sk", "E") + n("expiresAt", 2_000_000_000);
+        let size = lock(&self.meter.sizes)
+            .get(&(webhook_id.to_string(), delivery_id.to_string()))
+            .copied()
+            .unwrap_or(1024);
         self.meter.add(
             took,
-            "DeliveryLog::event_seen",
-            "GetItem (eventual)",
-            1,
-            rru_eventual(size),
-            0.0,
+            "DeliveryLog::reopen",
+            "GetItem (strong) + UpdateItem (conditional)",
+            2,
+            rru_strong(size),
+            wru(size),
             0.0,
             0,
         );
-        r
-    }
-
-    async fn mark_event(&self, tenant: &str, event_id: &str, expires_at: u64) -> Result<(), StoreError> {
-        let t0 = Instant::now();
-        let r = self.inner.mark_event(tenant, event_id, expires_at).await;
-        let took = t0.elapsed();
-        let size = s("pk", &format!("E#{tenant}#{event_id}")) + s("sk", "E") + n("expiresAt", expires_at);
-        self.meter
-            .add(took, "DeliveryLog::mark_event", "PutItem", 1, 0.0, wru(size), 0.0, 0);
         r
     }
 
@@ -473,6 +484,117 @@ impl DeliveryLog for CountingLog {
             0.0,
             0,
         );
+        r
+    }
+}
+
+pub struct CountingEvents {
+    pub inner: Arc<dyn EventStore>,
+    pub meter: Arc<Meter>,
+}
+
+/// The stored event's item size: keys, the event, its payload and the claim's attributes.
+fn event_size(e: &StoredEvent) -> usize {
+    s("pk", &format!("E#{}#{}", e.tenant, e.id))
+        + s("sk", "E")
+        + s("tenant", &e.tenant)
+        + s("id", e.id.as_str())
+        + s("event", e.event.as_str())
+        + n("ts", e.timestamp_ms)
+        + s("payload", &e.payload)
+        + n("expiresAt", e.expires_at)
+        + s("state", "fanning")
+        + s("owner", "own_01jv9qk3m4r7t2w8x5y6z0abcd")
+        + n("leaseUntil", e.timestamp_ms)
+}
+
+#[async_trait]
+impl EventStore for CountingEvents {
+    async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.claim(event, owner, now_ms, lease_ms).await;
+        let took = t0.elapsed();
+        let size = event_size(event);
+        lock(&self.meter.sizes).insert((event.tenant.to_string(), event.id.to_string()), size);
+        // A lost claim reads the record to tell a duplicate from one in progress.
+        let (calls, rru) = match &r {
+            Ok(Claim::Won(_)) | Err(_) => (1, 0.0),
+            Ok(_) => (2, rru_strong(size)),
+        };
+        self.meter.add(
+            took,
+            "EventStore::claim",
+            "UpdateItem (conditional)",
+            calls,
+            rru,
+            wru(size),
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.complete(tenant, id, owner).await;
+        let took = t0.elapsed();
+        let size = lock(&self.meter.sizes)
+            .get(&(tenant.to_string(), id.to_string()))
+            .copied()
+            .unwrap_or(1024);
+        self.meter.add(
+            took,
+            "EventStore::complete",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            wru(size),
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.release(tenant, id, owner).await;
+        let took = t0.elapsed();
+        let size = lock(&self.meter.sizes)
+            .get(&(tenant.to_string(), id.to_string()))
+            .copied()
+            .unwrap_or(1024);
+        self.meter.add(
+            took,
+            "EventStore::release",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            wru(size),
+            0.0,
+            0,
+        );
+        r
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        consistent: bool,
+    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.get(tenant, id, consistent).await;
+        let took = t0.elapsed();
+        let size = match &r {
+            Ok(Some((e, _))) => event_size(e),
+            _ => 0,
+        };
+        let (api, rru) = if consistent {
+            ("GetItem (strong)", rru_strong(size))
+        } else {
+            ("GetItem (eventual)", rru_eventual(size))
+        };
+        self.meter.add(took, "EventStore::get", api, 1, rru, 0.0, 0.0, 0);
         r
     }
 }
