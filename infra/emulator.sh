@@ -26,7 +26,8 @@ start() {
   if [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null; then
     return 0
   fi
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+  # moto's server, with DynamoDB writes serialised as DynamoDB's own are (see the script).
+  "$venv/bin/python" "$root/infra/moto_server.py" 127.0.0.1 "$port" >"$state/moto.log" 2>&1 &
   echo $! >"$state/pid"
   for _ in $(seq 1 100); do
     if python3 -c "import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:$port/moto-api/\", timeout=1)" >/dev/null 2>&1; then

@@ -86,6 +86,8 @@ async fn binaries_handle_real_lambda_events() {
         ("EVENTS_QUEUE_URL", url("EventsQueue")),
         ("EVENTS_DLQ_URL", url("EventsDeadLetterQueue")),
         ("DELIVERY_QUEUE_URL", url("DeliveryQueue")),
+        ("DELIVERY_DLQ_URL", url("DeliveryDeadLetterQueue")),
+        ("FUNCTION_TIMEOUT_SECONDS", "30".into()),
         ("ALLOW_HTTP_TARGETS", "true".into()),
         ("ALLOW_PRIVATE_TARGETS", "true".into()),
         ("RETRY_SCHEDULE_SECONDS", "1".into()),
@@ -95,6 +97,8 @@ async fn binaries_handle_real_lambda_events() {
     .collect();
     for k in [
         "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SQS",
         "AWS_REGION",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",

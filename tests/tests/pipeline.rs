@@ -27,20 +27,50 @@ struct Harness {
     http: reqwest::Client,
     queue: Arc<dyn Queue>,
     urls: QueueUrls,
+    /// The runner's own handlers, for tests that drive a batch by hand.
+    ingest: webhooks_ingest::Ingest,
+    dispatcher: webhooks_dispatcher::Dispatcher,
+    log: Arc<dyn webhooks::ports::DeliveryLog>,
+    clock: webhooks::time::Clock,
+    memory: Option<Arc<webhooks::memory::MemoryQueue>>,
 }
 
 /// A local runner on 127.0.0.1:0 with its pipeline running. `vars` override the environment
 /// (retry schedule, timeouts). `None` when the emulator is wanted but not available.
 async fn harness(kind: Kind, vars: &[(&str, &str)]) -> Option<Harness> {
+    harness_with(kind, vars, true).await
+}
+
+/// The same, with the queue pollers running or not (then the test invokes the handlers).
+async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Option<Harness> {
     let runner = runner(kind, vars).await?;
     let queue = runner.state.queue.clone();
     let urls = runner.urls.clone();
-    let addr = runner.spawn(0).await.expect("serve");
+    let (ingest, dispatcher, clock, memory) = (
+        runner.ingest.clone(),
+        runner.dispatcher.clone(),
+        runner.clock.clone(),
+        runner.memory_queue.clone(),
+    );
+    let log = runner.state.log.clone();
+    let addr = if workers {
+        runner.spawn(0).await.expect("serve")
+    } else {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, webhooks_api::router(runner.state)).into_future());
+        addr
+    };
     Some(Harness {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         queue,
         urls,
+        ingest,
+        dispatcher,
+        log,
+        clock,
+        memory,
     })
 }
 
@@ -359,33 +389,13 @@ async fn timeouts_and_closed_ports_are_failed_attempts(kind: Kind) {
 }
 
 async fn inactive_and_deleted_webhooks_get_nothing(kind: Kind) {
-    let Some(runner) = runner(kind, &[]).await else { return };
+    let Some(h) = harness_with(kind, &[], false).await else {
+        return;
+    };
     let receiver = Receiver::start(Reply::Status(200)).await;
     let tenant = unique("acme");
-    let store = runner.state.store.clone();
-    let h = {
-        let queue = runner.state.queue.clone();
-        let urls = runner.urls.clone();
-        let ingest = runner.ingest.clone();
-        let dispatcher = runner.dispatcher.clone();
-        let addr = {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tokio::spawn(axum::serve(listener, webhooks_api::router(runner.state)).into_future());
-            addr
-        };
-        (
-            Harness {
-                base: format!("http://{addr}"),
-                http: reqwest::Client::new(),
-                queue,
-                urls,
-            },
-            ingest,
-            dispatcher,
-        )
-    };
-    let (h, ingest, dispatcher) = h;
+    let store = h.ingest.store.clone();
+    let (ingest, dispatcher) = (h.ingest.clone(), h.dispatcher.clone());
     let paused = h
         .webhook(&tenant, &receiver.url("/paused"), json!(["system.info"]), None)
         .await;
@@ -643,6 +653,572 @@ async fn node_receivers_that_reserialise_verify(kind: Kind) {
     let _ = child.kill().await;
 }
 
+// ---------------------------------------------------------------------------------------
+// Guarantees at the edges: one test per defect of the reliability issue, each named after
+// what it proves, on both backends unless it needs the embedded queue's movable clock.
+// ---------------------------------------------------------------------------------------
+
+/// The messages of a queue as Lambda would hand them to a handler, after receiving them.
+async fn take(h: &Harness, url: &str, n: usize) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while out.len() < n && Instant::now() < deadline {
+        let got = h
+            .queue
+            .receive(url, n - out.len(), Duration::from_millis(500))
+            .await
+            .expect("receive");
+        out.extend(got.iter().map(|m| webhooks_local::to_sqs_message(m, url)));
+    }
+    out
+}
+
+fn sqs_event(records: Vec<aws_lambda_events::event::sqs::SqsMessage>) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut e = aws_lambda_events::event::sqs::SqsEvent::default();
+    e.records = records;
+    e
+}
+
+/// Submits an event through the API and runs ingest on it by hand; returns its one job.
+async fn one_job(h: &Harness, tenant: &str, event: &str) -> aws_lambda_events::event::sqs::SqsMessage {
+    h.event(tenant, event, json!({"n": 1}), None).await;
+    let events = take(h, &h.urls.events, 1).await;
+    let response = h.ingest.handle(sqs_event(events)).await;
+    assert!(response.batch_item_failures.is_empty());
+    take(h, &h.urls.delivery, 1).await.remove(0)
+}
+
+async fn record(
+    h: &Harness,
+    webhook: &str,
+    job: &aws_lambda_events::event::sqs::SqsMessage,
+) -> webhooks::ports::Delivery {
+    let job = webhooks::messages::DeliveryJob::decode(job.body.as_deref().unwrap_or_default()).expect("job");
+    h.log
+        .get(webhook, &job.delivery_id)
+        .await
+        .expect("get")
+        .expect("recorded")
+}
+
+/// Defect 1: an event near the payload limit reaches all of a dozen subscribers: its jobs are
+/// packed into batches by bytes (twelve 120 KiB jobs are well over one batch's 1 MiB).
+async fn large_payloads_reach_every_subscriber(kind: Kind) {
+    let Some(h) = harness(kind, &[]).await else { return };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    for i in 0..12 {
+        h.webhook(
+            &tenant,
+            &receiver.url(&format!("/{i}")),
+            json!(["system.info"]),
+            Some("k"),
+        )
+        .await;
+    }
+    let blob = "x".repeat(120 * 1024);
+    h.event(&tenant, "system.info", json!({"blob": blob}), None).await;
+    let got = receiver.wait_for(12, WAIT).await;
+    let mut paths: Vec<String> = got.iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 12, "every subscriber, once: {paths:?}");
+    assert!(got.iter().all(|r| r.body.len() > 120 * 1024));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 12, "no job sent twice");
+    assert!(
+        h.drain(&h.urls.events_dlq).await.is_empty(),
+        "the event was not dead-lettered"
+    );
+}
+
+/// Defect 2: copies of one event id racing (two in one batch, one in a concurrent
+/// invocation, each with its own timestamp) fan out once, with delivery ids that do not
+/// depend on which copy won; the losers come back and are dropped as duplicates.
+async fn racing_copies_of_an_event_fan_out_once(kind: Kind) {
+    let Some(h) = harness_with(kind, &[], false).await else {
+        return;
+    };
+    let tenant = unique("acme");
+    let hooks = [
+        h.webhook(&tenant, "http://127.0.0.1:9/a", json!(["system.info"]), None)
+            .await,
+        h.webhook(&tenant, "http://127.0.0.1:9/b", json!(["system.info"]), None)
+            .await,
+    ];
+    let copy = |ts: &str| {
+        json!({"event": "system.info", "payload": {"ts": ts}, "tenant": tenant, "id": "order-7", "timestamp": ts})
+            .to_string()
+    };
+    let message = |id: &str, body: String| {
+        webhooks_local::to_sqs_message(
+            &webhooks::ports::QueueMessage {
+                message_id: id.into(),
+                receipt_handle: format!("unused-{id}"),
+                body,
+                receive_count: 1,
+                sent_timestamp_ms: 1,
+            },
+            &h.urls.events,
+        )
+    };
+    let batch_a = sqs_event(vec![
+        message("a1", copy("2025-01-01T00:00:00.000Z")),
+        message("a2", copy("2025-01-01T00:00:05.000Z")),
+    ]);
+    let batch_b = sqs_event(vec![message("b1", copy("2025-01-01T00:00:09.000Z"))]);
+    let (ra, rb) = tokio::join!(h.ingest.handle(batch_a), h.ingest.handle(batch_b));
+    let losers: Vec<String> = ra
+        .batch_item_failures
+        .iter()
+        .chain(&rb.batch_item_failures)
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    // A loser either found the claim busy (reported, to come back) or, when the winner was
+    // already done, a duplicate (acknowledged).
+    assert!(losers.len() <= 2, "at most the two other copies come back: {losers:?}");
+    let jobs: Vec<webhooks::messages::DeliveryJob> = h
+        .drain(&h.urls.delivery)
+        .await
+        .iter()
+        .map(|b| webhooks::messages::DeliveryJob::decode(b).expect("job"))
+        .collect();
+    assert_eq!(jobs.len(), 2, "one job per webhook, not one per copy");
+    let ts = jobs[0].timestamp_ms;
+    assert!(
+        jobs.iter().all(|j| j.timestamp_ms == ts),
+        "one winner's timestamp for all"
+    );
+    let mut ids: Vec<String> = jobs.iter().map(|j| j.delivery_id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<String> = hooks
+        .iter()
+        .map(|w| webhooks::retry::delivery_id(&tenant, "order-7", w, ts))
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    // The losers come back (their visibility ran out) and find the event fanned out.
+    let retry = sqs_event(vec![
+        message("a2", copy("2025-01-01T00:00:05.000Z")),
+        message("b1", copy("2025-01-01T00:00:09.000Z")),
+    ]);
+    let again = h.ingest.handle(retry).await;
+    assert!(again.batch_item_failures.is_empty(), "duplicates are acknowledged");
+    assert!(h.drain(&h.urls.delivery).await.is_empty(), "and make no jobs");
+    // A producer retrying through the API is told it is a duplicate, with the original time.
+    let (status, body) = h
+        .post(
+            &tenant,
+            "/api/events",
+            json!({"event": "system.info", "payload": {}, "id": "order-7"}),
+        )
+        .await;
+    assert_eq!((status, body["duplicate"].clone()), (202, json!(true)), "{body}");
+    assert_eq!(body["timestamp"], webhooks::time::iso_ms(ts));
+    assert!(
+        h.drain(&h.urls.events).await.is_empty(),
+        "nothing enqueued for a known duplicate"
+    );
+}
+
+/// Defects 3 and 4: attempts are counted in the delivery record, not from SQS's receive count.
+/// A job received nine times (receives lost to crashes or a storage outage) still gets the
+/// schedule's two attempts, an outage of the log costs no attempt and no POST, and after the
+/// last attempt the job is in the DLQ and the log says failed.
+async fn receives_without_an_attempt_cost_no_attempt(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "1")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.error"]), None)
+        .await;
+    let mut job = one_job(&h, &tenant, "system.error").await;
+    job.attributes.insert("ApproximateReceiveCount".into(), "9".into());
+    let first = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(first.batch_item_failures.len(), 1, "to be retried, not given up");
+    let d = record(&h, &hook, &job).await;
+    assert_eq!(
+        (d.status.as_str(), d.attempts.len(), d.attempts[0].attempt),
+        ("pending", 1, 1),
+        "attempt 1, whatever the receive count"
+    );
+    assert!(d.next_attempt_at.is_some());
+    // The log is down for one receive: no POST, no attempt.
+    let outage = webhooks_dispatcher::Dispatcher {
+        log: Arc::new(FailingGets {
+            inner: h.log.clone(),
+            failures: std::sync::atomic::AtomicU32::new(1),
+        }),
+        ..h.dispatcher.clone()
+    };
+    let mut again = take(&h, &h.urls.delivery, 1).await.remove(0);
+    again.attributes.insert("ApproximateReceiveCount".into(), "10".into());
+    let during = outage.handle(sqs_event(vec![again.clone()]), None).await;
+    assert_eq!(during.batch_item_failures.len(), 1);
+    assert_eq!(receiver.received().len(), 1, "no POST while the log is down");
+    assert_eq!(
+        record(&h, &hook, &job).await.attempts.len(),
+        1,
+        "and no attempt counted"
+    );
+    // Back to normal (the outage backed the job off; bring it back now): the second and
+    // last attempt, then the DLQ.
+    let receipt = again.receipt_handle.clone().unwrap_or_default();
+    h.queue
+        .change_visibility(&h.urls.delivery, &receipt, 0)
+        .await
+        .expect("release");
+    let mut last = take(&h, &h.urls.delivery, 1).await.remove(0);
+    last.attributes.insert("ApproximateReceiveCount".into(), "11".into());
+    let done = h.dispatcher.handle(sqs_event(vec![last]), None).await;
+    assert!(done.batch_item_failures.is_empty(), "moved to the DLQ, so deleted here");
+    assert_eq!(receiver.received().len(), 2, "exactly the schedule's attempts");
+    let d = record(&h, &hook, &job).await;
+    assert_eq!((d.status.as_str(), d.attempts.len()), ("failed", 2));
+    assert!(
+        d.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("gave up after 2 attempts")),
+        "{:?}",
+        d.note
+    );
+    let dead = h.drain(&h.urls.delivery_dlq).await;
+    assert_eq!(dead.len(), 1, "the job is in the DLQ");
+    let dead = webhooks::messages::DeliveryJob::decode(&dead[0]).expect("job");
+    assert_eq!(dead.cycle, 1, "a redrive starts a fresh cycle");
+}
+
+/// A `DeliveryLog` over a real adapter whose `get` fails a given number of times: a storage
+/// outage, injected.
+struct FailingGets {
+    inner: Arc<dyn webhooks::ports::DeliveryLog>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl webhooks::ports::DeliveryLog for FailingGets {
+    async fn record_attempt(
+        &self,
+        d: &webhooks::ports::Delivery,
+        a: &webhooks::ports::Attempt,
+        s: webhooks::ports::DeliveryStatus,
+        next: Option<u64>,
+        now: u64,
+    ) -> Result<bool, webhooks::ports::StoreError> {
+        self.inner.record_attempt(d, a, s, next, now).await
+    }
+    async fn finish(
+        &self,
+        d: &webhooks::ports::Delivery,
+        s: webhooks::ports::DeliveryStatus,
+        note: &str,
+        now: u64,
+    ) -> Result<bool, webhooks::ports::StoreError> {
+        self.inner.finish(d, s, note, now).await
+    }
+    async fn reopen(
+        &self,
+        w: &str,
+        d: &str,
+        from: u32,
+        to: u32,
+        now: u64,
+    ) -> Result<bool, webhooks::ports::StoreError> {
+        self.inner.reopen(w, d, from, to, now).await
+    }
+    async fn get(&self, w: &str, d: &str) -> Result<Option<webhooks::ports::Delivery>, webhooks::ports::StoreError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(webhooks::ports::StoreError::Backend("injected outage".into()));
+        }
+        self.inner.get(w, d).await
+    }
+    async fn list(
+        &self,
+        w: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<webhooks::ports::Page<webhooks::ports::Delivery>, webhooks::ports::StoreError> {
+        self.inner.list(w, limit, before).await
+    }
+}
+
+/// Defect 5: a job that comes back after its delivery succeeded is not POSTed again; two
+/// copies of a pending job racing may both POST, and then both POSTs are in the log.
+async fn a_duplicate_job_is_not_posted_again(kind: Kind) {
+    let Some(h) = harness_with(kind, &[], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let body = job.body.clone().unwrap_or_default();
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![job.clone()]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(receiver.received().len(), 1);
+    let copy = OutgoingMessage {
+        id: "0".into(),
+        body,
+        reason: None,
+    };
+    h.queue.send_batch(&h.urls.delivery, &[copy]).await.expect("send");
+    let dup = take(&h, &h.urls.delivery, 1).await;
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(dup), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(receiver.received().len(), 1, "an ended delivery is not POSTed again");
+    assert_eq!(record(&h, &hook, &job).await.attempts.len(), 1);
+
+    // Two copies of a pending job in flight at once: whatever they POST is logged.
+    let slow = Receiver::start(Reply::Slow(Duration::from_millis(300), 200)).await;
+    let slow_hook = h
+        .webhook(&tenant, &slow.url("/slow"), json!(["system.warning"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.warning").await;
+    let copy = OutgoingMessage {
+        id: "0".into(),
+        body: job.body.clone().unwrap_or_default(),
+        reason: None,
+    };
+    h.queue.send_batch(&h.urls.delivery, &[copy]).await.expect("send");
+    let mut both = take(&h, &h.urls.delivery, 1).await;
+    both.push(job.clone());
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(both), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let posts = slow.received().len();
+    let d = record(&h, &slow_hook, &job).await;
+    assert_eq!(d.status.as_str(), "succeeded");
+    assert_eq!(d.attempts.len(), posts, "every POST made is an attempt in the log");
+}
+
+/// Defect 6 (embedded queue and its movable clock): a receiver's `Retry-After` of 12 h is
+/// capped under SQS's rule counted from the receive, so the job is neither retried early nor
+/// lost; it comes back shortly before 12 h, is hidden for the rest, and then delivered.
+async fn a_twelve_hour_retry_after_is_honoured_within_the_sqs_rule() {
+    let h = harness(Kind::Memory, &[("RETRY_SCHEDULE_SECONDS", "5")])
+        .await
+        .expect("memory");
+    let q = h.memory.clone().expect("embedded queue");
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script(vec![Reply::RetryAfter(503, 43_200)]);
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    h.event(&tenant, "system.info", json!({}), None).await;
+    let d = h
+        .delivery_when(&tenant, &hook, |d| {
+            d["attempts"].as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    assert_eq!(status(&d), "pending");
+    // The queue's default visibility (180 s) is where a refused visibility change leaves it.
+    h.clock.advance(Duration::from_secs(200));
+    q.advance(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.received().len(), 1, "not retried early");
+    // Just under 12 h after the receive the job is visible again, and hidden for the rest.
+    h.clock.advance(Duration::from_secs(43_200 - 60 - 200 + 5));
+    q.advance(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.received().len(), 1, "not due yet: hidden again");
+    assert_eq!(q.depth(&h.urls.delivery), 1, "and not lost");
+    h.clock.advance(Duration::from_secs(120));
+    q.advance(Duration::ZERO);
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    assert_eq!(d["attempts"].as_array().expect("attempts").len(), 2);
+}
+
+/// Defect 6: `Retry-After` as an HTTP date is honoured too.
+async fn retry_after_as_an_http_date_is_honoured(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script(vec![Reply::RetryAfterDate(503, 4)]);
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.warning"]), None)
+        .await;
+    h.event(&tenant, "system.warning", json!({}), None).await;
+    h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "a date 4 s ahead waited {gap:?}, not 1 s"
+    );
+}
+
+/// Defect 7: an attempt never outlives the invocation's deadline, whatever
+/// DELIVERY_TIMEOUT_SECONDS says: it is cut short and recorded; with too little time left it
+/// is not started, and the job goes straight back to the queue.
+async fn an_attempt_never_outlives_the_deadline(kind: Kind) {
+    let vars = [("RETRY_SCHEDULE_SECONDS", "1"), ("DELIVERY_TIMEOUT_SECONDS", "15")];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Slow(Duration::from_secs(10), 200)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(3500);
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), Some(deadline)).await;
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the batch returned before its deadline"
+    );
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let d = record(&h, &hook, &job).await;
+    assert_eq!(d.attempts.len(), 1);
+    assert!(
+        d.attempts[0].message.starts_with("Timed out after 1."),
+        "{}",
+        d.attempts[0].message
+    );
+    // 2.5 s left is under the 2 s reserve plus the 1 s minimum: no attempt is started.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = take(&h, &h.urls.delivery, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    let response = h.dispatcher.handle(sqs_event(again), Some(deadline)).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(receiver.received().len(), 1, "no second POST");
+    assert_eq!(record(&h, &hook, &job).await.attempts.len(), 1);
+    assert_eq!(
+        take(&h, &h.urls.delivery, 1).await.len(),
+        1,
+        "released at once, not hidden"
+    );
+}
+
+/// Defect 9: the local runner, sent SIGTERM mid-delivery, stops receiving, lets the deliveries
+/// in flight finish and be recorded, and exits 0.
+async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
+    let mut env: Vec<(String, String)> = vec![
+        ("JWT_SECRET".into(), String::from_utf8_lossy(JWT_SECRET).into_owned()),
+        ("PORT".into(), "0".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    let mut check: Option<webhooks::dynamo::DynamoDeliveryLog> = None;
+    if let Kind::Emulator = kind {
+        let Some(sdk) = emulator().await else { return };
+        let (webhooks_table, deliveries_table) = (unique("webhooks"), unique("deliveries"));
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table)
+            .await
+            .expect("table");
+        create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
+            .await
+            .expect("table");
+        let urls = create_queues(&aws_sdk_sqs::Client::new(&sdk), &format!("{}-", unique("q")))
+            .await
+            .expect("queues");
+        for (logical, var) in [
+            ("EventsQueue", "EVENTS_QUEUE_URL"),
+            ("EventsDeadLetterQueue", "EVENTS_DLQ_URL"),
+            ("DeliveryQueue", "DELIVERY_QUEUE_URL"),
+            ("DeliveryDeadLetterQueue", "DELIVERY_DLQ_URL"),
+        ] {
+            let url = urls
+                .iter()
+                .find(|(l, _)| *l == logical)
+                .map(|(_, u)| u.clone())
+                .expect("url");
+            env.push((var.into(), url));
+        }
+        env.push(("WEBHOOKS_TABLE".into(), webhooks_table));
+        check = Some(webhooks::dynamo::DynamoDeliveryLog::new(
+            dynamo,
+            deliveries_table.clone(),
+        ));
+        env.push(("DELIVERIES_TABLE".into(), deliveries_table));
+    } else {
+        for k in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"] {
+            env.push((k.into(), String::new()));
+        }
+    }
+    let receiver = Receiver::start(Reply::Slow(Duration::from_secs(2), 200)).await;
+    let mut child = tokio::process::Command::new(webhooks_tests::runtime_api::binary("webhooks-local", "debug"))
+        .envs(env)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("webhooks-local is built (make test builds every binary)");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(WAIT, out.next_line())
+        .await
+        .expect("banner")
+        .expect("read")
+        .expect("line");
+    let addr = first.rsplit("http://").next().expect("address").trim().to_string();
+    let h = Harness {
+        base: format!("http://{addr}"),
+        ..harness_with(Kind::Memory, &[], false).await.expect("a client")
+    };
+    let tenant = unique("acme");
+    let hooks = [
+        h.webhook(&tenant, &receiver.url("/1"), json!(["system.info"]), None)
+            .await,
+        h.webhook(&tenant, &receiver.url("/2"), json!(["system.info"]), None)
+            .await,
+    ];
+    h.event(&tenant, "system.info", json!({}), None).await;
+    assert_eq!(receiver.wait_for(2, WAIT).await.len(), 2, "both deliveries in flight");
+    let pid = child.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(25), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "exit 0, got {status:?}");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = out.next_line().await {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("deliveries in flight finished and were recorded")),
+        "{rest:?}"
+    );
+    if let Some(log) = check {
+        for hook in &hooks {
+            let page = webhooks::ports::DeliveryLog::list(&log, hook, 10, None)
+                .await
+                .expect("list");
+            assert_eq!(page.items.len(), 1);
+            assert_eq!(page.items[0].status.as_str(), "succeeded", "recorded before the exit");
+        }
+    }
+    assert_eq!(receiver.received().len(), 2, "nothing sent twice");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -667,7 +1243,19 @@ on_both_backends!(
     duplicate_events_deliver_once,
     a_poison_message_does_not_block_its_batch,
     node_receivers_that_reserialise_verify,
+    large_payloads_reach_every_subscriber,
+    racing_copies_of_an_event_fan_out_once,
+    receives_without_an_attempt_cost_no_attempt,
+    a_duplicate_job_is_not_posted_again,
+    retry_after_as_an_http_date_is_honoured,
+    an_attempt_never_outlives_the_deadline,
+    sigterm_lets_deliveries_in_flight_finish,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_twelve_hour_retry_after_is_honoured_within_the_sqs_rule() {
+    a_twelve_hour_retry_after_is_honoured_within_the_sqs_rule().await;
+}
 
 /// A dispatcher that dies mid-batch (received, never acknowledged) loses nothing: the jobs
 /// come back after the visibility timeout and are delivered by the next invocation.
