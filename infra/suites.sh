@@ -25,6 +25,8 @@ echo "== cfn-lint template.yaml"
 echo "== template and code agree"
 ./target/debug/webhooks-local resources > .emulator/resources.json
 .venv/bin/python infra/check_template.py .emulator/resources.json | tee .emulator/template-check.log || status=1
+echo "== browser (Playwright + Chromium)"
+infra/browser.sh run | tee .emulator/browser-summary.log || status=1
 
 echo
 echo "== suites"
@@ -39,6 +41,7 @@ echo "  proptest properties                      7 properties x ${PROPTEST_CASES
 echo "  js-compat (Node.js JSON.stringify)       3000 generated documents byte-identical"
 grep -h '^contract:' .emulator/contract-summary.log | sed 's/^/  /' || true
 grep -h '^template-check:' .emulator/template-check.log | sed 's/^/  /' || true
+grep -h '^browser:' .emulator/browser-summary.log | sed 's/^/  /' || true
 
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' .emulator/cargo-test.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' .emulator/cargo-test.log | awk '{s+=$6} END {print s+0}')
@@ -46,8 +49,12 @@ tpl_passed=$(grep -Eo '[0-9]+ passed' .emulator/template-check.log | tail -1 | a
 tpl_failed=$(grep -Eo '[0-9]+ failed' .emulator/template-check.log | tail -1 | awk '{print $1+0}')
 contract_failed=0
 grep -q '0 failures' .emulator/contract-summary.log || contract_failed=1
+browser_passed=$(grep -h '^browser:' .emulator/browser-summary.log | grep -Eo '[0-9]+ passed' | awk '{print $1+0}')
+browser_failed=$(grep -h '^browser:' .emulator/browser-summary.log | grep -Eo '[0-9]+ failed' | awk '{print $1+0}')
+browser_failed=${browser_failed:-1}
+failed=$((failed + browser_failed))
 if [ "$status" -ne 0 ] && [ $((failed + ${tpl_failed:-0} + contract_failed)) -eq 0 ]; then
   failed=1
 fi
-echo "all: $((passed + ${tpl_passed:-0} + 1 - contract_failed)) passed, $((failed + ${tpl_failed:-0} + contract_failed)) failed"
+echo "all: $((passed + ${tpl_passed:-0} + ${browser_passed:-0} + 1 - contract_failed)) passed, $((failed + ${tpl_failed:-0} + contract_failed)) failed"
 exit "$status"

@@ -2,11 +2,12 @@
 # The one command that runs every test (`make test`).
 #
 # Phase 1 (with the network, for package registries): install moto server, cfn-lint and
-# schemathesis from PyPI into .venv*, Node.js from Debian if missing; cargo fmt --check,
+# schemathesis from PyPI into .venv*, Node.js from Debian if missing, the browser suite's
+# Chromium (Debian), Playwright (PyPI) and axe-core (npm); cargo fmt --check,
 # clippy -D warnings, and build every binary and test.
 # Phase 2 (infra/suites.sh) runs inside a fresh network namespace with only 127.0.0.1, so no
 # test can send anything off this machine, whatever URL a generated input names: the
-# emulator, the Rust suites, the contract run and the template checks.
+# emulator, the Rust suites, the contract run, the template checks and the browser suite.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -20,6 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 infra/emulator.sh install
 infra/contract.sh install
+infra/browser.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", post(submit_event))
         .route("/api/event-types", get(list_event_types))
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -125,6 +125,8 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
         );
     }
     println!("  token (sub=local-dev, 24 h): {token}");
+    // The token rides in the fragment, which browsers never send to a server or a Referer.
+    println!("  UI (signs you in): http://{addr}/#token={token}");
     println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/event-types");
     if matches!(backend, Backend::Memory) {
         println!("  note: the in-memory backend keeps nothing across a restart (webhooks, queued events, the log)");

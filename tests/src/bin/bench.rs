@@ -21,12 +21,14 @@ mod payload;
 mod signing;
 #[path = "bench/sink.rs"]
 mod sink;
+#[path = "bench/soak.rs"]
+mod soak;
 #[path = "bench/table.rs"]
 mod table;
 
 use table::Table;
 
-const SECTIONS: [&str; 6] = ["signing", "dispatch", "e2e", "cold", "cost", "fanout"];
+const SECTIONS: [&str; 7] = ["signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak"];
 
 fn machine() -> Table {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -116,7 +118,7 @@ async fn main() {
     let chosen: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
+        .filter(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
         .collect();
     for c in &chosen {
         if !SECTIONS.contains(c) {
@@ -124,7 +126,14 @@ async fn main() {
             std::process::exit(2);
         }
     }
-    let run = |name: &str| chosen.is_empty() || chosen.contains(&name);
+    // The soak takes minutes and wants LocalStack: it runs only when named.
+    let run = |name: &str| (chosen.is_empty() && name != "soak") || chosen.contains(&name);
+    let events: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1_000 } else { 10_000 });
     println!("webhooks bench: one table per section; targets and verdicts under each (see tests/BENCH.md)");
     if cfg!(debug_assertions) {
         println!("warning: debug build; run `cargo run --release -p webhooks-tests --bin bench`");
@@ -145,6 +154,9 @@ async fn main() {
         for t in cost::run(quick, run("cost"), run("fanout")).await {
             t.print();
         }
+    }
+    if run("soak") {
+        soak::run(events).await.print();
     }
     machine().print();
 }
