@@ -1292,6 +1292,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         store: store.clone(),
         events: Arc::new(MemoryEventStore::new()),
         queue: queue.clone(),
+        events_queue_url: events.clone(),
         delivery_queue_url: jobs.clone(),
         dead_letter_url: events.clone(),
         retention_days: 1,

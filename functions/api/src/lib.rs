@@ -326,7 +326,10 @@ fn delivery_view(d: &Delivery) -> Value {
     if let Some(note) = &d.note {
         v["note"] = json!(note);
     }
-    if let Some(at) = d.next_attempt_at.filter(|_| d.status == webhooks::ports::DeliveryStatus::Pending) {
+    if let Some(at) = d
+        .next_attempt_at
+        .filter(|_| d.status == webhooks::ports::DeliveryStatus::Pending)
+    {
         v["nextAttemptAt"] = json!(time::iso_ms(at));
     }
     v

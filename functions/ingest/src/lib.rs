@@ -27,6 +27,9 @@ pub struct Ingest {
     pub store: Arc<dyn WebhookStore>,
     pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
+    /// The events queue itself: a copy whose event is being fanned out elsewhere is hidden
+    /// there until that claim's lease ends.
+    pub events_queue_url: String,
     pub delivery_queue_url: String,
     /// Undecodable events go here at once, with the reason, rather than being retried.
     pub dead_letter_url: String,
@@ -148,10 +151,13 @@ impl Ingest {
             expires_at: now / 1000 + self.retention_days * 86_400,
         };
         let span = tracing::info_span!("event", tenant = %candidate.tenant, event_id = %candidate.id);
-        self.claim_and_fan_out(candidate, owner, now).instrument(span).await
+        let receipt = m.receipt_handle.as_deref().unwrap_or_default();
+        self.claim_and_fan_out(candidate, owner, now, receipt)
+            .instrument(span)
+            .await
     }
 
-    async fn claim_and_fan_out(&self, candidate: StoredEvent, owner: &str, now: u64) -> Fanned {
+    async fn claim_and_fan_out(&self, candidate: StoredEvent, owner: &str, now: u64, receipt: &str) -> Fanned {
         let stored = match self.events.claim(&candidate, owner, now, CLAIM_LEASE_MS).await {
             Ok(Claim::Won(stored)) => stored,
             Ok(Claim::Duplicate(_)) => {
@@ -159,10 +165,21 @@ impl Ingest {
                 return Fanned::Done;
             }
             Ok(Claim::Busy { until_ms }) => {
+                // Back when the lease ends: then the event is fanned out (a duplicate to drop)
+                // or its owner died (the claim lapses and this copy takes over). One receive,
+                // not the queue's default visibility timeout per try.
+                let wait_s = until_ms.saturating_sub(now).div_ceil(1000) + 1;
                 tracing::info!(
-                    lease_until = until_ms,
-                    "event is being fanned out elsewhere; retrying later"
+                    retry_in_s = wait_s,
+                    "event is being fanned out elsewhere; retrying when its claim ends"
                 );
+                if let Err(e) = self
+                    .queue
+                    .change_visibility(&self.events_queue_url, receipt, wait_s.min(43_000) as u32)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not delay the copy; it returns after the visibility timeout");
+                }
                 return Fanned::Failed;
             }
             Err(e) => {

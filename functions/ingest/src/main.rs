@@ -23,6 +23,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
         events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        events_queue_url: config.events_queue_url()?.to_string(),
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
         dead_letter_url: config.events_dlq_url()?.to_string(),
         retention_days: config.retention_days,

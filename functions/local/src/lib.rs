@@ -166,6 +166,7 @@ impl Runner {
             store: store.clone(),
             events,
             queue: queue.clone(),
+            events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_url: urls.events_dlq.clone(),
             retention_days: config.retention_days,

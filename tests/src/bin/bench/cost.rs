@@ -88,6 +88,7 @@ fn pipeline(env: &Env) -> Pipeline {
         store: store.clone(),
         events,
         queue: queue.clone(),
+        events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
         dead_letter_url: env.urls[EVENTS_DLQ.logical_id].clone(),
         retention_days: 30,

@@ -20,7 +20,8 @@ use crate::table::Table;
 
 const TENANT: &str = "soak";
 /// Shorter than the specs' visibility timeouts, so work held by a killed runner comes back in
-/// seconds, not minutes (the runner's attempts are bounded far below it).
+/// seconds, not minutes (the runner's attempts are bounded far below it). An event whose
+/// claim a killed runner held is taken over when the claim's 90 s lease lapses.
 const SOAK_VISIBILITY_S: &str = "20";
 
 #[derive(Default)]
@@ -86,8 +87,12 @@ pub async fn run(events: usize) -> Table {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let prefix = webhooks_tests::unique("soak");
     let (webhooks_table, deliveries_table) = (format!("{prefix}-webhooks"), format!("{prefix}-deliveries"));
-    create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table).await.expect("table");
-    create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table).await.expect("table");
+    create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table)
+        .await
+        .expect("table");
+    create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
+        .await
+        .expect("table");
     let urls: HashMap<&str, String> = create_queues(&sqs, &format!("{prefix}-"))
         .await
         .expect("queues")
@@ -96,7 +101,10 @@ pub async fn run(events: usize) -> Table {
     for q in ["EventsQueue", "DeliveryQueue"] {
         sqs.set_queue_attributes()
             .queue_url(&urls[q])
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, SOAK_VISIBILITY_S)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                SOAK_VISIBILITY_S,
+            )
             .send()
             .await
             .expect("visibility");
@@ -119,7 +127,9 @@ pub async fn run(events: usize) -> Table {
         updated_at: now,
         version: 1,
     };
-    webhooks::ports::WebhookStore::create(&store, &hook).await.expect("webhook");
+    webhooks::ports::WebhookStore::create(&store, &hook)
+        .await
+        .expect("webhook");
 
     let mut env: Vec<(String, String)> = vec![
         ("JWT_SECRET".into(), "soak-jwt-secret-0123456789abcdef".into()),
@@ -134,7 +144,14 @@ pub async fn run(events: usize) -> Table {
         ("RETRY_SCHEDULE_SECONDS".into(), "1,2,4,8,15,30,30,30".into()),
         ("DELIVERY_TIMEOUT_SECONDS".into(), "2".into()),
     ];
-    for k in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+    for k in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
         if let Ok(v) = std::env::var(k) {
             env.push((k.into(), v));
         }
@@ -164,7 +181,10 @@ pub async fn run(events: usize) -> Table {
                         reason: None,
                     })
                     .collect();
-                unsent += send_all(&queue, &url, &batch).await.map(|f| f.len()).unwrap_or(batch.len());
+                unsent += send_all(&queue, &url, &batch)
+                    .await
+                    .map(|f| f.len())
+                    .unwrap_or(batch.len());
                 // A steady producer, rather than one burst the emulator must scan through.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -195,7 +215,10 @@ pub async fn run(events: usize) -> Table {
             break;
         }
         if elapsed.as_millis() % 10_000 < 250 {
-            eprintln!("soak: {:>4} s, {delivered} of {events} delivered, {kills} kills", elapsed.as_secs());
+            eprintln!(
+                "soak: {:>4} s, {delivered} of {events} delivered, {kills} kills",
+                elapsed.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -208,17 +231,31 @@ pub async fn run(events: usize) -> Table {
     let duplicates: u32 = s.accepted.values().map(|n| n - 1).sum();
     let strangers = s.accepted.keys().filter(|id| !expected.contains(*id)).count();
     let lost = events - delivered;
-    let sqs_at = std::env::var("AWS_ENDPOINT_URL_SQS").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).unwrap_or_default();
+    let sqs_at = std::env::var("AWS_ENDPOINT_URL_SQS")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
     t.row(vec!["SQS endpoint".into(), sqs_at]);
     t.row(vec!["events sent".into(), (events - unsent).to_string()]);
     t.row(vec!["deliveries expected".into(), events.to_string()]);
-    t.row(vec!["delivered (distinct delivery ids accepted)".into(), delivered.to_string()]);
-    t.row(vec!["duplicates (a delivery id accepted again)".into(), duplicates.to_string()]);
+    t.row(vec![
+        "delivered (distinct delivery ids accepted)".into(),
+        delivered.to_string(),
+    ]);
+    t.row(vec![
+        "duplicates (a delivery id accepted again)".into(),
+        duplicates.to_string(),
+    ]);
     t.row(vec!["lost".into(), lost.to_string()]);
     t.row(vec!["unexpected delivery ids".into(), strangers.to_string()]);
     t.row(vec!["runner kills (SIGKILL) and restarts".into(), kills.to_string()]);
-    t.row(vec!["503s answered while the receiver was down (25-45 s)".into(), s.refused.to_string()]);
+    t.row(vec![
+        "503s answered while the receiver was down (25-45 s)".into(),
+        s.refused.to_string(),
+    ]);
     t.row(vec!["wall time".into(), format!("{:.0} s", took.as_secs_f64())]);
-    t.verdict(lost == 0 && unsent == 0 && strangers == 0, "nothing lost (lost must be 0)");
+    t.verdict(
+        lost == 0 && unsent == 0 && strangers == 0,
+        "nothing lost (lost must be 0)",
+    );
     t
 }
