@@ -78,7 +78,8 @@ pub async fn run(events: usize) -> Table {
         &["figure", "value"],
     );
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-    if !set("AWS_ENDPOINT_URL") && !(set("AWS_ENDPOINT_URL_SQS") && set("AWS_ENDPOINT_URL_DYNAMODB")) {
+    let emulated = set("AWS_ENDPOINT_URL") || (set("AWS_ENDPOINT_URL_SQS") && set("AWS_ENDPOINT_URL_DYNAMODB"));
+    if !emulated {
         t.note("skipped: no emulator (infra/emulator.sh start; infra/localstack.sh start; export their env)");
         return t;
     }
