@@ -31,14 +31,18 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The emulator's SDK configuration, or `None` (and a note) when `AWS_ENDPOINT_URL` is not set.
-/// With `REQUIRE_EMULATOR=1` (the README's test command sets it) a missing emulator fails the
-/// test instead of skipping it, so CI cannot pass without the DynamoDB and SQS suites.
+/// The emulator's SDK configuration, or `None` (and a note) when no endpoint is set: either
+/// `AWS_ENDPOINT_URL`, or both `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL_DYNAMODB` (LocalStack
+/// for SQS beside moto for DynamoDB). With `REQUIRE_EMULATOR=1` (the README's test command sets
+/// it) a missing emulator fails the test instead of skipping it, so CI cannot pass without the
+/// DynamoDB and SQS suites.
 pub async fn emulator() -> Option<aws_config::SdkConfig> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    let endpoints = set("AWS_ENDPOINT_URL") || (set("AWS_ENDPOINT_URL_SQS") && set("AWS_ENDPOINT_URL_DYNAMODB"));
+    if !endpoints {
         assert!(
             std::env::var("REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set: start the emulator with `make test`"
+            "REQUIRE_EMULATOR=1 but no emulator endpoint is set: start the emulator with `make test`"
         );
         eprintln!("skipping: AWS_ENDPOINT_URL is not set (run `make test` to start the emulator)");
         return None;
