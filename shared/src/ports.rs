@@ -148,6 +148,18 @@ pub struct OutgoingMessage {
     pub reason: Option<String>,
 }
 
+impl OutgoingMessage {
+    /// The bytes SQS counts against a batch's size limit: the body, and each message attribute's
+    /// name, data type and value (the `ErrorReason` string attribute the SQS adapter writes).
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .reason
+                .as_ref()
+                .map_or(0, |r| "ErrorReason".len() + "String".len() + r.len())
+    }
+}
+
 /// A received message, with the attributes the handlers use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
@@ -161,6 +173,9 @@ pub struct QueueMessage {
 
 /// SQS accepts at most this many entries per batch call.
 pub const MAX_BATCH: usize = 10;
+
+/// SQS refuses a batch whose messages add up to more than this (`OutgoingMessage::size`).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -197,8 +212,30 @@ type BatchResult = Result<Vec<String>, QueueError>;
 /// Batch calls in flight at once in `send_all`.
 const SEND_CONCURRENCY: usize = 8;
 
-/// Sends any number of messages, `MAX_BATCH` per call, retrying failed entries up to three
-/// times; returns the ids that still failed.
+/// Splits messages, in order, into batches SQS accepts: at most `MAX_BATCH` entries and
+/// `MAX_BATCH_BYTES` each (a message larger than that by itself goes alone, and SQS refuses it).
+pub fn batches<'a>(messages: &[&'a OutgoingMessage]) -> Vec<Vec<&'a OutgoingMessage>> {
+    let mut out: Vec<Vec<&OutgoingMessage>> = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let size = m.size();
+        match out.last_mut() {
+            Some(batch) if batch.len() < MAX_BATCH && bytes + size <= MAX_BATCH_BYTES => {
+                batch.push(m);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![m]);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// Sends any number of messages in batches SQS accepts (`batches`: 10 entries, 1 MiB: ten jobs
+/// of a large payload take more than one call), retrying failed entries up to three times;
+/// returns the ids that still failed.
 pub async fn send_all(
     queue: &dyn Queue,
     queue_url: &str,
@@ -214,11 +251,11 @@ pub async fn send_all(
         }
         // Chunks go out concurrently: a 1,000-webhook fan-out is 100 calls.
         // Owned batches keep the futures `Send` for every caller's runtime.
-        let batches: Vec<Vec<OutgoingMessage>> = pending
-            .chunks(MAX_BATCH)
-            .map(|c| c.iter().map(|m| (*m).clone()).collect())
+        let owned: Vec<Vec<OutgoingMessage>> = batches(&pending)
+            .into_iter()
+            .map(|b| b.into_iter().cloned().collect())
             .collect();
-        let results: Vec<(Vec<String>, BatchResult)> = futures::stream::iter(batches)
+        let results: Vec<(Vec<String>, BatchResult)> = futures::stream::iter(owned)
             .map(|batch| async move {
                 let ids = batch.iter().map(|m| m.id.clone()).collect();
                 (ids, queue.send_batch(queue_url, &batch).await)
@@ -240,4 +277,50 @@ pub async fn send_all(
         pending.retain(|m| failed_ids.contains(&m.id));
     }
     Ok(pending.into_iter().map(|m| m.id.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(i: usize, body_len: usize, reason: Option<&str>) -> OutgoingMessage {
+        OutgoingMessage {
+            id: i.to_string(),
+            body: "x".repeat(body_len),
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    fn shape(messages: &[OutgoingMessage]) -> Vec<usize> {
+        let refs: Vec<&OutgoingMessage> = messages.iter().collect();
+        let out = batches(&refs);
+        for b in &out {
+            assert!(b.len() == 1 || b.iter().map(|m| m.size()).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+        let ids: Vec<&str> = out.iter().flatten().map(|m| m.id.as_str()).collect();
+        let want: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, want, "every message once, in order");
+        out.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn batches_keep_to_ten_entries_and_one_mib() {
+        let small: Vec<_> = (0..25).map(|i| message(i, 100, None)).collect();
+        assert_eq!(shape(&small), vec![10, 10, 5]);
+        // Ten jobs of a 128 KiB payload: 1.25 MiB, over the limit as one batch.
+        let large: Vec<_> = (0..10).map(|i| message(i, 128 * 1024 + 300, None)).collect();
+        assert_eq!(shape(&large), vec![7, 3]);
+        // Exactly 1 MiB of bodies fits; the attribute bytes count too.
+        let exact: Vec<_> = (0..8).map(|i| message(i, MAX_BATCH_BYTES / 8, None)).collect();
+        assert_eq!(shape(&exact), vec![8]);
+        let with_reason: Vec<_> = (0..8).map(|i| message(i, MAX_BATCH_BYTES / 8, Some("why"))).collect();
+        assert_eq!(shape(&with_reason), vec![7, 1]);
+        let oversize = vec![
+            message(0, 10, None),
+            message(1, MAX_BATCH_BYTES + 1, None),
+            message(2, 10, None),
+        ];
+        assert_eq!(shape(&oversize), vec![1, 1, 1]);
+        assert!(shape(&[]).is_empty());
+    }
 }
