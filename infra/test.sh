@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The one command that runs every test (`make test`).
 #
-# Phase 1 (with the network, for package registries): install moto server, cfn-lint and
-# schemathesis from PyPI into .venv*, Node.js from Debian if missing; cargo fmt --check,
-# clippy -D warnings, and build every binary and test.
+# Phase 1 (with the network, for package registries): install moto server, cfn-lint,
+# schemathesis and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
+# if missing; cargo fmt --check, clippy -D warnings, and build every binary and test.
 # Phase 2 (infra/suites.sh) runs inside a fresh network namespace with only 127.0.0.1, so no
 # test can send anything off this machine, whatever URL a generated input names: the
-# emulator, the Rust suites, the contract run and the template checks.
+# emulators (moto; LocalStack for SQS), the Rust suites, the contract run and the template
+# checks.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -20,6 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 infra/emulator.sh install
 infra/contract.sh install
+infra/localstack.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
