@@ -10,7 +10,8 @@
 #          under .emulator/localstack/; nothing is sent anywhere (events, analytics, certificate
 #          and DNS features off), so it runs in the test phase's loopback-only namespace.
 # stop     stops that process group: SIGTERM, then SIGKILL after $LOCALSTACK_STOP_GRACE
-#          seconds (default 3; LocalStack can take minutes to act on SIGTERM).
+#          seconds (default 3; LocalStack can take minutes to act on SIGTERM). With
+#          LOCALSTACK_OWNER_PID set, a watchdog does the same when that process dies first.
 # env      prints the variable to export: AWS_ENDPOINT_URL_SQS.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -90,6 +91,19 @@ sys.exit(0 if state == "running" else 1)
 PY
 }
 
+# With LOCALSTACK_OWNER_PID set (the test command sets its own pid), a watchdog ends the
+# LocalStack process group once that process is gone, even when it was SIGKILLed and its trap
+# never ran. It exits by itself within a second of LocalStack's end.
+watchdog() {
+  [ -n "${LOCALSTACK_OWNER_PID:-}" ] || return 0
+  setsid bash -c 'while kill -0 "$1" && kill -0 "$2"; do sleep 1; done
+    kill -0 "$2" || exit 0
+    kill -TERM -- "-$2"
+    for _ in $(seq 1 "$(($3 * 10))"); do kill -0 "$2" || exit 0; sleep 0.1; done
+    kill -KILL -- "-$2"' \
+    localstack-watchdog "$LOCALSTACK_OWNER_PID" "$(cat "$state/pid")" "$grace" >/dev/null 2>&1 </dev/null &
+}
+
 start() {
   if [ ! -x "$venv/bin/python" ]; then
     echo "localstack: not installed; run infra/localstack.sh install first (it needs PyPI)" >&2
@@ -124,6 +138,7 @@ start() {
       exit 1
     fi
     if healthy "$port"; then
+      watchdog
       echo "localstack: SQS ready on 127.0.0.1:$port after $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s (pid $(cat "$state/pid"))" >&2
       return 0
     fi

@@ -13,6 +13,8 @@ fi
 # it: LocalStack would otherwise keep running inside the namespace.
 trap 'infra/localstack.sh stop; infra/emulator.sh stop' EXIT
 trap 'exit 130' INT TERM HUP
+# And if this shell is SIGKILLed, LocalStack's watchdog ends it (infra/localstack.sh).
+export LOCALSTACK_OWNER_PID=$$
 infra/emulator.sh start
 eval "$(infra/emulator.sh env)"
 export REQUIRE_EMULATOR=1
