@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one command that runs every test (`make test`).
 #
-# Phase 1 (with the network, for package registries): install moto server, cfn-lint and
-# schemathesis from PyPI into .venv*, Node.js from Debian if missing, the browser suite's
-# Chromium (Debian), Playwright (PyPI) and axe-core (npm); cargo fmt --check,
-# clippy -D warnings, and build every binary and test.
+# Phase 1 (with the network, for package registries): install moto server, cfn-lint,
+# schemathesis and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
+# if missing, the browser suite's Chromium (Debian), Playwright (PyPI) and axe-core (npm);
+# cargo fmt --check, clippy -D warnings, and build every binary and test.
 # Phase 2 (infra/suites.sh) runs inside a fresh network namespace with only 127.0.0.1, so no
 # test can send anything off this machine, whatever URL a generated input names: the
-# emulator, the Rust suites, the contract run, the template checks and the browser suite.
+# emulators (moto; LocalStack for SQS), the Rust suites, the contract run, the template
+# checks and the browser suite.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -22,6 +23,7 @@ fi
 infra/emulator.sh install
 infra/contract.sh install
 infra/browser.sh install
+infra/localstack.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
