@@ -10,7 +10,7 @@
 #          under .emulator/localstack/; nothing is sent anywhere (events, analytics, certificate
 #          and DNS features off), so it runs in the test phase's loopback-only namespace.
 # stop     stops that process group: SIGTERM, then SIGKILL after $LOCALSTACK_STOP_GRACE
-#          seconds (default 3; LocalStack can take minutes to act on SIGTERM). With
+#          seconds (default 3; LocalStack can be slow to act on SIGTERM). With
 #          LOCALSTACK_OWNER_PID set, a watchdog does the same when that process dies first.
 # env      prints the variable to export: AWS_ENDPOINT_URL_SQS.
 set -euo pipefail
