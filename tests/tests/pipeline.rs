@@ -301,12 +301,14 @@ async fn fails_twice_then_succeeds(kind: Kind) {
     assert!(gap2 > gap1, "delays grow: {gap1:?} then {gap2:?}");
 }
 
-async fn retry_after_lengthens_the_delay(kind: Kind) {
+/// The receiver's first answer is a failure with `reply`'s `Retry-After`: the retry must come
+/// no sooner than about 3 s later, not after the schedule's 1 s.
+async fn retry_after_waits(kind: Kind, reply: Reply, what: &str) {
     let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
         return;
     };
     let receiver = Receiver::start(Reply::Status(200)).await;
-    receiver.script(vec![Reply::RetryAfter(503, 3)]);
+    receiver.script(vec![reply]);
     let tenant = unique("acme");
     let hook = h
         .webhook(&tenant, &receiver.url("/"), json!(["system.warning"]), None)
@@ -318,8 +320,12 @@ async fn retry_after_lengthens_the_delay(kind: Kind) {
     let gap = got[1].at - got[0].at;
     assert!(
         gap >= Duration::from_millis(2900),
-        "Retry-After: 3 waited {gap:?}, not the schedule's 1 s"
+        "{what} waited {gap:?}, not the schedule's 1 s"
     );
+}
+
+async fn retry_after_lengthens_the_delay(kind: Kind) {
+    retry_after_waits(kind, Reply::RetryAfter(503, 3), "Retry-After: 3").await;
 }
 
 async fn always_failing_ends_in_the_dlq(kind: Kind) {
@@ -1051,24 +1057,7 @@ async fn a_twelve_hour_retry_after_is_honoured_within_the_sqs_rule() {
 
 /// Defect 6: `Retry-After` as an HTTP date is honoured too.
 async fn retry_after_as_an_http_date_is_honoured(kind: Kind) {
-    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
-        return;
-    };
-    let receiver = Receiver::start(Reply::Status(200)).await;
-    receiver.script(vec![Reply::RetryAfterDate(503, 4)]);
-    let tenant = unique("acme");
-    let hook = h
-        .webhook(&tenant, &receiver.url("/"), json!(["system.warning"]), None)
-        .await;
-    h.event(&tenant, "system.warning", json!({}), None).await;
-    h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
-    let got = receiver.received();
-    assert_eq!(got.len(), 2);
-    let gap = got[1].at - got[0].at;
-    assert!(
-        gap >= Duration::from_millis(2900),
-        "a date 4 s ahead waited {gap:?}, not 1 s"
-    );
+    retry_after_waits(kind, Reply::RetryAfterDate(503, 4), "a date 4 s ahead").await;
 }
 
 /// Defect 7: an attempt never outlives the invocation's deadline, whatever

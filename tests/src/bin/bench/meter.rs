@@ -508,6 +508,18 @@ fn event_size(e: &StoredEvent) -> usize {
         + n("leaseUntil", e.timestamp_ms)
 }
 
+impl CountingEvents {
+    /// A conditional UpdateItem of the claim: sized (as DynamoDB bills it) by the whole item.
+    fn claim_update(&self, took: Duration, method: &'static str, tenant: &Tenant, id: &EventId) {
+        let size = lock(&self.meter.sizes)
+            .get(&(tenant.to_string(), id.to_string()))
+            .copied()
+            .unwrap_or(1024);
+        self.meter
+            .add(took, method, "UpdateItem (conditional)", 1, 0.0, wru(size), 0.0, 0);
+    }
+}
+
 #[async_trait]
 impl EventStore for CountingEvents {
     async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
@@ -537,42 +549,14 @@ impl EventStore for CountingEvents {
     async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.complete(tenant, id, owner).await;
-        let took = t0.elapsed();
-        let size = lock(&self.meter.sizes)
-            .get(&(tenant.to_string(), id.to_string()))
-            .copied()
-            .unwrap_or(1024);
-        self.meter.add(
-            took,
-            "EventStore::complete",
-            "UpdateItem (conditional)",
-            1,
-            0.0,
-            wru(size),
-            0.0,
-            0,
-        );
+        self.claim_update(t0.elapsed(), "EventStore::complete", tenant, id);
         r
     }
 
     async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.release(tenant, id, owner).await;
-        let took = t0.elapsed();
-        let size = lock(&self.meter.sizes)
-            .get(&(tenant.to_string(), id.to_string()))
-            .copied()
-            .unwrap_or(1024);
-        self.meter.add(
-            took,
-            "EventStore::release",
-            "UpdateItem (conditional)",
-            1,
-            0.0,
-            wru(size),
-            0.0,
-            0,
-        );
+        self.claim_update(t0.elapsed(), "EventStore::release", tenant, id);
         r
     }
 
