@@ -365,7 +365,7 @@ async fn redrive_policy_and_start_message_move_task() {
             note(
                 kind,
                 &format!(
-                    "StartMessageMoveTask redrove the DLQ; the job came back with ApproximateReceiveCount {} (attempt numbers skip)",
+                    "StartMessageMoveTask redrove the DLQ; the job came back with ApproximateReceiveCount {} (the dispatcher counts attempts in the delivery record, not from this)",
                     back.receive_count
                 ),
             );
