@@ -462,6 +462,7 @@ function deliveryItem(d, open) {
         h("dt", {}, "Delivery ID"), h("dd", { class: "mono" }, d.id),
         h("dt", {}, "Event ID"), h("dd", { class: "mono" }, d.eventId),
         h("dt", {}, "Created"), h("dd", {}, timeEl(d.createdAt)),
+        ...(d.nextAttemptAt ? [h("dt", {}, "Next attempt"), h("dd", {}, timeEl(d.nextAttemptAt))] : []),
       ),
       // Per-delivery actions (resend, ...) go here once the API offers them.
       h("div", { class: "dl-actions" }),
