@@ -116,7 +116,9 @@ pub struct Event {
 pub struct DecodeError(pub String);
 
 /// Decodes one events-queue message body. `message_id` and `sent_ms` come from SQS.
-pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event, DecodeError> {
+/// Also returns the payload as `jsjson` renders it (its size is checked on that rendering), so
+/// ingest stores and delivers it without rendering it again.
+pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<(Event, String), DecodeError> {
     let err = |m: String| Err(DecodeError(m));
     if body.len() > 2 * MAX_PAYLOAD_BYTES {
         return err(format!(
@@ -153,7 +155,8 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
         Some(_) => return err("'payload' must be a JSON object".into()),
         None => return err("'payload' is required".into()),
     };
-    if crate::jsjson::to_vec(&payload).len() > MAX_PAYLOAD_BYTES {
+    let rendered = crate::jsjson::to_string(&payload);
+    if rendered.len() > MAX_PAYLOAD_BYTES {
         return err(format!("'payload' is over {MAX_PAYLOAD_BYTES} bytes"));
     }
     let id = match map.get("id") {
@@ -176,13 +179,16 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<Event,
         },
         Some(_) => return err("'timestamp' must be a string".into()),
     };
-    Ok(Event {
-        tenant,
-        id,
-        event,
-        timestamp_ms,
-        payload,
-    })
+    Ok((
+        Event {
+            tenant,
+            id,
+            event,
+            timestamp_ms,
+            payload,
+        },
+        rendered,
+    ))
 }
 
 /// The events-queue message body for an event (what `POST /api/events` enqueues).
@@ -255,7 +261,8 @@ mod tests {
             "m-1",
             1_000,
         )
-        .expect("ok");
+        .expect("ok")
+        .0;
         assert_eq!(
             (e.id.as_str(), e.timestamp_ms, e.tenant.as_str()),
             ("m-1", 1_000, "acme")
@@ -265,9 +272,10 @@ mod tests {
             "m-1",
             1_000,
         )
-        .expect("ok");
+        .expect("ok")
+        .0;
         assert_eq!((e.id.as_str(), e.timestamp_ms), ("evt-9", 1_747_862_829_442));
-        assert_eq!(decode_event(&encode_event(&e), "other", 5).expect("round trip"), e);
+        assert_eq!(decode_event(&encode_event(&e), "other", 5).expect("round trip").0, e);
     }
 
     #[test]

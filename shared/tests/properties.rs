@@ -71,9 +71,10 @@ proptest! {
 
     #[test]
     fn event_decoder_accepts_only_deliverable_events(v in arb_json()) {
-        if let Ok(e) = decode_event(&v.to_string(), "m", 1) {
+        if let Ok((e, rendered)) = decode_event(&v.to_string(), "m", 1) {
             prop_assert!(!e.tenant.is_empty() && !e.tenant.contains('#'));
             prop_assert!(e.payload.is_object());
+            prop_assert_eq!(rendered, webhooks::jsjson::to_string(&e.payload));
             prop_assert!(!e.id.as_str().is_empty());
         }
     }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use webhooks::batch;
 use webhooks::messages::{DeliveryJob, decode_event, raw_payload};
 use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore, send_all};
-use webhooks::{ids, jsjson, retry, time};
+use webhooks::{ids, retry, time};
 
 /// How long a claim protects a fan-out in progress: longer than the ingest function's 60 s
 /// timeout, so a live owner never loses it; a crashed owner's claim lapses after this.
@@ -131,8 +131,8 @@ impl Ingest {
     async fn fan_out_message(&self, m: &SqsMessage, owner: &str) -> Fanned {
         let message_id = m.message_id.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
-        let event = match decode_event(body, message_id, batch::sent_timestamp(m)) {
-            Ok(e) => e,
+        let (event, payload) = match decode_event(body, message_id, batch::sent_timestamp(m)) {
+            Ok(decoded) => decoded,
             Err(reason) => {
                 return if self.dead_letter(message_id, body, &reason.to_string()).await {
                     Fanned::Done
@@ -143,7 +143,7 @@ impl Ingest {
         };
         let now = time::now_ms();
         let candidate = StoredEvent {
-            payload: jsjson::to_string(&event.payload),
+            payload,
             tenant: event.tenant,
             id: event.id,
             event: event.event,
