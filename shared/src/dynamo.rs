@@ -523,31 +523,19 @@ impl DeliveryLog for DynamoDeliveryLog {
         .await
     }
 
-    async fn reopen(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        from: u32,
-        to: u32,
-        now: u64,
-    ) -> Result<bool, StoreError> {
+    async fn reopen(&self, record: &Delivery, to: u32, now: u64) -> Result<bool, StoreError> {
+        let from = record.cycle;
         if to <= from {
             return Ok(false);
         }
-        let Some(current) = self.get(webhook_id, delivery_id).await? else {
-            return Ok(false);
-        };
-        if current.cycle != from {
-            return Ok(false);
-        }
-        // Conditional on the record as read (cycle and number of attempts), so the new
-        // cycle's start is exact even with a racing attempt.
-        let attempts = current.attempts.len();
+        // Conditional on the record as the caller read it (cycle and number of attempts), so
+        // the new cycle's start is exact even with a racing attempt; no second read.
+        let attempts = record.attempts.len();
         conditional(
             self.client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(delivery_key(webhook_id, delivery_id)))
+                .set_key(Some(delivery_key(&record.webhook_id, &record.id)))
                 .update_expression(
                     "SET #cy = :to, cycleStart = :start, #st = :pending, updatedAt = :now REMOVE note, nextAttemptAt",
                 )

@@ -174,17 +174,10 @@ impl DeliveryLog for MemoryDeliveryLog {
         }))
     }
 
-    async fn reopen(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        from: u32,
-        to: u32,
-        now: u64,
-    ) -> Result<bool, StoreError> {
+    async fn reopen(&self, record: &Delivery, to: u32, now: u64) -> Result<bool, StoreError> {
         let mut all = lock(&self.deliveries);
-        match all.get_mut(&(webhook_id.to_string(), delivery_id.to_string())) {
-            Some(d) if d.cycle == from && to > from => {
+        match all.get_mut(&(record.webhook_id.clone(), record.id.clone())) {
+            Some(d) if d.cycle == record.cycle && d.attempts.len() == record.attempts.len() && to > record.cycle => {
                 d.cycle = to;
                 d.cycle_start = d.attempts.len() as u32;
                 d.status = DeliveryStatus::Pending;

@@ -155,16 +155,11 @@ pub trait DeliveryLog: Send + Sync {
         note: &str,
         now: u64,
     ) -> Result<bool, StoreError>;
-    /// Starts cycle `to` of an ended delivery whose cycle is still `from`: pending again, with
-    /// a full schedule of attempts. `Ok(false)` when the cycle moved on already.
-    async fn reopen(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        from: u32,
-        to: u32,
-        now: u64,
-    ) -> Result<bool, StoreError>;
+    /// Starts cycle `to` of the delivery `record` (as the caller just read it): pending again,
+    /// with a full schedule of attempts counted from its attempts so far. Conditional on the
+    /// stored record still having that cycle and that many attempts: `Ok(false)` when it moved
+    /// on (or `to` is not newer).
+    async fn reopen(&self, record: &Delivery, to: u32, now: u64) -> Result<bool, StoreError>;
     /// Read consistently: a write that was just made is seen.
     async fn get(&self, webhook_id: &str, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Newest first, `limit` at a time, older than the cursor `before`.

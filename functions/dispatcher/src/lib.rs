@@ -187,11 +187,7 @@ impl Dispatcher {
             return Err(JobResult::Skipped("job of an earlier cycle"));
         }
         if job.cycle > record.cycle {
-            return match self
-                .log
-                .reopen(&job.webhook_id, &job.delivery_id, record.cycle, job.cycle, now)
-                .await
-            {
+            return match self.log.reopen(&record, job.cycle, now).await {
                 Ok(true) => {
                     tracing::info!(cycle = job.cycle, "delivery reopened for a new cycle of attempts");
                     Ok(Delivery {

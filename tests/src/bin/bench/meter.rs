@@ -420,27 +420,17 @@ impl DeliveryLog for CountingLog {
         r
     }
 
-    async fn reopen(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        from: u32,
-        to: u32,
-        now: u64,
-    ) -> Result<bool, StoreError> {
+    async fn reopen(&self, record: &Delivery, to: u32, now: u64) -> Result<bool, StoreError> {
         let t0 = Instant::now();
-        let r = self.inner.reopen(webhook_id, delivery_id, from, to, now).await;
+        let r = self.inner.reopen(record, to, now).await;
         let took = t0.elapsed();
-        let size = lock(&self.meter.sizes)
-            .get(&(webhook_id.to_string(), delivery_id.to_string()))
-            .copied()
-            .unwrap_or(1024);
+        let size = delivery_size(record);
         self.meter.add(
             took,
             "DeliveryLog::reopen",
-            "GetItem (strong) + UpdateItem (conditional)",
-            2,
-            rru_strong(size),
+            "UpdateItem (conditional)",
+            1,
+            0.0,
             wru(size),
             0.0,
             0,
