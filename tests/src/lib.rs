@@ -52,6 +52,37 @@ pub async fn emulator() -> Option<aws_config::SdkConfig> {
     Some(webhooks::aws_config().await)
 }
 
+/// Creates tables and queues with unique names at the emulator and returns the variables that
+/// point a function or the local runner at them (`WEBHOOKS_TABLE` … `DELIVERY_DLQ_URL`).
+pub async fn emulator_resources(sdk: &aws_config::SdkConfig) -> Vec<(String, String)> {
+    use webhooks::resources::{DELIVERIES_TABLE, WEBHOOKS_TABLE, create_queues, create_table};
+    let (webhooks_table, deliveries_table) = (unique("webhooks"), unique("deliveries"));
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table)
+        .await
+        .expect("table");
+    create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
+        .await
+        .expect("table");
+    let urls = create_queues(&aws_sdk_sqs::Client::new(sdk), &format!("{}-", unique("q")))
+        .await
+        .expect("queues");
+    let url = |id: &str| {
+        urls.iter()
+            .find(|(l, _)| *l == id)
+            .map(|(_, u)| u.clone())
+            .expect("queue url")
+    };
+    vec![
+        ("WEBHOOKS_TABLE".into(), webhooks_table),
+        ("DELIVERIES_TABLE".into(), deliveries_table),
+        ("EVENTS_QUEUE_URL".into(), url("EventsQueue")),
+        ("EVENTS_DLQ_URL".into(), url("EventsDeadLetterQueue")),
+        ("DELIVERY_QUEUE_URL".into(), url("DeliveryQueue")),
+        ("DELIVERY_DLQ_URL".into(), url("DeliveryDeadLetterQueue")),
+    ]
+}
+
 /// What the receiver answers to one request.
 #[derive(Debug, Clone)]
 pub enum Reply {

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use webhooks::ports::{OutgoingMessage, Queue};
-use webhooks::resources::{DELIVERIES_TABLE, WEBHOOKS_TABLE, create_queues, create_table};
 use webhooks::signing;
 use webhooks_local::{Backend, QueueUrls, Runner, local_config};
-use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, unique};
+use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, emulator_resources, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -81,32 +80,7 @@ async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
         Kind::Memory => Backend::Memory,
         Kind::Emulator => {
             let sdk = emulator().await?;
-            let (webhooks_table, deliveries_table) = (unique("webhooks"), unique("deliveries"));
-            let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-            create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table)
-                .await
-                .expect("table");
-            create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
-                .await
-                .expect("table");
-            let prefix = format!("{}-", unique("q"));
-            let urls = create_queues(&aws_sdk_sqs::Client::new(&sdk), &prefix)
-                .await
-                .expect("queues");
-            let url = |id: &str| {
-                urls.iter()
-                    .find(|(l, _)| *l == id)
-                    .map(|(_, u)| u.clone())
-                    .expect("queue url")
-            };
-            vars.extend([
-                ("WEBHOOKS_TABLE".into(), webhooks_table),
-                ("DELIVERIES_TABLE".into(), deliveries_table),
-                ("EVENTS_QUEUE_URL".into(), url("EventsQueue")),
-                ("EVENTS_DLQ_URL".into(), url("EventsDeadLetterQueue")),
-                ("DELIVERY_QUEUE_URL".into(), url("DeliveryQueue")),
-                ("DELIVERY_DLQ_URL".into(), url("DeliveryDeadLetterQueue")),
-            ]);
+            vars.extend(emulator_resources(&sdk).await);
             Backend::Aws(Box::new(sdk))
         }
     };
@@ -926,13 +900,11 @@ impl webhooks::ports::DeliveryLog for FailingGets {
     }
     async fn reopen(
         &self,
-        w: &str,
-        d: &str,
-        from: u32,
+        record: &webhooks::ports::Delivery,
         to: u32,
         now: u64,
     ) -> Result<bool, webhooks::ports::StoreError> {
-        self.inner.reopen(w, d, from, to, now).await
+        self.inner.reopen(record, to, now).await
     }
     async fn get(&self, w: &str, d: &str) -> Result<Option<webhooks::ports::Delivery>, webhooks::ports::StoreError> {
         let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
@@ -1114,36 +1086,17 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
     let mut check: Option<webhooks::dynamo::DynamoDeliveryLog> = None;
     if let Kind::Emulator = kind {
         let Some(sdk) = emulator().await else { return };
-        let (webhooks_table, deliveries_table) = (unique("webhooks"), unique("deliveries"));
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        create_table(&dynamo, &WEBHOOKS_TABLE, &webhooks_table)
-            .await
-            .expect("table");
-        create_table(&dynamo, &DELIVERIES_TABLE, &deliveries_table)
-            .await
-            .expect("table");
-        let urls = create_queues(&aws_sdk_sqs::Client::new(&sdk), &format!("{}-", unique("q")))
-            .await
-            .expect("queues");
-        for (logical, var) in [
-            ("EventsQueue", "EVENTS_QUEUE_URL"),
-            ("EventsDeadLetterQueue", "EVENTS_DLQ_URL"),
-            ("DeliveryQueue", "DELIVERY_QUEUE_URL"),
-            ("DeliveryDeadLetterQueue", "DELIVERY_DLQ_URL"),
-        ] {
-            let url = urls
-                .iter()
-                .find(|(l, _)| *l == logical)
-                .map(|(_, u)| u.clone())
-                .expect("url");
-            env.push((var.into(), url));
-        }
-        env.push(("WEBHOOKS_TABLE".into(), webhooks_table));
+        let resources = emulator_resources(&sdk).await;
+        let deliveries_table = resources
+            .iter()
+            .find(|(k, _)| k == "DELIVERIES_TABLE")
+            .map(|(_, v)| v.clone())
+            .expect("deliveries table");
         check = Some(webhooks::dynamo::DynamoDeliveryLog::new(
-            dynamo,
-            deliveries_table.clone(),
+            aws_sdk_dynamodb::Client::new(&sdk),
+            deliveries_table,
         ));
-        env.push(("DELIVERIES_TABLE".into(), deliveries_table));
+        env.extend(resources);
     } else {
         for k in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"] {
             env.push((k.into(), String::new()));

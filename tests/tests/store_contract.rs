@@ -181,13 +181,22 @@ async fn memory_store_meets_the_contract() {
 
 #[tokio::test]
 async fn dynamodb_store_meets_the_contract() {
-    let Some(sdk) = emulator().await else { return };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = unique("webhooks");
-    create_table(&client, &WEBHOOKS_TABLE, &table)
-        .await
-        .expect("create table");
+    let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
+        return;
+    };
     contract(Arc::new(DynamoWebhookStore::new(client, table))).await;
+}
+
+/// A fresh table of `spec` on the emulator, or `None` where the emulator suites are skipped.
+async fn dynamodb_table(
+    spec: &webhooks::resources::TableSpec,
+    name: &str,
+) -> Option<(aws_sdk_dynamodb::Client, String)> {
+    let sdk = emulator().await?;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique(name);
+    create_table(&client, spec, &table).await.expect("create table");
+    Some((client, table))
 }
 
 /// Many writers racing on one webhook: every patch lands (none silently lost) because each
@@ -235,12 +244,9 @@ async fn memory_store_keeps_concurrent_updates() {
 
 #[tokio::test]
 async fn dynamodb_store_keeps_concurrent_updates() {
-    let Some(sdk) = emulator().await else { return };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = unique("webhooks");
-    create_table(&client, &WEBHOOKS_TABLE, &table)
-        .await
-        .expect("create table");
+    let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
+        return;
+    };
     concurrent_updates(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }
 
@@ -330,8 +336,20 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         (tenant.as_str(), "evt-1", "system.info")
     );
     // A second cycle (a redrive or a resend) starts from the attempts already made.
-    assert!(!log.reopen(&webhook, &d.id, 1, 2, 10).await.expect("wrong cycle"));
-    assert!(log.reopen(&webhook, &d.id, 0, 1, 10).await.expect("reopen"));
+    let wrong_cycle = Delivery {
+        cycle: 1,
+        ..got.clone()
+    };
+    assert!(!log.reopen(&wrong_cycle, 2, 10).await.expect("wrong cycle"));
+    let fewer_attempts = Delivery {
+        attempts: got.attempts[..2].to_vec(),
+        ..got.clone()
+    };
+    assert!(
+        !log.reopen(&fewer_attempts, 1, 10).await.expect("stale read"),
+        "a record read before a racing attempt does not start a cycle"
+    );
+    assert!(log.reopen(&got, 1, 10).await.expect("reopen"));
     let reopened = log.get(&webhook, &d.id).await.expect("get").expect("found");
     assert_eq!(
         (
@@ -342,10 +360,7 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         ),
         (DeliveryStatus::Pending, 1, 3, 0)
     );
-    assert!(
-        !log.reopen(&webhook, &d.id, 0, 1, 11).await.expect("once"),
-        "a cycle starts once"
-    );
+    assert!(!log.reopen(&got, 1, 11).await.expect("once"), "a cycle starts once");
     let stale = mk(1);
     assert!(
         !log.finish(&stale, DeliveryStatus::Failed, "old cycle", 11)
@@ -414,12 +429,9 @@ async fn memory_delivery_log_meets_the_contract() {
 
 #[tokio::test]
 async fn dynamodb_delivery_log_meets_the_contract() {
-    let Some(sdk) = emulator().await else { return };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = unique("deliveries");
-    create_table(&client, &webhooks::resources::DELIVERIES_TABLE, &table)
-        .await
-        .expect("create table");
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
     delivery_log_contract(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
 }
 
@@ -540,11 +552,8 @@ async fn memory_event_store_meets_the_contract() {
 
 #[tokio::test]
 async fn dynamodb_event_store_meets_the_contract() {
-    let Some(sdk) = emulator().await else { return };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = unique("deliveries");
-    create_table(&client, &webhooks::resources::DELIVERIES_TABLE, &table)
-        .await
-        .expect("create table");
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
     event_store_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }
