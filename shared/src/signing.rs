@@ -37,6 +37,19 @@ pub fn delivery_body_rendered(event: &str, timestamp_iso: &str, payload_json: &s
     out
 }
 
+/// Random bytes in a generated secret: 32, inside the Standard Webhooks range of 24-64.
+pub const GENERATED_SECRET_BYTES: usize = 32;
+
+/// A new secret in the Standard Webhooks form, `whsec_` + base64 of random bytes: the official
+/// `standardwebhooks` libraries take it exactly as written, and the guide's receiver keys its
+/// HMAC with the whole string, as `guide_signature` does.
+pub fn generate_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; GENERATED_SECRET_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", B64.encode(bytes))
+}
+
 /// `X-Webhook-Signature`: hex HMAC-SHA256 of the body, keyed with the secret's UTF-8 bytes,
 /// exactly as the guide's Node.js example computes it.
 pub fn guide_signature(secret: &str, body: &[u8]) -> String {
@@ -120,6 +133,19 @@ impl Envelope<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn generated_secrets_are_standard_webhooks_keys_and_differ() {
+        let a = super::generate_secret();
+        let b = super::generate_secret();
+        assert_ne!(a, b);
+        let key = super::standard_key(&a);
+        assert_eq!(
+            key.len(),
+            super::GENERATED_SECRET_BYTES,
+            "{a} decodes to the random bytes"
+        );
+    }
+
     use super::*;
 
     #[test]
