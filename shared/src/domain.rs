@@ -14,7 +14,10 @@ pub const MAX_EVENT_ID_LEN: usize = 128;
 /// An event's or a test's payload, written as compact JSON, is at most this many bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Serde is the durable store's record format (`sqlite`): a field added here rides along, and
+// rows written before it read back with the field's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Webhook {
     pub id: String,
     pub tenant: String,

@@ -16,6 +16,8 @@ pub mod ports;
 pub mod resources;
 pub mod retry;
 pub mod signing;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod sqs;
 pub mod ssrf;
 pub mod telemetry;

@@ -46,9 +46,10 @@ pub trait WebhookStore: Send + Sync {
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
+    #[default]
     Pending,
     Succeeded,
     Failed,
@@ -92,8 +93,10 @@ pub struct Attempt {
     pub response_body: Option<String>,
 }
 
-/// The delivery of one event to one webhook, and its attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The delivery of one event to one webhook, and its attempts. Serde is the durable store's
+/// record format (see `Webhook`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Delivery {
     pub id: String,
     pub tenant: String,
@@ -169,8 +172,9 @@ pub trait DeliveryLog: Send + Sync {
 /// An accepted event, stored once: the dedupe claim of its id, the source of its payload for
 /// every delivery, resend and recovery, and what its deliveries' ids are derived from.
 /// Immutable once claimed: a later copy of the same id gets this record back, so the first
-/// accepted submission's timestamp and payload win.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// accepted submission's timestamp and payload win. Serde is the durable store's record format:
+/// a field added later needs `#[serde(default)]` to read rows written before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub tenant: Tenant,
     pub id: EventId,

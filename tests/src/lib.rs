@@ -31,6 +31,35 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A fresh directory under the system's temporary directory (a `DATA_DIR` for one test),
+/// removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The durable store's database in a fresh directory; keep the directory while it is used.
+pub fn sqlite_db() -> (TempDir, std::sync::Arc<webhooks::sqlite::Db>) {
+    let dir = TempDir::new("webhooks-data");
+    let db = webhooks::sqlite::Db::open(dir.path()).expect("open the durable store");
+    (dir, db)
+}
+
 /// The emulator's SDK configuration: `AWS_ENDPOINT_URL`, or the per-service
 /// `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SQS` (LocalStack's SQS beside moto's
 /// DynamoDB). With no endpoint set the test FAILS: an emulator suite that passes without an

@@ -1,5 +1,6 @@
 //! One contract for every storage port's adapters (`WebhookStore`, `DeliveryLog`,
-//! `EventStore`): the in-memory one and DynamoDB on the emulator over HTTP.
+//! `EventStore`): the in-memory one, the durable one (SQLite, `webhooks::sqlite`) and DynamoDB
+//! on the emulator over HTTP.
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use webhooks::memory::MemoryWebhookStore;
 use webhooks::messages::{EventId, Tenant};
 use webhooks::ports::{Claim, EventStore, StoreError, StoredEvent, WebhookStore};
 use webhooks::resources::{WEBHOOKS_TABLE, create_table};
+use webhooks::sqlite::{SqliteDeliveryLog, SqliteEventStore, SqliteWebhookStore};
 use webhooks::{ids, time};
-use webhooks_tests::{emulator, unique};
+use webhooks_tests::{emulator, sqlite_db, unique};
 
 fn webhook(tenant: &str, events: &[&str], active: bool) -> Webhook {
     let now = time::now_ms();
@@ -180,6 +182,12 @@ async fn memory_store_meets_the_contract() {
 }
 
 #[tokio::test]
+async fn sqlite_store_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    contract(Arc::new(SqliteWebhookStore::new(db))).await;
+}
+
+#[tokio::test]
 async fn dynamodb_store_meets_the_contract() {
     let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
         return;
@@ -240,6 +248,12 @@ async fn concurrent_updates(store: Arc<dyn WebhookStore>) {
 #[tokio::test]
 async fn memory_store_keeps_concurrent_updates() {
     concurrent_updates(Arc::new(MemoryWebhookStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_concurrent_updates() {
+    let (_dir, db) = sqlite_db();
+    concurrent_updates(Arc::new(SqliteWebhookStore::new(db))).await;
 }
 
 #[tokio::test]
@@ -428,6 +442,12 @@ async fn memory_delivery_log_meets_the_contract() {
 }
 
 #[tokio::test]
+async fn sqlite_delivery_log_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    delivery_log_contract(Arc::new(SqliteDeliveryLog::new(db))).await;
+}
+
+#[tokio::test]
 async fn dynamodb_delivery_log_meets_the_contract() {
     let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
         return;
@@ -548,6 +568,12 @@ async fn event_store_contract(events: Arc<dyn EventStore>) {
 #[tokio::test]
 async fn memory_event_store_meets_the_contract() {
     event_store_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    event_store_contract(Arc::new(SqliteEventStore::new(db))).await;
 }
 
 #[tokio::test]
