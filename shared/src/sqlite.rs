@@ -36,6 +36,8 @@ use crate::time::Clock;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "webhooks.sqlite3";
+/// Locked (exclusively) while a process uses the data directory.
+pub const LOCK_FILE: &str = "webhooks.lock";
 
 /// Writes committed together at most (a bound on one transaction's size and latency).
 const MAX_GROUP: usize = 256;
@@ -65,7 +67,7 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL,
     body TEXT NOT NULL, reason TEXT, sent_ms INTEGER NOT NULL, receive_count INTEGER NOT NULL,
-    visible_at INTEGER NOT NULL, receipt TEXT, received_at INTEGER);
+    visible_at INTEGER NOT NULL, receipt TEXT, received_at INTEGER, in_flight INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
 ";
@@ -76,6 +78,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot use the data directory {0}: {1}")]
     Dir(PathBuf, std::io::Error),
+    #[error("the data directory {0} is in use by another process (one runner per DATA_DIR)")]
+    InUse(PathBuf),
     #[error("stored record is unreadable: {0}")]
     Record(#[from] serde_json::Error),
     #[error("the database writer has stopped")]
@@ -147,6 +151,8 @@ struct Envelope {
 /// One database: a writer thread and a pool of reader connections.
 pub struct Db {
     path: PathBuf,
+    /// Held for the life of this `Db`; the OS lets go of it when the process dies, however.
+    _lock: std::fs::File,
     writes: Mutex<mpsc::Sender<Envelope>>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -159,9 +165,19 @@ fn connect(path: &Path) -> Result<Connection, DbError> {
 }
 
 impl Db {
-    /// Opens (creating if need be) the database in `dir`, which is created too.
+    /// Opens (creating if need be) the database in `dir`, which is created too. One process
+    /// at a time: the directory is locked. What a previous process had in hand when it died
+    /// is handed back at once: the messages it had received (not those it hid for a retry)
+    /// are visible again, and its claims on events lapse.
     pub fn open(dir: &Path) -> Result<Arc<Db>, DbError> {
         std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.to_path_buf(), e))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| DbError::Dir(dir.to_path_buf(), e))?;
+        lock.try_lock().map_err(|_| DbError::InUse(dir.to_path_buf()))?;
         let path = dir.join(DB_FILE);
         let writer = connect(&path)?;
         let mode: String = writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -169,6 +185,11 @@ impl Db {
             return Err(DbError::Refused(format!("WAL mode refused (journal_mode is {mode})")));
         }
         writer.execute_batch(SCHEMA)?;
+        // The lock says no other process is using these: whoever held them is gone.
+        writer.execute_batch(
+            "UPDATE messages SET visible_at = 0, receipt = NULL, in_flight = 0 WHERE in_flight = 1; \
+             UPDATE events SET lease_until = 0 WHERE fanned = 0;",
+        )?;
         let (tx, rx) = mpsc::channel::<Envelope>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -176,6 +197,7 @@ impl Db {
             .map_err(|e| DbError::Dir(dir.to_path_buf(), e))?;
         Ok(Arc::new(Db {
             path,
+            _lock: lock,
             writes: Mutex::new(tx),
             readers: Mutex::new(Vec::new()),
         }))
@@ -897,7 +919,7 @@ impl SqliteQueue {
                         if dlq_exists {
                             c.prepare_cached(
                                 "UPDATE messages SET queue = ?2, receive_count = 0, receipt = NULL, \
-                                 received_at = NULL, visible_at = ?3 WHERE seq = ?1",
+                                 received_at = NULL, in_flight = 0, visible_at = ?3 WHERE seq = ?1",
                             )?
                             .execute(params![seq, dlq, int(now)])?;
                         } else {
@@ -909,7 +931,7 @@ impl SqliteQueue {
                     let m = c
                         .prepare_cached(
                             "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3, \
-                             received_at = ?4 WHERE seq = ?1 RETURNING message_id, body, receive_count, sent_ms",
+                             received_at = ?4, in_flight = 1 WHERE seq = ?1 RETURNING message_id, body, receive_count, sent_ms",
                         )?
                         .query_row(params![seq, int(now + q.visibility_ms), receipt, int(now)], |r| {
                             Ok(QueueMessage {
@@ -975,7 +997,8 @@ impl Queue for SqliteQueue {
                 if seconds as u64 > MAX_VISIBILITY_S || held + seconds as u64 > MAX_VISIBILITY_S {
                     return Ok(Err(QueueError::VisibilityTooLong(seconds as u64)));
                 }
-                c.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                // Hidden on purpose (a retry's delay): kept hidden across a restart.
+                c.prepare_cached("UPDATE messages SET visible_at = ?2, in_flight = 0 WHERE seq = ?1")?
                     .execute(params![seq, int(now + seconds as u64 * 1000)])?;
                 Ok(Ok(()))
             })

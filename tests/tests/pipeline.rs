@@ -1,6 +1,7 @@
 //! The delivery pipeline end to end: `POST /api/events` or a producer's SQS message, ingest,
 //! the delivery queue, the dispatcher, a real receiver on 127.0.0.1, and the delivery log.
-//! Every scenario runs on the embedded backend and on the emulator's DynamoDB + SQS.
+//! Every scenario runs on the in-memory backend, on the durable one (SQLite in a fresh data
+//! directory) and on the emulator's DynamoDB + SQS.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use webhooks::ports::{OutgoingMessage, Queue};
 use webhooks::signing;
 use webhooks_local::{Backend, QueueUrls, Runner, local_config};
-use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, emulator_resources, unique};
+use webhooks_tests::{JWT_SECRET, Receiver, Reply, TempDir, bearer, closed_port, emulator, emulator_resources, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Memory,
+    Durable,
     Emulator,
 }
 
@@ -32,6 +34,8 @@ struct Harness {
     log: Arc<dyn webhooks::ports::DeliveryLog>,
     clock: webhooks::time::Clock,
     memory: Option<Arc<webhooks::memory::MemoryQueue>>,
+    /// The durable backend's data directory, removed when the harness goes.
+    _data: Option<TempDir>,
 }
 
 /// A local runner on 127.0.0.1:0 with its pipeline running. `vars` override the environment
@@ -42,7 +46,7 @@ async fn harness(kind: Kind, vars: &[(&str, &str)]) -> Option<Harness> {
 
 /// The same, with the queue pollers running or not (then the test invokes the handlers).
 async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Option<Harness> {
-    let runner = runner(kind, vars).await?;
+    let (runner, data) = runner(kind, vars).await?;
     let queue = runner.state.queue.clone();
     let urls = runner.urls.clone();
     let (ingest, dispatcher, clock, memory) = (
@@ -70,14 +74,22 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         log,
         clock,
         memory,
+        _data: data,
     })
 }
 
-async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
+async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<(Runner, Option<TempDir>)> {
     let mut vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.push(("JWT_SECRET".into(), String::from_utf8_lossy(JWT_SECRET).into_owned()));
+    let mut data = None;
     let backend = match kind {
         Kind::Memory => Backend::Memory,
+        Kind::Durable => {
+            let dir = TempDir::new("pipeline-data");
+            let backend = Backend::Sqlite(dir.path().to_path_buf());
+            data = Some(dir);
+            backend
+        }
         Kind::Emulator => {
             let sdk = emulator().await?;
             vars.extend(emulator_resources(&sdk).await);
@@ -85,7 +97,7 @@ async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
         }
     };
     let config = local_config(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-    Some(Runner::new(&config, JWT_SECRET, &backend).expect("runner"))
+    Some((Runner::new(&config, JWT_SECRET, &backend).expect("runner"), data))
 }
 
 impl Harness {
@@ -1083,7 +1095,8 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
         ("PORT".into(), "0".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
-    let mut check: Option<webhooks::dynamo::DynamoDeliveryLog> = None;
+    let mut check: Option<Box<dyn webhooks::ports::DeliveryLog>> = None;
+    let data = TempDir::new("sigterm-data");
     if let Kind::Emulator = kind {
         let Some(sdk) = emulator().await else { return };
         let resources = emulator_resources(&sdk).await;
@@ -1092,14 +1105,18 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
             .find(|(k, _)| k == "DELIVERIES_TABLE")
             .map(|(_, v)| v.clone())
             .expect("deliveries table");
-        check = Some(webhooks::dynamo::DynamoDeliveryLog::new(
+        check = Some(Box::new(webhooks::dynamo::DynamoDeliveryLog::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             deliveries_table,
-        ));
+        )));
         env.extend(resources);
     } else {
         for k in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"] {
             env.push((k.into(), String::new()));
+        }
+        match kind {
+            Kind::Durable => env.push(("DATA_DIR".into(), data.path().display().to_string())),
+            _ => env.push(("BACKEND".into(), "memory".into())),
         }
     }
     let receiver = Receiver::start(Reply::Slow(Duration::from_secs(2), 200)).await;
@@ -1149,11 +1166,14 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
             .any(|l| l.contains("deliveries in flight finished and were recorded")),
         "{rest:?}"
     );
+    if let Kind::Durable = kind {
+        // The process is gone: its log is read from its data directory.
+        let db = webhooks::sqlite::Db::open(data.path()).expect("reopen the data directory");
+        check = Some(Box::new(webhooks::sqlite::SqliteDeliveryLog::new(db)));
+    }
     if let Some(log) = check {
         for hook in &hooks {
-            let page = webhooks::ports::DeliveryLog::list(&log, hook, 10, None)
-                .await
-                .expect("list");
+            let page = log.list(hook, 10, None).await.expect("list");
             assert_eq!(page.items.len(), 1);
             assert_eq!(page.items[0].status.as_str(), "succeeded", "recorded before the exit");
         }
@@ -1166,6 +1186,10 @@ macro_rules! on_both_backends {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() { super::$scenario(super::Kind::Memory).await })*
+        }
+        mod durable {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::Kind::Durable).await })*
         }
         mod emulator {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]

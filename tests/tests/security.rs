@@ -267,7 +267,10 @@ async fn secrets_never_reach_logs_or_error_bodies() {
     let path = binary("webhooks-local", "debug");
     assert!(path.exists(), "{} is missing: run `cargo build --bins`", path.display());
     let jwt_secret = "JWTSECRET-0f9e8d7c6b5a4f3e2d1c0b9a";
+    // The durable default, in a data directory of its own.
+    let data = webhooks_tests::TempDir::new("security-data");
     let mut child = tokio::process::Command::new(&path)
+        .env("DATA_DIR", data.path())
         .env("PORT", "0")
         .env("JWT_SECRET", jwt_secret)
         .env("RUST_LOG", "debug")

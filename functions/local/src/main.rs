@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 use webhooks::auth;
-use webhooks_local::{Backend, Runner, local_config};
+use webhooks_local::{Backend, BackendChoice, Runner, local_config};
 
 const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P] | resources]";
 
@@ -79,16 +79,10 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
             (hex::encode(bytes).into_bytes(), true)
         }
     };
-    // Any AWS endpoint setting (one for all services, or per service to mix LocalStack's SQS
-    // with moto's DynamoDB) selects the AWS backend; `BACKEND=aws` selects it for AWS itself.
-    let aws = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-        || std::env::var("BACKEND").as_deref() == Ok("aws");
-    let backend = if aws {
-        Backend::Aws(Box::new(webhooks::aws_config().await))
-    } else {
-        Backend::Memory
+    let backend = match BackendChoice::from_lookup(|k| std::env::var(k).ok())? {
+        BackendChoice::Memory => Backend::Memory,
+        BackendChoice::Sqlite(dir) => Backend::Sqlite(dir),
+        BackendChoice::Aws => Backend::Aws(Box::new(webhooks::aws_config().await)),
     };
     // Build everything first, so a missing setting fails before the banner.
     let runner = Runner::new(&config, &secret, &backend)?;
