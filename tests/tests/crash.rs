@@ -374,3 +374,97 @@ async fn kill_9_at_any_moment_loses_nothing() {
     );
     run.kill9().await;
 }
+
+/// The adapters across a reopen of their data directory: what was written is there; a message
+/// the dead process had received comes back at once with its receive counted, one it had
+/// hidden for a retry stays hidden until due; its event claims lapse; a second process is
+/// refused the directory; expired records are purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_hands_back_what_a_dead_process_held() {
+    use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore};
+    use webhooks::sqlite::{Db, SqliteEventStore, SqliteQueue, SqliteWebhookStore};
+    let data = TempDir::new("reopen-data");
+    let clock = webhooks::time::Clock::default();
+    let db = Db::open(data.path()).expect("open");
+    assert!(Db::open(data.path()).is_err(), "one process per data directory");
+    let queue = SqliteQueue::new(db.clone(), clock.clone());
+    let url = queue
+        .create_queue("jobs", Duration::from_secs(180), None)
+        .expect("queue");
+    let send = |body: &str| OutgoingMessage {
+        id: body.into(),
+        body: body.into(),
+        reason: None,
+    };
+    queue
+        .send_batch(&url, &[send("in-flight"), send("retry")])
+        .await
+        .expect("send");
+    let got = queue.receive(&url, 10, Duration::from_secs(1)).await.expect("receive");
+    assert_eq!(got.len(), 2);
+    let retry = got.iter().find(|m| m.body == "retry").expect("retry");
+    queue
+        .change_visibility(&url, &retry.receipt_handle, 60)
+        .await
+        .expect("hide for a retry");
+    let webhook = webhooks::domain::Webhook {
+        id: webhooks::ids::new_id("wh"),
+        tenant: "acme".into(),
+        url: "https://example.com/".into(),
+        events: vec!["*".into()],
+        active: true,
+        version: 1,
+        ..Default::default()
+    };
+    SqliteWebhookStore::new(db.clone())
+        .create(&webhook)
+        .await
+        .expect("create");
+    let tenant = webhooks::messages::Tenant::parse("acme").expect("tenant");
+    let event = StoredEvent {
+        tenant: tenant.clone(),
+        id: webhooks::messages::EventId::parse("evt-1").expect("id"),
+        event: webhooks::event_types::EventType::parse("system.info").expect("type"),
+        timestamp_ms: 1,
+        payload: "{}".into(),
+        expires_at: 1,
+    };
+    let now = clock.now_ms();
+    let events = SqliteEventStore::new(db.clone());
+    assert!(matches!(
+        events.claim(&event, "dead", now, 90_000).await,
+        Ok(Claim::Won(_))
+    ));
+    drop((queue, events));
+    drop(db);
+
+    let db = Db::open(data.path()).expect("reopen");
+    let queue = SqliteQueue::new(db.clone(), clock.clone());
+    let url = queue
+        .create_queue("jobs", Duration::from_secs(180), None)
+        .expect("queue");
+    let back = queue
+        .receive(&url, 10, Duration::from_millis(300))
+        .await
+        .expect("receive");
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.body.as_str(), m.receive_count))
+            .collect::<Vec<_>>(),
+        vec![("in-flight", 2)],
+        "the received message is back, the retry is not due"
+    );
+    queue.advance(Duration::from_secs(61));
+    let due = queue.receive(&url, 10, Duration::from_secs(1)).await.expect("receive");
+    assert_eq!(due.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), vec!["retry"]);
+    assert_eq!(due[0].message_id, retry.message_id, "the same message");
+    let store = SqliteWebhookStore::new(db.clone());
+    assert_eq!(store.get("acme", &webhook.id).await.expect("get"), Some(webhook));
+    let events = SqliteEventStore::new(db.clone());
+    assert!(
+        matches!(events.claim(&event, "alive", now + 1, 90_000).await, Ok(Claim::Won(_))),
+        "the dead owner's claim lapsed at the reopen"
+    );
+    assert_eq!(db.purge_expired(2).await.expect("purge"), 1, "the expired event");
+    assert_eq!(events.get(&tenant, &event.id, true).await.expect("get"), None);
+}
