@@ -11,7 +11,8 @@
 //! any point (`kill -9`): the write is in the WAL in the OS's hands. Writes that acknowledge
 //! something to a client (an event accepted with 202, a webhook created, updated or deleted)
 //! are committed `synchronous=FULL` instead: the WAL is fsynced before the call returns, so
-//! they survive a power cut too. After a power cut, SQLite's recovery keeps a prefix of the
+//! they survive a power cut too (so is every queue send but those to the queues marked
+//! `SqliteQueue::internal`). After a power cut, SQLite's recovery keeps a prefix of the
 //! committed transactions, so the pipeline's state goes back to a consistent earlier point
 //! from which it is replayed (jobs received again, with the same delivery ids).
 
@@ -791,6 +792,8 @@ pub struct SqliteQueue {
     db: Arc<Db>,
     arrived: Notify,
     clock: Clock,
+    /// Queues whose sends are committed without an fsync (see `internal`).
+    internal: Mutex<std::collections::HashSet<String>>,
 }
 
 struct QueueConfig {
@@ -824,7 +827,18 @@ impl SqliteQueue {
             db,
             arrived: Notify::new(),
             clock,
+            internal: Mutex::new(Default::default()),
         }
+    }
+
+    /// Marks a queue whose senders are the pipeline itself (jobs, dead letters), not a producer
+    /// waiting for an acknowledgment: its sends are committed `synchronous=NORMAL`, which
+    /// survives `kill -9`. After a power cut a suffix of such commits may be lost, and with it
+    /// everything the pipeline did after them (the claim's completion, the deletion of the
+    /// message that caused the send), so the cause is received again and the send redone. By
+    /// default every send is fsynced before it returns.
+    pub fn internal(&self, queue_url: &str) {
+        lock(&self.internal).insert(queue_url.to_string());
     }
 
     /// Creates a queue (or updates its settings) and returns its URL (`sqlite://name`). Its
@@ -960,8 +974,9 @@ impl Queue for SqliteQueue {
             .map(|m| (crate::ids::new_id("msg"), m.body.clone(), m.reason.clone()))
             .collect();
         // Synced: a producer (the API's 202) is told the message is kept only once it is on disk.
+        let sync = !lock(&self.internal).contains(queue_url);
         self.db
-            .write(true, move |c| {
+            .write(sync, move |c| {
                 if queue_config(c, &url)?.is_none() {
                     return Ok(Err(no_such_queue(&url)));
                 }

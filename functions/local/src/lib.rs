@@ -369,6 +369,11 @@ fn sqlite_ports(dir: &Path, clock: &webhooks::time::Clock) -> Result<(Ports, Que
         events_dlq,
         delivery_dlq,
     };
+    // Only the events queue acknowledges to a producer (the API's 202): the others are fed by
+    // the pipeline, which redoes a lost send.
+    for url in [&urls.delivery, &urls.delivery_dlq, &urls.events_dlq] {
+        q.internal(url);
+    }
     let ports = Ports {
         store: Arc::new(SqliteWebhookStore::new(db.clone())),
         log: Arc::new(SqliteDeliveryLog::new(db.clone())),
