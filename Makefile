@@ -1,6 +1,6 @@
 .PHONY: run test emulator-start emulator-stop bootstrap build-lambda fmt lint
 
-# Serve the API on 127.0.0.1:$${PORT:-3000} with in-memory adapters.
+# Serve the API on 127.0.0.1:$${PORT:-3000}, keeping its data in $${DATA_DIR:-.webhooks-data}.
 run:
 	cargo run -p webhooks-local
 
