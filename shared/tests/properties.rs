@@ -63,6 +63,16 @@ fn key() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Verification is async for the JWKS path; the HS256 path never waits, so a current-thread
+/// runtime is enough.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
 proptest! {
     #[test]
     fn event_decoder_never_panics_on_text(body in "\\PC{0,200}") {
@@ -100,8 +110,8 @@ proptest! {
     #[test]
     fn jwt_path_refuses_junk_without_panicking(token in "\\PC{0,300}", header in "\\PC{0,40}") {
         let v = JwtVerifier::new(b"k", Some("iss"), Some("aud"));
-        prop_assert!(v.verify(&token).is_err());
-        let _ = v.verify_header(Some(&header));
+        prop_assert!(block_on(v.verify(&token)).is_err());
+        let _ = block_on(v.verify_header(Some(&header)));
     }
 
     #[test]
@@ -114,7 +124,7 @@ proptest! {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"k").expect("key");
         mac.update(input.as_bytes());
         let token = format!("{input}.{}", B.encode(mac.finalize().into_bytes()));
-        prop_assert!(JwtVerifier::new(b"k", None, None).verify(&token).is_err());
+        prop_assert!(block_on(JwtVerifier::new(b"k", None, None).verify(&token)).is_err());
     }
 
     #[test]

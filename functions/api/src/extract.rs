@@ -4,8 +4,9 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use lambda_http::request::RequestContext;
 use serde_json::Value;
-use webhooks::auth::Principal;
+use webhooks::auth::{AuthError, Principal};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -27,12 +28,33 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
+        if state.verifier.from_api_gateway() {
+            return Ok(Auth(gateway_principal(&state, parts)?));
+        }
         let header = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| webhooks::auth::AuthError::Malformed)?),
         };
-        Ok(Auth(state.verifier.verify_header(header)?))
+        Ok(Auth(state.verifier.verify_header(header).await?))
     }
+}
+
+/// The caller as API Gateway's JWT authorizer verified it: the claims of
+/// `requestContext.authorizer.jwt`. A request without them did not come through an authorizer
+/// (a route left without one, or not API Gateway at all) and is refused: fail closed.
+fn gateway_principal(state: &AppState, parts: &Parts) -> Result<Principal, AuthError> {
+    let claims = match parts.extensions.get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
+    };
+    let claims = claims.ok_or(AuthError::Invalid("no claims from API Gateway's JWT authorizer"))?;
+    state
+        .verifier
+        .principal_from_claims(|name| claims.get(name).map(String::as_str))
 }
 
 /// A JSON body, parsed to a value (field-level validation happens in the domain parsers).
