@@ -1288,10 +1288,59 @@ async fn rotation_signs_with_every_valid_secret(kind: Kind) {
     .await;
     let no = "No matching signature found";
     assert_eq!(verdicts, vec!["ok", no, "ok", "ok", no, "ok", no, no]);
+
+    // The guide's scheme, checked by the guide's Node.js code: an untouched receiver (old
+    // secret) verifies until the overlap ends; one that trusts old and new verifies throughout;
+    // the new secret alone only once the overlap is over (the retry schedule covers a receiver
+    // switched early: its deliveries are retried until then).
+    let verdicts = guide_verify(&[
+        (&[old], &before),
+        (&[old], &during),
+        (&[new.as_str(), old], &during),
+        (&[new.as_str()], &during),
+        (&[newest.as_str(), new.as_str(), old], &after),
+        (&[newest.as_str()], &after),
+        (&[old], &after),
+    ])
+    .await;
+    assert_eq!(verdicts, vec![true, true, true, false, true, true, false]);
     let d = h
         .delivery_when(&tenant, &hook, |d| d["attempts"].as_array().map(Vec::len) == Some(1))
         .await;
     assert_eq!(status(&d), "succeeded");
+}
+
+/// Runs the guide's Node.js check (`tests/node/guide_rotation.js`) on each (secrets trusted,
+/// request): whether any of the secrets verifies its `X-Webhook-Signature`.
+async fn guide_verify(cases: &[(&[&str], &webhooks_tests::Received)]) -> Vec<bool> {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(secrets, r)| {
+            json!({"secrets": secrets, "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+                "signature": r.header("x-webhook-signature")})
+        })
+        .collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/node/guide_rotation.js"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed (make test installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(Value::from(input).to_string().as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("node finished")
+        .expect("node ran");
+    assert!(out.status.success(), "guide_rotation.js failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("a JSON array of verdicts")
 }
 
 macro_rules! on_both_backends {
