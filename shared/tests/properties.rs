@@ -53,6 +53,7 @@ fn key() -> impl Strategy<Value = String> {
         Just("events".to_string()),
         Just("secret".to_string()),
         Just("active".to_string()),
+        Just("overlapSeconds".to_string()),
         Just("event".to_string()),
         Just("payload".to_string()),
         Just("tenant".to_string()),
@@ -105,6 +106,13 @@ proptest! {
             Err(errors) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| !e.message.is_empty())),
         }
         let _ = parse_update(&v, GUARDED);
+        match webhooks::domain::parse_rotate(&v) {
+            Ok(r) => {
+                prop_assert!(r.overlap_s <= webhooks::domain::MAX_OVERLAP_S);
+                prop_assert!(r.secret.as_ref().is_none_or(|s| !s.is_empty() && s.len() <= MAX_SECRET_LEN));
+            }
+            Err(errors) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| !e.message.is_empty())),
+        }
     }
 
     #[test]

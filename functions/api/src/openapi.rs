@@ -171,7 +171,7 @@ pub fn document() -> Value {
             }
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256)"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256 with JWT_SECRET; RS256 or ES256 from the JWT_JWKS_URL issuer)"}},
             "schemas": {
                 "CreateWebhook": {"type": "object", "additionalProperties": false, "required": ["url", "events"],
                     "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean", "default": true}}},
