@@ -235,7 +235,8 @@ async fn rotate_secret(
         let Some(rotated) = current.rotated(secret.clone(), request.overlap_s, now) else {
             let first_free = current.valid_previous(now).map(|p| p.expires_at).min().unwrap_or(now);
             return Err(ApiError::Conflict(format!(
-                "{} replaced secrets are still valid, the most a webhook keeps; rotate with                  overlapSeconds 0 to revoke them now, or after {}",
+                "{} replaced secrets are still valid, the most a webhook keeps; rotate with \
+                 overlapSeconds 0 to revoke them now, or after {}",
                 domain::MAX_PREVIOUS_SECRETS,
                 time::iso_ms(first_free)
             )));
