@@ -263,7 +263,7 @@ async fn rotation_scenario(app: &Router) {
         "POST",
         "/api/webhooks",
         Some(&alice),
-        Some(r#"{"url":"https://example.com/hook","events":["system.info"],"secret":"first-secret"}"#),
+        Some(r#"{"url":"https://example.com/hook","events":["system.info"],"secret":"first-secret-chosen-by-the-user-0001"}"#),
     )
     .await;
     let id = created.body["id"].as_str().expect("id").to_string();
@@ -289,15 +289,19 @@ async fn rotation_scenario(app: &Router) {
         "POST",
         &rotate,
         Some(&alice),
-        Some(r#"{"secret":"chosen-secret","overlapSeconds":60}"#),
+        Some(r#"{"secret":"chosen-secret-of-the-user-0123456789","overlapSeconds":60}"#),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body["secret"], "chosen-secret");
+    assert_eq!(r.body["secret"], "chosen-secret-of-the-user-0123456789");
     assert_eq!(r.body["previousSecrets"].as_array().map(Vec::len), Some(2));
     let shown = get().await.body;
     assert_eq!(shown.get("secret"), None);
-    for s in ["first-secret", generated, "chosen-secret"] {
+    for s in [
+        "first-secret-chosen-by-the-user-0001",
+        generated,
+        "chosen-secret-of-the-user-0123456789",
+    ] {
         assert!(!shown.to_string().contains(s), "GET shows no secret");
     }
     assert_eq!(shown["previousSecrets"], r.body["previousSecrets"]);
