@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
@@ -215,11 +214,7 @@ impl Runner {
             events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
-            verifier: Arc::new(JwtVerifier::new(
-                jwt_secret,
-                config.jwt_issuer.as_deref(),
-                config.jwt_audience.as_deref(),
-            )),
+            verifier: Arc::new(config.verifier(Some(jwt_secret))?),
             deliverer: deliverer.clone(),
             test_timeout: config.test_timeout,
         };
