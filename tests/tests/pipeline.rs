@@ -114,6 +114,40 @@ impl Harness {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET that also returns the `Link: <…>; rel="next"` target, if any.
+    async fn get_page(&self, tenant: &str, path: &str) -> (u16, Value, Option<String>) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", bearer(tenant))
+            .send()
+            .await
+            .expect("send");
+        let status = res.status().as_u16();
+        let next = res
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix('<'))
+            .and_then(|v| v.split_once(">; rel=\"next\""))
+            .map(|(target, _)| target.to_string());
+        (status, res.json().await.unwrap_or(Value::Null), next)
+    }
+
+    /// Every item of a paginated listing, following the Link header (bounded).
+    async fn walk(&self, tenant: &str, first: &str) -> (Vec<Value>, usize) {
+        let (mut items, mut pages, mut path) = (Vec::new(), 0, Some(first.to_string()));
+        while let Some(p) = path.take() {
+            pages += 1;
+            assert!(pages <= 50, "the listing never ended");
+            let (status, body, next) = self.get_page(tenant, &p).await;
+            assert_eq!(status, 200, "{p}: {body}");
+            items.extend(body.as_array().expect("a page").iter().cloned());
+            path = next;
+        }
+        (items, pages)
+    }
+
     async fn webhook(&self, tenant: &str, url: &str, events: Value, secret: Option<&str>) -> String {
         let (status, body) = self
             .post(
@@ -1161,6 +1195,152 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
     assert_eq!(receiver.received().len(), 2, "nothing sent twice");
 }
 
+// ---------------------------------------------------------------------------------------
+// Events kept, resend, recover, redrive (issue 10).
+// ---------------------------------------------------------------------------------------
+
+/// Waits (bounded) until `GET /api/events/{id}` satisfies `done`; returns it.
+async fn event_when(h: &Harness, tenant: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, e) = h.get(tenant, &format!("/api/events/{id}")).await;
+        if code == 200 && done(&e) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event never reached the expected state: {code} {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Percent-encodes everything but ASCII letters and digits (a path segment).
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn all_succeeded(e: &Value) -> bool {
+    e["status"] == "fannedOut"
+        && e["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["status"] == "succeeded"))
+}
+
+/// Accepted events are kept: `GET /api/events/{id}` shows the payload and each delivery's
+/// id and status; `GET /api/events` lists them newest first, filtered, page by page through
+/// the Link header; another tenant gets 404 and an empty listing.
+async fn events_are_kept_and_listed(kind: Kind) {
+    let Some(h) = harness(kind, &[]).await else { return };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hooks = [
+        h.webhook(&tenant, &receiver.url("/1"), json!(["system.*"]), None).await,
+        h.webhook(&tenant, &receiver.url("/2"), json!(["system.info"]), None)
+            .await,
+    ];
+    let kinds = [
+        "system.info",
+        "system.error",
+        "system.info",
+        "system.error",
+        "system.info",
+    ];
+    let mut ids = Vec::new();
+    for (i, event) in kinds.iter().enumerate() {
+        // Ids with characters a URL must escape.
+        let id = format!("order {i}/#é");
+        h.event(
+            &tenant,
+            event,
+            json!({"n": i, "big": 12345678901234567890u64}),
+            Some(&id),
+        )
+        .await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let path = |id: &str| format!("/api/events/{}", escape(id));
+    let e = event_when(&h, &tenant, &escape(&ids[0]), all_succeeded).await;
+    assert_eq!(e["id"], ids[0]);
+    assert_eq!(e["event"], "system.info");
+    // The payload as it was delivered: rendered once, as JSON.stringify prints it.
+    assert_eq!(e["payload"], json!({"n": 0, "big": 12345678901234567000u64}));
+    assert_eq!(e["fanOut"], 2);
+    let mut delivered: Vec<(String, String)> = e["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            (
+                d["webhookId"].as_str().expect("webhook").to_string(),
+                d["id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let mut want: Vec<String> = hooks.to_vec();
+    want.sort();
+    assert_eq!(delivered.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(), want);
+    // The ids are the ones the receiver saw as webhook-id.
+    receiver.wait_for(8, WAIT).await;
+    for (_, id) in &delivered {
+        assert!(
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.header("webhook-id") == Some(id.as_str()))
+        );
+    }
+    let e = event_when(&h, &tenant, &escape(&ids[1]), all_succeeded).await;
+    assert_eq!(e["fanOut"], 1, "system.error goes to the first webhook only");
+
+    let (listed, pages) = h.walk(&tenant, "/api/events?limit=2").await;
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(
+        listed.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert_eq!(pages, 3, "5 events, 2 a page");
+    let since = listed[1]["timestamp"].as_str().expect("timestamp").to_string();
+    let (errors, _) = h
+        .walk(
+            &tenant,
+            &format!("/api/events?limit=1&event=system.error&since={since}"),
+        )
+        .await;
+    assert_eq!(
+        errors.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        vec![ids[3].as_str()],
+        "filters hold across pages"
+    );
+    for bad in [
+        "/api/events?since=yesterday",
+        "/api/events?event=nope",
+        "/api/events?cursor=x",
+        "/api/events?limit=0",
+    ] {
+        let (code, body) = h.get(&tenant, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body["errors"][0]["field"].is_string(), "{body}");
+    }
+    let other = unique("other");
+    let (code, _) = h.get(&other, &path(&ids[0])).await;
+    assert_eq!(code, 404, "another tenant's event");
+    let (code, list) = h.get(&other, "/api/events").await;
+    assert_eq!((code, list), (200, json!([])));
+    let (code, _) = h.get(&tenant, "/api/events/never-sent").await;
+    assert_eq!(code, 404);
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1192,6 +1372,7 @@ on_both_backends!(
     retry_after_as_an_http_date_is_honoured,
     an_attempt_never_outlives_the_deadline,
     sigterm_lets_deliveries_in_flight_finish,
+    events_are_kept_and_listed,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,19 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
+use webhooks::event_types::EventType;
 use webhooks::messages::EventId;
+use webhooks::messages::Tenant;
 use webhooks::messages::{Event, encode_event};
-use webhooks::ports::{Delivery, DeliveryLog, EventStore, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
+use webhooks::ports::{
+    Delivery, DeliveryLog, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue, StoreError,
+    WebhookStore, send_all,
+};
 use webhooks::signing::Envelope;
 use webhooks::{event_types, ids, time};
 
@@ -54,7 +60,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
-        .route("/api/events", post(submit_event))
+        .route("/api/events", get(list_events).post(submit_event))
+        .route("/api/events/{id}", get(get_event))
         .route("/api/event-types", get(list_event_types))
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(ui::routes())
@@ -268,7 +275,7 @@ async fn submit_event(
             .ok_or_else(|| ApiError::Invalid(vec![domain::FieldError::new("id", "is not a valid event id")]))?,
         None => EventId::parse(&ids::new_id("evt")).ok_or_else(|| ApiError::Internal("event id".into()))?,
     };
-    if let Some((stored, _)) = state.events.get(&who.tenant, &id, false).await? {
+    if let Some(EventRecord { event: stored, .. }) = state.events.get(&who.tenant, &id, false).await? {
         tracing::info!(tenant = %who.tenant, event_id = %id, "duplicate event submission");
         let body = json!({"id": stored.id, "event": stored.event.as_str(),
             "timestamp": time::iso_ms(stored.timestamp_ms), "status": "duplicate", "duplicate": true});
@@ -372,4 +379,135 @@ async fn get_delivery(
         Some(d) if d.tenant == who.tenant => Ok(Json(delivery_view(&d))),
         _ => Err(missing()),
     }
+}
+
+/// `GET /api/events?since=&event=&limit=&cursor=`: the caller's events, newest first.
+async fn list_events(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
+    let mut query = EventQuery::default();
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    let mut since_raw = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "since" => {
+                query.since_ms = time::parse_iso(&v).ok_or_else(|| {
+                    ApiError::bad_request("since", "must be an ISO-8601 time such as 2025-05-21T21:27:09.442Z")
+                })?;
+                since_raw = Some(v.into_owned());
+            }
+            "event" => {
+                query.event = Some(
+                    EventType::parse(&v).ok_or_else(|| ApiError::bad_request("event", "is not a known event type"))?,
+                );
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            "cursor" => {
+                cursor = Some(
+                    EventCursor::parse(&v)
+                        .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API returned"))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    let page = state.events.list(&who.tenant, query, limit, cursor.as_ref()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "event": e.event.as_str(),
+                "timestamp": time::iso_ms(e.timestamp_ms),
+                "status": if e.fanned { "fannedOut" } else { "queued" },
+            })
+        })
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(next) = page.next {
+        // The filters ride along, so following the link continues the same listing.
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", &limit.to_string()).append_pair("cursor", &next);
+        if let Some(since) = &since_raw {
+            q.append_pair("since", since);
+        }
+        if let Some(event) = query.event {
+            q.append_pair("event", event.as_str());
+        }
+        if let Ok(link) = HeaderValue::from_str(&format!(r#"<{}?{}>; rel="next""#, uri.path(), q.finish())) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// Delivery statuses read at once for `GET /api/events/{id}`.
+const STATUS_READS: usize = 16;
+
+/// The stored event as the API shows it; the payload is the stored rendering, sent as is.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView<'a> {
+    id: &'a str,
+    event: &'a str,
+    timestamp: String,
+    status: &'static str,
+    payload: &'a serde_json::value::RawValue,
+    fan_out: usize,
+    deliveries: Vec<Value>,
+}
+
+/// `GET /api/events/{id}`: the event, its payload, and its deliveries with their statuses.
+async fn get_event(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::NotFound("event not found".into());
+    let id = EventId::parse(&id).ok_or_else(missing)?;
+    let record = state.events.get(&who.tenant, &id, true).await?.ok_or_else(missing)?;
+    let deliveries = delivery_statuses(&state, &who.tenant, &record).await?;
+    let payload = serde_json::value::RawValue::from_string(record.event.payload.clone())
+        .map_err(|e| ApiError::Internal(format!("stored payload: {e}")))?;
+    let view = EventView {
+        id: record.event.id.as_str(),
+        event: record.event.event.as_str(),
+        timestamp: time::iso_ms(record.event.timestamp_ms),
+        status: if record.fanned { "fannedOut" } else { "queued" },
+        payload: &payload,
+        fan_out: record.fan_out,
+        deliveries,
+    };
+    Ok(Json(view).into_response())
+}
+
+/// Each recorded delivery of the event with its status; one without a record yet is waiting
+/// for its first attempt (`pending`).
+async fn delivery_statuses(state: &AppState, tenant: &Tenant, record: &EventRecord) -> Result<Vec<Value>, ApiError> {
+    let (event_id, ts) = (record.event.id.to_string(), record.event.timestamp_ms);
+    let reads = futures::stream::iter(record.webhooks.clone())
+        .map(|webhook_id| {
+            let (log, tenant, event_id) = (state.log.clone(), tenant.to_string(), event_id.clone());
+            async move {
+                let id = webhooks::retry::delivery_id(&tenant, &event_id, &webhook_id, ts);
+                let found = log.get(&webhook_id, &id).await?;
+                let status = found.as_ref().map_or("pending", |d| d.status.as_str());
+                let attempts = found.as_ref().map_or(0, |d| d.attempts.len());
+                Ok::<Value, StoreError>(
+                    json!({"id": id, "webhookId": webhook_id, "status": status, "attempts": attempts}),
+                )
+            }
+        })
+        .buffered(STATUS_READS)
+        .collect::<Vec<_>>()
+        .await;
+    reads.into_iter().map(|r| r.map_err(ApiError::from)).collect()
 }

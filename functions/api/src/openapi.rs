@@ -7,6 +7,7 @@ use webhooks::auth::MAX_TOKEN_LEN;
 use webhooks::delivery::MAX_RESPONSE_BODY;
 use webhooks::domain::{MAX_EVENT_ID_LEN, MAX_EVENTS, MAX_PAYLOAD_BYTES, MAX_SECRET_LEN};
 use webhooks::event_types::{EVENT_TYPES, EventFilter};
+use webhooks::ports::MAX_RECORDED_FAN_OUT;
 use webhooks::ssrf::MAX_URL_LEN;
 
 use crate::extract::MAX_BODY_BYTES;
@@ -22,7 +23,9 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/api/webhooks/{id}"),
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
+    ("get", "/api/events"),
     ("post", "/api/events"),
+    ("get", "/api/events/{id}"),
     ("get", "/api/event-types"),
     ("get", "/api/openapi.json"),
 ];
@@ -148,8 +151,25 @@ pub fn document() -> Value {
                 "get": {"operationId": "getDelivery", "responses": problem_responses(r(json!({"200": json_response("The delivery and its attempts", delivery.clone())})))}
             },
             "/api/events": {
+                "get": {"operationId": "listEvents", "summary": "The caller's stored events, newest first (kept DELIVERY_RETENTION_DAYS)",
+                    "parameters": [
+                        {"name": "since", "in": "query", "required": false, "description": "Only events at or after this time",
+                            "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "event", "in": "query", "required": false, "schema": {"type": "string", "enum": event_names}},
+                        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
+                        {"name": "cursor", "in": "query", "required": false, "description": "The cursor of the next page, from the Link header",
+                            "schema": {"type": "string", "pattern": "^[0-9]{15}[A-Za-z0-9_-]{2,683}$"}}
+                    ],
+                    "responses": problem_responses(r(json!({"200": {"description": "A page of events (it may hold fewer than `limit` and still have a next page)", "headers": link_header(),
+                        "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}}}}}})))},
                 "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
-                    "responses": problem_responses(r(json!({"202": json_response("Accepted", json!({"$ref": "#/components/schemas/EventAccepted"}))})))}
+                    "responses": problem_responses(r(json!({"202": {"description": "Accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventAccepted"}}},
+                        "links": {"GetEvent": {"operationId": "getEvent", "parameters": {"id": "$response.body#/id"}}}}})))}
+            },
+            "/api/events/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN}}],
+                "get": {"operationId": "getEvent", "summary": "A stored event, its payload and its deliveries' statuses",
+                    "responses": problem_responses(r(json!({"200": json_response("The event", json!({"$ref": "#/components/schemas/Event"}))})))}
             },
             "/api/event-types": {
                 "get": {"operationId": "listEventTypes", "responses": problem_responses(r(json!({"200": json_response("Every event type",
@@ -185,6 +205,17 @@ pub fn document() -> Value {
                         "timestamp": {"type": "string", "format": "date-time", "description": "The event's time: for a duplicate, the original submission's"},
                         "status": {"type": "string", "enum": ["queued", "duplicate"]},
                         "duplicate": {"type": "boolean", "description": "True when this id was already accepted: nothing new was enqueued"}}},
+                "EventSummary": {"type": "object", "required": ["id", "event", "timestamp", "status"],
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string", "enum": ["queued", "fannedOut"], "description": "fannedOut: every delivery job was enqueued"}}},
+                "Event": {"type": "object", "required": ["id", "event", "timestamp", "status", "payload", "fanOut", "deliveries"],
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string", "enum": ["queued", "fannedOut"]}, "payload": {"type": "object"},
+                        "fanOut": {"type": "integer", "minimum": 0, "description": format!("How many webhooks it went to; `deliveries` lists the first {MAX_RECORDED_FAN_OUT}")},
+                        "deliveries": {"type": "array", "items": {"type": "object", "required": ["id", "webhookId", "status", "attempts"],
+                            "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "skipped"]},
+                                "attempts": {"type": "integer", "minimum": 0}}}}}},
                 "Attempt": {"type": "object", "required": ["attempt", "at", "statusCode", "durationMs", "message", "responseBody"],
                     "properties": {"attempt": {"type": "integer", "minimum": 1}, "at": {"type": "string", "format": "date-time"},
                         "statusCode": {"type": ["integer", "null"]}, "durationMs": {"type": "integer"}, "message": {"type": "string"},
