@@ -1341,6 +1341,199 @@ async fn events_are_kept_and_listed(kind: Kind) {
     assert_eq!(code, 404);
 }
 
+/// Resend: a succeeded delivery is sent again with the same id and the same bytes (the
+/// receiver sees the webhook-id twice) and a failed one, dead-lettered, gets a fresh cycle
+/// and succeeds; each resend's attempts are appended to the same record.
+async fn resend_delivers_the_same_delivery_again(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let ok = Receiver::start(Reply::Status(200)).await;
+    let down = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &ok.url("/"), json!(["system.info"]), Some("s3cret"))
+        .await;
+    let broken = h.webhook(&tenant, &down.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/{id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["cycle"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    let got = ok.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(
+        got[1].header("webhook-id"),
+        Some(id.as_str()),
+        "the receiver can tell it is the same"
+    );
+    assert_eq!(got[1].header("x-webhook-id"), Some(id.as_str()));
+    assert_eq!(got[0].body, got[1].body, "the same body");
+    assert!(signing::verify_guide_signature(
+        "s3cret",
+        &got[1].body,
+        got[1].header("x-webhook-signature").expect("signed")
+    ));
+    let d = h
+        .delivery_when(&tenant, &hook, |d| {
+            status(d) == "succeeded" && d["attempts"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["attempt"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(1), json!(2)],
+        "appended to the log"
+    );
+
+    // The failed delivery: two attempts, dead-lettered; the receiver is fixed; resend.
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "failed").await;
+    let failed_id = f["id"].as_str().expect("id").to_string();
+    down.set_default(Reply::Status(200));
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{broken}/deliveries/{failed_id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        f["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)]
+    );
+    assert!(f.get("note").is_none(), "the failure note is gone with the new cycle");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(down.received().len(), 3, "one POST for the resend");
+    assert_eq!(ok.received().len(), 2);
+}
+
+/// Resend refuses, with a clear problem, what it cannot do: a delivery still being attempted
+/// (409), an inactive webhook (409), an unknown delivery or another tenant's (404).
+async fn resend_refuses_what_it_cannot_do(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "600")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(503)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a retry is scheduled");
+    let d = record(&h, &hook, &job).await;
+    assert_eq!(d.status.as_str(), "pending");
+    let resend = format!("/api/webhooks/{hook}/deliveries/{}/resend", d.id);
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("still being attempted")
+    );
+    let (code, _) = h.post(&unique("other"), &resend, json!({})).await;
+    assert_eq!(code, 404, "another tenant");
+    let (code, _) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/dl_01m8hw0000000000000000000a/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    // Ended (skipped: the webhook was paused), and the webhook still paused: 409.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    // The retry is due (the pipeline's clock moves; SQS's is the emulator's own, so the same
+    // received message is handled again rather than waiting 600 s, plus up to 25 % jitter, for it to come back).
+    h.clock.advance(Duration::from_secs(600 + 150 + 1));
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(response.batch_item_failures.is_empty());
+    h.queue
+        .delete(&h.urls.delivery, job.receipt_handle.as_deref().expect("receipt"))
+        .await
+        .expect("delete");
+    assert_eq!(record(&h, &hook, &job).await.status.as_str(), "skipped");
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["detail"].as_str().expect("detail").contains("inactive"));
+    assert!(h.drain(&h.urls.delivery).await.is_empty(), "nothing was queued");
+
+    // A payload-less (resend or recover) job whose event has expired sends nothing and says why.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let orphan = webhooks::messages::DeliveryJob {
+        delivery_id: webhooks::retry::delivery_id(&tenant, "expired", &hook, 5_000),
+        webhook_id: hook.clone(),
+        tenant: webhooks::messages::Tenant::parse(&tenant).expect("tenant"),
+        event_id: webhooks::messages::EventId::parse("expired").expect("id"),
+        event: "system.info".into(),
+        timestamp_ms: 5_000,
+        cycle: 1,
+        payload: None,
+    };
+    let mut message = job.clone();
+    message.body = Some(orphan.encode());
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![message]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let d = h
+        .log
+        .get(&hook, &orphan.delivery_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(
+        (d.status.as_str(), d.note.as_deref()),
+        (
+            "skipped",
+            Some("the event is no longer stored (DELIVERY_RETENTION_DAYS)")
+        )
+    );
+    assert_eq!(receiver.received().len(), 1, "only the first attempt was ever POSTed");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1373,6 +1566,8 @@ on_both_backends!(
     an_attempt_never_outlives_the_deadline,
     sigterm_lets_deliveries_in_flight_finish,
     events_are_kept_and_listed,
+    resend_delivers_the_same_delivery_again,
+    resend_refuses_what_it_cannot_do,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1454,6 +1649,7 @@ async fn a_crash_mid_batch_loses_nothing() {
     let dispatcher = webhooks_dispatcher::Dispatcher {
         store,
         log,
+        events: Arc::new(MemoryEventStore::new()),
         queue: queue.clone(),
         deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: jobs.clone(),

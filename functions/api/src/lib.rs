@@ -20,12 +20,13 @@ use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
 use webhooks::event_types::EventType;
+use webhooks::messages::DeliveryJob;
 use webhooks::messages::EventId;
 use webhooks::messages::Tenant;
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{
-    Delivery, DeliveryLog, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue, StoreError,
-    WebhookStore, send_all,
+    Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue,
+    StoreError, WebhookStore, send_all,
 };
 use webhooks::signing::Envelope;
 use webhooks::{event_types, ids, time};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub events_queue_url: String,
+    /// Where resend and recover put delivery jobs (and recover's continuation).
+    pub delivery_queue_url: String,
     pub verifier: Arc<JwtVerifier>,
     /// Sends test deliveries; its target policy is the one registrations are checked against.
     pub deliverer: Deliverer,
@@ -60,6 +63,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
+        .route(
+            "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
+            post(resend_delivery),
+        )
         .route("/api/events", get(list_events).post(submit_event))
         .route("/api/events/{id}", get(get_event))
         .route("/api/event-types", get(list_event_types))
@@ -379,6 +386,82 @@ async fn get_delivery(
         Some(d) if d.tenant == who.tenant => Ok(Json(delivery_view(&d))),
         _ => Err(missing()),
     }
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{deliveryId}/resend`: the same delivery (same id and
+/// body) gets a fresh cycle of attempts on the current schedule, appended to its log. The job
+/// carries the next cycle number and no payload; the dispatcher starts the cycle (a
+/// conditional write on the record) and reads the payload from the stored event.
+async fn resend_delivery(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let missing = || ApiError::NotFound("delivery not found".into());
+    if !ids::is_id("dl", &delivery_id) {
+        return Err(missing());
+    }
+    let delivery = match state.log.get(&webhook.id, &delivery_id).await? {
+        Some(d) if d.tenant == who.tenant => d,
+        _ => return Err(missing()),
+    };
+    if delivery.status == DeliveryStatus::Pending {
+        return Err(ApiError::Conflict(
+            "the delivery is still being attempted; resend it once it has succeeded or failed".into(),
+        ));
+    }
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before resending".into(),
+        ));
+    }
+    // The payload lives on the stored event: without it there is nothing to send.
+    let event_id = EventId::parse(&delivery.event_id).ok_or_else(|| ApiError::Internal("stored event id".into()))?;
+    let Some(record) = state.events.get(&who.tenant, &event_id, false).await? else {
+        return Err(ApiError::Gone(
+            "the event of this delivery is no longer stored (DELIVERY_RETENTION_DAYS)".into(),
+        ));
+    };
+    let cycle = delivery.cycle + 1;
+    let job = DeliveryJob {
+        delivery_id: delivery.id.clone(),
+        webhook_id: webhook.id.clone(),
+        tenant: who.tenant.clone(),
+        event_id,
+        event: delivery.event.clone(),
+        timestamp_ms: record.event.timestamp_ms,
+        cycle,
+        payload: None,
+    };
+    enqueue_jobs(&state, &[job]).await?;
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");
+    let body = json!({"id": delivery.id, "webhookId": webhook.id, "status": "queued", "cycle": cycle});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Sends delivery jobs; any that SQS refused makes the request fail (500), so the caller
+/// knows to try again.
+async fn enqueue_jobs(state: &AppState, jobs: &[DeliveryJob]) -> Result<(), ApiError> {
+    let messages: Vec<OutgoingMessage> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| OutgoingMessage {
+            id: i.to_string(),
+            body: j.encode(),
+            reason: None,
+        })
+        .collect();
+    let unsent = send_all(state.queue.as_ref(), &state.delivery_queue_url, &messages)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !unsent.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "the delivery queue refused {} jobs",
+            unsent.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `GET /api/events?since=&event=&limit=&cursor=`: the caller's events, newest first.

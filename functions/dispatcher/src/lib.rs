@@ -20,7 +20,8 @@ use webhooks::delivery::Deliverer;
 use webhooks::domain::Webhook;
 use webhooks::messages::DeliveryJob;
 use webhooks::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore, send_all,
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore,
+    send_all,
 };
 use webhooks::retry;
 use webhooks::signing::Envelope;
@@ -39,6 +40,8 @@ const VISIBILITY_MARGIN_S: u64 = 60;
 pub struct Dispatcher {
     pub store: Arc<dyn WebhookStore>,
     pub log: Arc<dyn DeliveryLog>,
+    /// Where a resend or recover job's payload is read from (those jobs carry none).
+    pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub deliverer: Deliverer,
     pub delivery_queue_url: String,
@@ -122,7 +125,7 @@ impl Dispatcher {
 
     /// Load -> ended? due? -> attempt -> record.
     pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>) -> JobResult {
-        let (webhook, record) = match self.load(job).await {
+        let (webhook, record, payload) = match self.load(job).await {
             Ok(loaded) => loaded,
             Err(e) => return JobResult::Error(e),
         };
@@ -160,20 +163,44 @@ impl Dispatcher {
                 };
             }
         };
+        let Some(payload) = payload else {
+            // A resend or recover job whose event's retention ran out: nothing left to send.
+            let note = "the event is no longer stored (DELIVERY_RETENTION_DAYS)";
+            return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
+                Ok(_) => JobResult::Skipped(note),
+                Err(e) => JobResult::Error(e.to_string()),
+            };
+        };
         let Some(timeout) = self.attempt_timeout(deadline) else {
             return JobResult::Released;
         };
-        self.attempt(job, &delivery, &webhook, timeout).await
+        self.attempt(job, &delivery, &webhook, &payload, timeout).await
     }
 
-    /// The webhook (as it is now: a new URL or secret applies from the next attempt on) and
-    /// the delivery's record, read together.
-    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>), String> {
-        let (webhook, record) = futures::join!(
+    /// The webhook (as it is now: a new URL or secret applies from the next attempt on), the
+    /// delivery's record and the payload (the job's, or the stored event's for a job that
+    /// carries none), read together.
+    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<String>), String> {
+        let payload = async {
+            match &job.payload {
+                Some(p) => Ok(Some(p.get().to_string())),
+                None => self
+                    .events
+                    .get(&job.tenant, &job.event_id, false)
+                    .await
+                    .map(|r| r.map(|r| r.event.payload)),
+            }
+        };
+        let (webhook, record, payload) = futures::join!(
             self.store.get(&job.tenant, &job.webhook_id),
-            self.log.get(&job.webhook_id, &job.delivery_id)
+            self.log.get(&job.webhook_id, &job.delivery_id),
+            payload
         );
-        Ok((webhook.map_err(|e| e.to_string())?, record.map_err(|e| e.to_string())?))
+        Ok((
+            webhook.map_err(|e| e.to_string())?,
+            record.map_err(|e| e.to_string())?,
+            payload.map_err(|e| e.to_string())?,
+        ))
     }
 
     /// The delivery as this job should see it: a job of an older cycle is stale; a job of a
@@ -244,7 +271,14 @@ impl Dispatcher {
     }
 
     /// Sign, send, record.
-    async fn attempt(&self, job: &DeliveryJob, delivery: &Delivery, webhook: &Webhook, timeout: Duration) -> JobResult {
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        delivery: &Delivery,
+        webhook: &Webhook,
+        payload: &str,
+        timeout: Duration,
+    ) -> JobResult {
         let started = self.clock.now_ms();
         let number = delivery.attempts.len() as u32 + 1;
         tracing::Span::current().record("attempt", number);
@@ -252,7 +286,7 @@ impl Dispatcher {
             id: &job.delivery_id,
             event: &job.event,
             timestamp_ms: job.timestamp_ms,
-            payload: job.payload.get(),
+            payload,
         };
         let request = envelope.sign(webhook.secret.as_deref(), started / 1000);
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;

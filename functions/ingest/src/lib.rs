@@ -230,7 +230,7 @@ pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
             event: event.event.as_str().to_string(),
             timestamp_ms: event.timestamp_ms,
             cycle: 0,
-            payload: raw_payload(&event.payload),
+            payload: Some(raw_payload(&event.payload)),
         })
         .collect()
 }

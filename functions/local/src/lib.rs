@@ -154,6 +154,7 @@ impl Runner {
             events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
+            delivery_queue_url: urls.delivery.clone(),
             verifier: Arc::new(JwtVerifier::new(
                 jwt_secret,
                 config.jwt_issuer.as_deref(),
@@ -164,7 +165,7 @@ impl Runner {
         };
         let ingest = Ingest {
             store: store.clone(),
-            events,
+            events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
@@ -174,6 +175,7 @@ impl Runner {
         let dispatcher = Dispatcher {
             store,
             log,
+            events,
             queue,
             deliverer,
             delivery_queue_url: urls.delivery.clone(),
