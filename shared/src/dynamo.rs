@@ -585,10 +585,18 @@ impl DeliveryLog for DynamoDeliveryLog {
             .filter(|d| d.as_ref().map_or(true, |d| Some(d.id.as_str()) != before))
             .collect::<Result<Vec<_>, _>>()?;
         items.truncate(limit + 1);
-        let next = (items.len() > limit).then(|| {
+        // A Query stops at 1 MB of items (delivery records with many attempts are large), so
+        // fewer than `limit` items can still leave more behind: DynamoDB says so with a
+        // LastEvaluatedKey, and the page ends with a cursor anyway.
+        let cut_short = out.last_evaluated_key().is_some_and(|k| !k.is_empty());
+        let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
+            items.last().map(|d| d.id.clone())
+        } else if cut_short {
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 }

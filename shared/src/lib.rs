@@ -13,6 +13,7 @@ pub mod jsjson;
 pub mod memory;
 pub mod messages;
 pub mod ports;
+pub mod recover;
 pub mod resources;
 pub mod retry;
 pub mod signing;

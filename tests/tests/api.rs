@@ -38,6 +38,7 @@ fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVer
         queue,
         events_queue_url,
         delivery_queue_url,
+        recover_page: 100,
         verifier: Arc::new(verifier),
         deliverer: Deliverer::new(policy).expect("client"),
         test_timeout: Duration::from_secs(1),

@@ -49,6 +49,7 @@ async fn api(policy: TargetPolicy) -> String {
         queue,
         events_queue_url,
         delivery_queue_url,
+        recover_page: 100,
         verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
         deliverer: Deliverer::with_dns(policy, dns()).expect("client"),
         test_timeout: Duration::from_secs(2),
@@ -226,6 +227,11 @@ async fn another_tenant_gets_404_on_every_route() {
             "POST",
             format!("/api/webhooks/{id}/deliveries/dl_01m8hw0000000000000000000a/resend"),
             Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{id}/recover"),
+            Some(json!({"since": "2026-01-01T00:00:00Z"})),
         ),
     ];
     for (method, path, body) in &routes {

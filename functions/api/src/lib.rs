@@ -28,6 +28,7 @@ use webhooks::ports::{
     Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue,
     StoreError, WebhookStore, send_all,
 };
+use webhooks::recover::{self, RecoverTask};
 use webhooks::signing::Envelope;
 use webhooks::{event_types, ids, time};
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub events_queue_url: String,
     /// Where resend and recover put delivery jobs (and recover's continuation).
     pub delivery_queue_url: String,
+    /// Deliveries a recover examines within the request (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     pub verifier: Arc<JwtVerifier>,
     /// Sends test deliveries; its target policy is the one registrations are checked against.
     pub deliverer: Deliverer,
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
             post(resend_delivery),
         )
+        .route("/api/webhooks/{id}/recover", post(recover_webhook))
         .route("/api/events", get(list_events).post(submit_event))
         .route("/api/events/{id}", get(get_event))
         .route("/api/event-types", get(list_event_types))
@@ -437,6 +441,62 @@ async fn resend_delivery(
     enqueue_jobs(&state, &[job]).await?;
     tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");
     let body = json!({"id": delivery.id, "webhookId": webhook.id, "status": "queued", "cycle": cycle});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /api/webhooks/{id}/recover` `{since, until?}`: every failed delivery of the webhook
+/// whose event time is in the window is delivered again. The request runs the first page
+/// (`RECOVER_PAGE_SIZE` deliveries examined) and, when the window holds more, puts a
+/// continuation on the delivery queue that the dispatcher works through page by page. The
+/// answer counts what this request queued and says whether the rest goes on in the
+/// background.
+async fn recover_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let (since_ms, until_ms) = domain::parse_recover(&body, time::now_ms()).map_err(ApiError::Invalid)?;
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before recovering".into(),
+        ));
+    }
+    let task = RecoverTask {
+        id: ids::new_id("rcv"),
+        tenant: who.tenant.clone(),
+        webhook_id: webhook.id.clone(),
+        since_ms,
+        until_ms,
+        before: None,
+    };
+    let queue = state.queue.as_ref();
+    let page = recover::run_page(
+        state.log.as_ref(),
+        queue,
+        &state.delivery_queue_url,
+        &task,
+        state.recover_page,
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    if let Some(next) = &page.next {
+        recover::continue_with(queue, &state.delivery_queue_url, next)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, recover_id = %task.id,
+        queued = page.queued, more = page.next.is_some(), "recover started");
+    let body = json!({
+        "id": task.id,
+        "webhookId": webhook.id,
+        "since": time::iso_ms(since_ms),
+        "until": time::iso_ms(until_ms),
+        "queued": page.queued,
+        "scanned": page.scanned,
+        "complete": page.next.is_none(),
+    });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 

@@ -26,6 +26,7 @@ async fn run() -> Result<(), lambda_http::Error> {
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         events_queue_url: config.events_queue_url()?.to_string(),
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        recover_page: config.recover_page,
         verifier: Arc::new(JwtVerifier::new(
             config.jwt_secret()?,
             config.jwt_issuer.as_deref(),

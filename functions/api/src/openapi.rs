@@ -24,6 +24,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
     ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/resend"),
+    ("post", "/api/webhooks/{id}/recover"),
     ("get", "/api/events"),
     ("post", "/api/events"),
     ("get", "/api/events/{id}"),
@@ -225,12 +226,34 @@ pub fn document() -> Value {
             "/api/webhooks/{id}/deliveries/{deliveryId}/resend".into(),
             resend_path(),
         );
+        paths.insert("/api/webhooks/{id}/recover".into(), recover_path());
         paths.extend(more);
     }
     if let (Some(schemas), Value::Object(more)) = (doc["components"]["schemas"].as_object_mut(), event_schemas()) {
         schemas.extend(more);
     }
     doc
+}
+
+fn recover_path() -> Value {
+    let r = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let time = |d: &str| json!({"type": "string", "format": "date-time", "description": d});
+    json!({
+        "parameters": [id_param("id")],
+        "post": {"operationId": "recoverWebhook",
+            "summary": "Deliver again every failed delivery of this webhook whose event time is in [since, until]",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["since"],
+                "properties": {"since": time("Start of the window (inclusive)"), "until": time("End of the window (inclusive); default: now; not before since")}}}}},
+            "responses": problem_responses(r(json!({"202": json_response("Started", json!({"type": "object",
+                "required": ["id", "webhookId", "since", "until", "queued", "scanned", "complete"],
+                "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"},
+                    "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"},
+                    "queued": {"type": "integer", "minimum": 0, "description": "Failed deliveries this request queued again (its first page)"},
+                    "scanned": {"type": "integer", "minimum": 0, "description": "Deliveries this request examined"},
+                    "complete": {"type": "boolean", "description": "false: the rest of the window is worked through in the background, page by page"}}})),
+                "409": {"description": "The webhook is inactive",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}})))}
+    })
 }
 
 fn event_paths(event_names: &[&str]) -> Value {

@@ -23,6 +23,7 @@ use webhooks::ports::{
     Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore,
     send_all,
 };
+use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
 use webhooks::signing::Envelope;
 use webhooks::time::Clock;
@@ -52,6 +53,8 @@ pub struct Dispatcher {
     pub timeout: Duration,
     /// Delivery records expire (DynamoDB TTL) this many days after they are created.
     pub retention_days: u64,
+    /// Deliveries a recover continuation examines (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     /// The system clock in production; shared with the in-memory queue in the local runner.
     pub clock: Clock,
 }
@@ -99,6 +102,9 @@ impl Dispatcher {
     pub async fn handle_message(&self, m: &SqsMessage, received_at: Instant, deadline: Option<Instant>) -> bool {
         let receipt = m.receipt_handle.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
+        if let Some(task) = RecoverTask::decode(body) {
+            return self.recover_page(&task).await;
+        }
         let job = match DeliveryJob::decode(body) {
             Ok(job) => job,
             Err(e) => {
@@ -118,6 +124,40 @@ impl Dispatcher {
             let result = self.process(&job, deadline).await;
             self.schedule(&job, receipt, batch::receive_count(m), received_at, result)
                 .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One page of a recover, then the continuation for the next; true when both are queued.
+    /// A failure leaves the message to come back after the queue's visibility timeout, and
+    /// the page is run again from the same cursor.
+    async fn recover_page(&self, task: &RecoverTask) -> bool {
+        let span = tracing::info_span!("recover", recover_id = %task.id, webhook_id = %task.webhook_id);
+        async {
+            let queue = self.queue.as_ref();
+            let outcome = recover::run_page(
+                self.log.as_ref(),
+                queue,
+                &self.delivery_queue_url,
+                task,
+                self.recover_page,
+            )
+            .await;
+            let result = match outcome {
+                Ok(PageOutcome { next: Some(next), .. }) => {
+                    recover::continue_with(queue, &self.delivery_queue_url, &next).await
+                }
+                Ok(_) => {
+                    tracing::info!("recover complete");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "recover page failed; it will be retried");
+            }
+            result.is_ok()
         }
         .instrument(span)
         .await

@@ -32,6 +32,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         schedule: config.retry_schedule.clone(),
         timeout: config.delivery_timeout,
         retention_days: config.retention_days,
+        recover_page: config.recover_page,
         clock: webhooks::time::Clock::default(),
     };
     let dispatcher = &dispatcher;

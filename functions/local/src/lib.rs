@@ -155,6 +155,7 @@ impl Runner {
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
+            recover_page: config.recover_page,
             verifier: Arc::new(JwtVerifier::new(
                 jwt_secret,
                 config.jwt_issuer.as_deref(),
@@ -183,6 +184,7 @@ impl Runner {
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
             retention_days: config.retention_days,
+            recover_page: config.recover_page,
             clock: clock.clone(),
         };
         Ok(Runner {

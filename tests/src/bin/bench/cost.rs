@@ -104,6 +104,7 @@ fn pipeline(env: &Env) -> Pipeline {
         schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
         timeout: Duration::from_secs(15),
         retention_days: 30,
+        recover_page: 100,
         clock: Default::default(),
     };
     Pipeline {

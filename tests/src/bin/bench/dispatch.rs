@@ -115,6 +115,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
         schedule: vec![5, 300],
         timeout: Duration::from_secs(15),
         retention_days: 1,
+        recover_page: 100,
         clock: Default::default(),
     };
     Prepared { dispatcher, batches }
