@@ -32,6 +32,9 @@ struct Harness {
     log: Arc<dyn webhooks::ports::DeliveryLog>,
     clock: webhooks::time::Clock,
     memory: Option<Arc<webhooks::memory::MemoryQueue>>,
+    /// The emulator's tables and queues (`WEBHOOKS_TABLE` … `DELIVERY_DLQ_URL`), for tests
+    /// that start the `webhooks-local` binary on them; empty on the embedded backend.
+    env: Vec<(String, String)>,
 }
 
 /// A local runner on 127.0.0.1:0 with its pipeline running. `vars` override the environment
@@ -42,7 +45,7 @@ async fn harness(kind: Kind, vars: &[(&str, &str)]) -> Option<Harness> {
 
 /// The same, with the queue pollers running or not (then the test invokes the handlers).
 async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Option<Harness> {
-    let runner = runner(kind, vars).await?;
+    let (runner, env) = runner(kind, vars).await?;
     let queue = runner.state.queue.clone();
     let urls = runner.urls.clone();
     let (ingest, dispatcher, clock, memory) = (
@@ -70,22 +73,25 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         log,
         clock,
         memory,
+        env,
     })
 }
 
-async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
+async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<(Runner, Vec<(String, String)>)> {
     let mut vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.push(("JWT_SECRET".into(), String::from_utf8_lossy(JWT_SECRET).into_owned()));
+    let mut env = Vec::new();
     let backend = match kind {
         Kind::Memory => Backend::Memory,
         Kind::Emulator => {
             let sdk = emulator().await?;
-            vars.extend(emulator_resources(&sdk).await);
+            env = emulator_resources(&sdk).await;
+            vars.extend(env.clone());
             Backend::Aws(Box::new(sdk))
         }
     };
     let config = local_config(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-    Some(Runner::new(&config, JWT_SECRET, &backend).expect("runner"))
+    Some((Runner::new(&config, JWT_SECRET, &backend).expect("runner"), env))
 }
 
 impl Harness {
@@ -1625,6 +1631,80 @@ async fn recover_redelivers_each_failed_delivery_once(kind: Kind) {
     assert_eq!(code, 404);
 }
 
+/// Redrive: the delivery DLQ moved back (by `webhooks_local::redrive` on the embedded queue,
+/// by the `webhooks-local redrive` command on the emulator's SQS) starts a fresh cycle for a
+/// delivery that failed, and drops without a POST the job of one that was resent meanwhile;
+/// the log stays true (every POST an attempt, the final statuses right).
+async fn redrive_moves_the_dlq_back_and_the_log_stays_true(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let a = Receiver::start(Reply::Status(500)).await;
+    let b = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook_a = h.webhook(&tenant, &a.url("/"), json!(["system.info"]), None).await;
+    let hook_b = h.webhook(&tenant, &b.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    h.delivery_when(&tenant, &hook_a, |d| status(d) == "failed").await;
+    let failed_b = h.delivery_when(&tenant, &hook_b, |d| status(d) == "failed").await;
+    // Both receivers are fixed; B's delivery is resent first, A's waits for the redrive.
+    a.set_default(Reply::Status(200));
+    b.set_default(Reply::Status(200));
+    let resend = format!(
+        "/api/webhooks/{hook_b}/deliveries/{}/resend",
+        failed_b["id"].as_str().expect("id")
+    );
+    assert_eq!(h.post(&tenant, &resend, json!({})).await.0, 202);
+    h.delivery_when(&tenant, &hook_b, |d| status(d) == "succeeded").await;
+    let moved = match kind {
+        Kind::Memory => webhooks_local::redrive(h.queue.as_ref(), &h.urls.delivery_dlq, &h.urls.delivery, 100)
+            .await
+            .expect("redrive"),
+        Kind::Emulator => {
+            let out = tokio::process::Command::new(webhooks_tests::runtime_api::binary("webhooks-local", "debug"))
+                .arg("redrive")
+                .envs(h.env.clone())
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("webhooks-local is built (make test builds every binary)");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            text.split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {text}"))
+        }
+    };
+    assert_eq!(moved, 2, "both dead-lettered jobs moved back");
+    let d = h.delivery_when(&tenant, &hook_a, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)],
+        "a fresh cycle after the redrive, appended"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.received().len(), 3);
+    assert_eq!(
+        b.received().len(),
+        3,
+        "B's redriven job was dropped: it had been resent"
+    );
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook_b}/deliveries")).await;
+    assert_eq!(list[0]["status"], "succeeded");
+    assert_eq!(
+        list[0]["attempts"].as_array().expect("attempts").len(),
+        3,
+        "every POST logged, none invented"
+    );
+    assert!(h.drain(&h.urls.delivery_dlq).await.is_empty(), "the DLQ is empty");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1660,6 +1740,7 @@ on_both_backends!(
     resend_delivers_the_same_delivery_again,
     resend_refuses_what_it_cannot_do,
     recover_redelivers_each_failed_delivery_once,
+    redrive_moves_the_dlq_back_and_the_log_stays_true,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
