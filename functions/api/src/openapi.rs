@@ -272,8 +272,8 @@ fn event_paths(event_names: &[&str]) -> Value {
                     "responses": problem_responses(r(json!({"200": {"description": "A page of events (it may hold fewer than `limit` and still have a next page)", "headers": link_header(),
                         "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}}}}}})))},
                 "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
-                    "responses": problem_responses(r(json!({"202": {"description": "Accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventAccepted"}}},
-                        "links": {"GetEvent": {"operationId": "getEvent", "parameters": {"id": "$response.body#/id"}}}}})))}
+                    // No link to getEvent: the event is stored by ingest, after this answer.
+                    "responses": problem_responses(r(json!({"202": json_response("Accepted", json!({"$ref": "#/components/schemas/EventAccepted"}))})))}
             },
             "/api/events/{id}": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN}}],
