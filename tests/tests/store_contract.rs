@@ -425,6 +425,72 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
     );
 }
 
+/// A listing walks every delivery however large the records are: DynamoDB stops a Query at
+/// 1 MB, so 150 records of about 12 KB (a long log of attempts) cannot come in pages of 100
+/// without a cursor after a short page (recover walks the log this way).
+async fn delivery_log_pages_past_a_megabyte(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    use webhooks::ports::{Attempt, Delivery, DeliveryStatus};
+    let webhook = ids::new_id("wh");
+    let tenant = unique("tenant");
+    let message = "x".repeat(12 * 1024);
+    let mut want = Vec::new();
+    for n in 0..150u64 {
+        let d = Delivery {
+            id: webhooks::retry::delivery_id(&tenant, &format!("evt-{n}"), &webhook, 1_000 + n),
+            tenant: tenant.clone(),
+            webhook_id: webhook.clone(),
+            event_id: format!("evt-{n}"),
+            event: "system.info".into(),
+            status: DeliveryStatus::Pending,
+            created_at: 1,
+            updated_at: 1,
+            attempts: Vec::new(),
+            note: None,
+            expires_at: 2_000_000_000,
+            cycle: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+        };
+        let attempt = Attempt {
+            attempt: 1,
+            at: 5,
+            status_code: Some(500),
+            duration_ms: 3,
+            message: message.clone(),
+            response_body: None,
+        };
+        log.record_attempt(&d, &attempt, DeliveryStatus::Pending, Some(9), 6)
+            .await
+            .expect("record");
+        want.push(d.id);
+    }
+    want.reverse();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let page = log.list(&webhook, 100, cursor.as_deref()).await.expect("list");
+        seen.extend(page.items.into_iter().map(|d| d.id));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want, "every delivery, once, newest first");
+}
+
+#[tokio::test]
+async fn memory_delivery_log_pages_past_a_megabyte() {
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_delivery_log_pages_past_a_megabyte() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
+}
+
 #[tokio::test]
 async fn memory_delivery_log_meets_the_contract() {
     delivery_log_contract(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
