@@ -349,6 +349,78 @@ def check_retry_schedule(t: Template, r: Report) -> None:
     r.check(found, "a function sets RETRY_SCHEDULE_SECONDS", "none does")
 
 
+# Routes anyone may call: the UI's files and the OpenAPI document. Every other route is an API
+# route and must sit behind the JWT authorizer whenever AuthorizerIssuer is set.
+PUBLIC_ROUTES = {"GET /", "GET /ui/{proxy+}", "GET /api/openapi.json"}
+GATEWAY_CONDITION = "UseGatewayAuthorizer"
+
+
+def check_api_auth(t: Template, r: Report) -> None:
+    """Who verifies bearer tokens: ApiFunction by default, API Gateway's JWT authorizer when the
+    AuthorizerIssuer parameter is set, and then the function must be told (AUTH_MODE) and no
+    API route may be left without the authorizer (the function would refuse its requests, but
+    the template should not rely on that)."""
+    param = t.parameters.get("AuthorizerIssuer") or {}
+    r.check(param.get("Default") == "", "parameter AuthorizerIssuer defaults to empty (the function verifies tokens)", f"got {param.get('Default')!r}")
+    cond = (t.doc.get("Conditions") or {}).get(GATEWAY_CONDITION)
+    want = {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuthorizerIssuer"}, ""]}]}
+    r.check(cond == want, f"condition {GATEWAY_CONDITION} is AuthorizerIssuer != ''", f"got {cond}")
+    authorizers = t.of_type("AWS::ApiGatewayV2::Authorizer")
+    r.check(list(authorizers) == ["GatewayAuthorizer"], "one authorizer, GatewayAuthorizer", f"got {list(authorizers)}")
+    auth = authorizers.get("GatewayAuthorizer") or {}
+    props = t.props(auth)
+    r.check(auth.get("Condition") == GATEWAY_CONDITION, f"GatewayAuthorizer exists only under {GATEWAY_CONDITION}", f"got {auth.get('Condition')}")
+    r.check(props.get("AuthorizerType") == "JWT", "GatewayAuthorizer is API Gateway's JWT authorizer", f"got {props.get('AuthorizerType')}")
+    jwt = props.get("JwtConfiguration") or {}
+    r.check(
+        jwt.get("Issuer") == {"Ref": "AuthorizerIssuer"} and jwt.get("Audience") == {"Ref": "AuthorizerAudience"},
+        "GatewayAuthorizer checks iss = AuthorizerIssuer and aud in AuthorizerAudience",
+        f"got {jwt}",
+    )
+    r.check(props.get("IdentitySource") == ["$request.header.Authorization"], "GatewayAuthorizer reads the Authorization header", f"got {props.get('IdentitySource')}")
+    functions = t.of_type("AWS::Serverless::Function")
+    api_fn = functions.get("ApiFunction") or {}
+    mode = t.function_env(api_fn).get("AUTH_MODE")
+    r.check(
+        mode == {"Fn::If": [GATEWAY_CONDITION, "api-gateway", "token"]},
+        f"ApiFunction AUTH_MODE is api-gateway exactly when {GATEWAY_CONDITION}",
+        f"got {mode}",
+    )
+    integrations = t.of_type("AWS::ApiGatewayV2::Integration")
+    to_api = {i for i, res in integrations.items() if getatt_arn_target(t.props(res).get("IntegrationUri")) == "ApiFunction"}
+    routes = t.of_type("AWS::ApiGatewayV2::Route")
+    keys = {t.props(res).get("RouteKey") for res in routes.values()}
+    for key in sorted(PUBLIC_ROUTES | {"ANY /api", "ANY /api/{proxy+}"}):
+        r.check(key in keys, f"route {key} exists", f"routes {sorted(k for k in keys if k)}")
+    for route_id, res in sorted(routes.items()):
+        p = t.props(res)
+        key = p.get("RouteKey")
+        target = p.get("Target")
+        r.check(
+            any(target == {"Fn::Sub": f"integrations/${{{i}}}"} for i in to_api),
+            f"route {key} ({route_id}) goes to ApiFunction's integration",
+            f"got {target}",
+        )
+        if key in PUBLIC_ROUTES:
+            r.check(p.get("AuthorizationType") == "NONE" and "AuthorizerId" not in p, f"route {key} is public", f"got {p.get('AuthorizationType')}")
+        else:
+            r.check(
+                p.get("AuthorizationType") == {"Fn::If": [GATEWAY_CONDITION, "JWT", "NONE"]}
+                and p.get("AuthorizerId") == {"Fn::If": [GATEWAY_CONDITION, {"Ref": "GatewayAuthorizer"}, {"Ref": "AWS::NoValue"}]},
+                f"route {key} is behind GatewayAuthorizer when {GATEWAY_CONDITION}",
+                f"got {p.get('AuthorizationType')} / {p.get('AuthorizerId')}",
+            )
+    permissions = [
+        t.props(res) for res in t.of_type("AWS::Lambda::Permission").values()
+        if t.props(res).get("Principal") == "apigateway.amazonaws.com"
+    ]
+    r.check(
+        any(p.get("FunctionName") == {"Ref": "ApiFunction"} for p in permissions),
+        "API Gateway may invoke ApiFunction",
+        f"permissions {permissions}",
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("resources_json", nargs="?", help="output of `webhooks-local resources` (default: run it)")
@@ -370,6 +442,7 @@ def main(argv: list[str]) -> int:
     check_queues(template, specs, report)
     check_functions(template, report)
     check_retry_schedule(template, report)
+    check_api_auth(template, report)
     print(f"template-check: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 

@@ -2,7 +2,7 @@
 # The one command that runs every test (`make test`).
 #
 # Phase 1 (with the network, for package registries): install moto server, cfn-lint,
-# schemathesis and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
+# schemathesis, standardwebhooks and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
 # if missing, the browser suite's Chromium (Debian), Playwright (PyPI) and axe-core (npm);
 # cargo fmt --check, clippy -D warnings, and build every binary and test.
 # Phase 2 (infra/suites.sh) runs inside a fresh network namespace with only 127.0.0.1, so no
@@ -24,6 +24,13 @@ infra/emulator.sh install
 infra/contract.sh install
 infra/browser.sh install
 infra/localstack.sh install
+# The official Standard Webhooks library (PyPI) in its own venv: the secret-rotation tests verify
+# deliveries with it as a Python receiver would (tests/python/standard_verify.py).
+if ! .venv-standardwebhooks/bin/python -c 'import standardwebhooks' 2>/dev/null; then
+  echo "== installing standardwebhooks==1.1.0 (PyPI) into .venv-standardwebhooks"
+  python3 -m venv .venv-standardwebhooks
+  .venv-standardwebhooks/bin/pip install --quiet --disable-pip-version-check standardwebhooks==1.1.0
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -13,11 +13,25 @@ pub enum ConfigError {
     Invalid { name: &'static str, why: String },
 }
 
+/// Who checks the bearer token (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The api function verifies it (`JWT_SECRET`, `JWT_JWKS_URL`): the default.
+    Token,
+    /// API Gateway's JWT authorizer verified it; the function reads the claims it passes on.
+    ApiGateway,
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub jwt_secret: Option<Vec<u8>>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// An OIDC issuer's JWKS: RS256 / ES256 tokens are verified with its keys.
+    pub jwt_jwks_url: Option<String>,
+    /// The claim naming the tenant (`JWT_TENANT_CLAIM`, default `tenant`; `sub` when absent).
+    pub jwt_tenant_claim: String,
+    pub auth_mode: AuthMode,
     pub webhooks_table: String,
     pub deliveries_table: String,
     pub events_queue_url: Option<String>,
@@ -44,6 +58,9 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_jwks_url", &self.jwt_jwks_url)
+            .field("jwt_tenant_claim", &self.jwt_tenant_claim)
+            .field("auth_mode", &self.auth_mode)
             .field("webhooks_table", &self.webhooks_table)
             .field("deliveries_table", &self.deliveries_table)
             .field("events_queue_url", &self.events_queue_url)
@@ -103,6 +120,18 @@ impl Config {
             jwt_secret: get("JWT_SECRET").map(String::into_bytes),
             jwt_issuer: get("JWT_ISSUER"),
             jwt_audience: get("JWT_AUDIENCE"),
+            jwt_jwks_url: get("JWT_JWKS_URL"),
+            jwt_tenant_claim: get("JWT_TENANT_CLAIM").unwrap_or_else(|| crate::auth::DEFAULT_TENANT_CLAIM.into()),
+            auth_mode: match get("AUTH_MODE").as_deref() {
+                None | Some("token") => AuthMode::Token,
+                Some("api-gateway") => AuthMode::ApiGateway,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "AUTH_MODE",
+                        why: format!("'{other}' is not 'token' or 'api-gateway'"),
+                    });
+                }
+            },
             webhooks_table: get("WEBHOOKS_TABLE").unwrap_or_else(|| "webhooks".into()),
             deliveries_table: get("DELIVERIES_TABLE").unwrap_or_else(|| "webhook-deliveries".into()),
             events_queue_url: get("EVENTS_QUEUE_URL"),
@@ -139,6 +168,27 @@ impl Config {
 
     /// Settings that are each valid but cannot work together, named with their values.
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.jwt_jwks_url {
+            crate::jwks::Jwks::new(url, crate::jwks::DEFAULT_COOLDOWN).map_err(|e| ConfigError::Invalid {
+                name: "JWT_JWKS_URL",
+                why: e.to_string(),
+            })?;
+            // A public IdP's keys sign tokens for all of its apps: only iss + aud make one ours.
+            for (name, value) in [("JWT_ISSUER", &self.jwt_issuer), ("JWT_AUDIENCE", &self.jwt_audience)] {
+                if value.is_none() {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        why: "is required when JWT_JWKS_URL is set".into(),
+                    });
+                }
+            }
+        }
+        if self.jwt_tenant_claim.is_empty() || self.jwt_tenant_claim.len() > 256 {
+            return Err(ConfigError::Invalid {
+                name: "JWT_TENANT_CLAIM",
+                why: "must be 1 to 256 characters".into(),
+            });
+        }
         if let Some(function) = self.function_timeout {
             // An attempt must end with time left to record it (the dispatcher keeps 2 s).
             let needed = self.delivery_timeout + Duration::from_secs(2);
@@ -170,6 +220,34 @@ impl Config {
 
     pub fn jwt_secret(&self) -> Result<&[u8], ConfigError> {
         self.jwt_secret.as_deref().ok_or(ConfigError::Missing("JWT_SECRET"))
+    }
+
+    /// The bearer-token verifier these settings describe. `secret` is the HS256 key to use
+    /// (`JWT_SECRET`, or the local runner's generated one); `None` is fine with a JWKS or API
+    /// Gateway's authorizer, and an error otherwise.
+    pub fn verifier(&self, secret: Option<&[u8]>) -> Result<crate::auth::JwtVerifier, ConfigError> {
+        use crate::auth::JwtVerifier;
+        let verifier = match (self.auth_mode, &self.jwt_jwks_url) {
+            (AuthMode::ApiGateway, _) => JwtVerifier::api_gateway(),
+            (AuthMode::Token, Some(url)) => {
+                let jwks =
+                    crate::jwks::Jwks::new(url, crate::jwks::DEFAULT_COOLDOWN).map_err(|e| ConfigError::Invalid {
+                        name: "JWT_JWKS_URL",
+                        why: e.to_string(),
+                    })?;
+                // `check` made sure both are set.
+                let (Some(issuer), Some(audience)) = (&self.jwt_issuer, &self.jwt_audience) else {
+                    return Err(ConfigError::Missing("JWT_ISSUER"));
+                };
+                JwtVerifier::with_jwks(secret, std::sync::Arc::new(jwks), issuer, audience)
+            }
+            (AuthMode::Token, None) => JwtVerifier::new(
+                secret.ok_or(ConfigError::Missing("JWT_SECRET"))?,
+                self.jwt_issuer.as_deref(),
+                self.jwt_audience.as_deref(),
+            ),
+        };
+        Ok(verifier.tenant_claim(&self.jwt_tenant_claim))
     }
 
     pub fn events_queue_url(&self) -> Result<&str, ConfigError> {
@@ -257,6 +335,36 @@ mod tests {
             vec![1, 2, 3]
         );
         assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());
+    }
+
+    #[test]
+    fn a_jwks_needs_an_issuer_an_audience_and_a_safe_url() {
+        let jwks = ("JWT_JWKS_URL", "https://issuer.example/.well-known/jwks.json");
+        let e = cfg(&[jwks]).expect_err("no issuer");
+        assert!(
+            e.to_string()
+                .starts_with("JWT_ISSUER is invalid: is required when JWT_JWKS_URL"),
+            "{e}"
+        );
+        let e = cfg(&[jwks, ("JWT_ISSUER", "https://issuer.example/")]).expect_err("no audience");
+        assert!(e.to_string().starts_with("JWT_AUDIENCE"), "{e}");
+        let full = [
+            jwks,
+            ("JWT_ISSUER", "https://issuer.example/"),
+            ("JWT_AUDIENCE", "webhooks"),
+        ];
+        let c = cfg(&full).expect("valid");
+        assert!(c.verifier(None).is_ok(), "no JWT_SECRET needed with a JWKS");
+        let e = cfg(&[("JWT_JWKS_URL", "http://issuer.example/jwks"), full[1], full[2]]).expect_err("http");
+        assert!(e.to_string().starts_with("JWT_JWKS_URL"), "{e}");
+        assert_eq!(
+            cfg(&[]).expect("defaults").verifier(None).map(|_| ()),
+            Err(ConfigError::Missing("JWT_SECRET"))
+        );
+        let gw = cfg(&[("AUTH_MODE", "api-gateway")]).expect("valid");
+        assert_eq!(gw.auth_mode, AuthMode::ApiGateway);
+        assert!(gw.verifier(None).expect("no secret needed").from_api_gateway());
+        assert!(cfg(&[("AUTH_MODE", "cognito")]).is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Webhook {
     /// Subscription filters, duplicates folded, in the order first given.
     pub events: Vec<String>,
     pub secret: Option<String>,
+    /// Secrets replaced by a rotation that still sign until they expire, newest first (at most
+    /// `MAX_PREVIOUS_SECRETS`). Expired ones may linger until the next write; nothing reads them.
+    pub previous_secrets: Vec<PreviousSecret>,
     pub active: bool,
     pub created_at: u64,
     pub updated_at: u64,
@@ -29,10 +32,75 @@ pub struct Webhook {
     pub version: u64,
 }
 
+/// A secret that a rotation replaced, valid until `expires_at` (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at: u64,
+}
+
+/// `overlapSeconds` of a rotation when not given: a day, as Svix and Stripe default to.
+pub const DEFAULT_OVERLAP_S: u64 = 24 * 3600;
+/// The longest overlap: a week (Stripe's longest choice). Longer would keep a replaced, maybe
+/// leaked, secret valid past any sensible migration.
+pub const MAX_OVERLAP_S: u64 = 7 * 24 * 3600;
+/// At most this many replaced secrets sign beside the current one, so a delivery carries at
+/// most four `v1,` signatures.
+pub const MAX_PREVIOUS_SECRETS: usize = 3;
+
 impl Webhook {
     pub fn subscribes_to(&self, event: EventType) -> bool {
         let filters = event.matching_filters();
         self.events.iter().any(|e| filters.contains(e))
+    }
+
+    /// The previous secrets still valid at `now` (ms), newest first.
+    pub fn valid_previous(&self, now: u64) -> impl Iterator<Item = &PreviousSecret> {
+        self.previous_secrets.iter().filter(move |p| p.expires_at > now)
+    }
+
+    /// Every secret that signs a request sent at `now` (ms): the current one first, then the
+    /// previous ones still valid, newest first. Empty for an unsigned webhook.
+    pub fn signing_secrets(&self, now: u64) -> Vec<&str> {
+        match &self.secret {
+            None => Vec::new(),
+            Some(current) => std::iter::once(current.as_str())
+                .chain(self.valid_previous(now).map(|p| p.secret.as_str()))
+                .collect(),
+        }
+    }
+
+    /// The webhook after a rotation to `secret` at `now`: the secrets valid now stay valid
+    /// for `overlap_s` more (never longer than they already were), so an overlap of 0 revokes
+    /// them all at once. `None` when that would keep more than `MAX_PREVIOUS_SECRETS`.
+    pub fn rotated(&self, secret: String, overlap_s: u64, now: u64) -> Option<Webhook> {
+        let until = now + overlap_s * 1000;
+        let mut previous: Vec<PreviousSecret> = Vec::new();
+        if let Some(current) = &self.secret
+            && overlap_s > 0
+            && *current != secret
+        {
+            previous.push(PreviousSecret {
+                secret: current.clone(),
+                expires_at: until,
+            });
+        }
+        for p in self.valid_previous(now) {
+            let expires_at = p.expires_at.min(until);
+            if expires_at > now && p.secret != secret && previous.iter().all(|q| q.secret != p.secret) {
+                previous.push(PreviousSecret {
+                    secret: p.secret.clone(),
+                    expires_at,
+                });
+            }
+        }
+        (previous.len() <= MAX_PREVIOUS_SECRETS).then(|| Webhook {
+            secret: Some(secret),
+            previous_secrets: previous,
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        })
     }
 }
 
@@ -77,12 +145,26 @@ impl WebhookPatch {
             url: self.url.clone().unwrap_or_else(|| w.url.clone()),
             events: self.events.clone().unwrap_or_else(|| w.events.clone()),
             secret: self.secret.clone().unwrap_or_else(|| w.secret.clone()),
+            // Setting or removing the secret here replaces it at once: rotate-secret is the
+            // way to keep the old one valid for a while.
+            previous_secrets: match self.secret {
+                Some(_) => Vec::new(),
+                None => w.previous_secrets.clone(),
+            },
             active: self.active.unwrap_or(w.active),
             updated_at: now,
             version: w.version + 1,
             ..w.clone()
         }
     }
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret`: the new secret (`None`: generate one) and how long
+/// the secrets valid now stay valid beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateRequest {
+    pub secret: Option<String>,
+    pub overlap_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -350,13 +432,13 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
 }
 
 /// `PUT /api/webhooks/{id}`: any of `{url, events, secret, active}`. The read-only fields of
-/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`) are ignored, so a client can send
-/// back what it got.
+/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`, `previousSecrets`) are ignored, so
+/// a client can send back what it got.
 pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(
         &["url", "events", "secret", "active"],
-        &["id", "createdAt", "updatedAt", "hasSecret"],
+        &["id", "createdAt", "updatedAt", "hasSecret", "previousSecrets"],
     );
     let mut patch = WebhookPatch::default();
     let mut ok = true;
@@ -384,6 +466,35 @@ pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, 
         ok &= patch.active.is_some();
     }
     f.finish(ok.then_some(patch))
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret`: `{secret?, overlapSeconds?}`; an absent or empty
+/// body rotates to a generated secret with the default overlap.
+pub fn parse_rotate(body: &Value) -> Result<RotateRequest, Invalid> {
+    let mut f = Fields::of(body)?;
+    f.reject_unknown(&["secret", "overlapSeconds"], &[]);
+    let secret = match f.present("secret") {
+        Some(v) => parse_secret(&mut f, v, false),
+        None => Some(None),
+    };
+    let overlap_s = match f.present("overlapSeconds") {
+        None => Some(DEFAULT_OVERLAP_S),
+        Some(v) => match v.as_u64().filter(|s| *s <= MAX_OVERLAP_S) {
+            Some(s) => Some(s),
+            None => {
+                f.errors.push(FieldError::new(
+                    "overlapSeconds",
+                    format!("must be a whole number of seconds from 0 to {MAX_OVERLAP_S} (7 days)"),
+                ));
+                None
+            }
+        },
+    };
+    let value = match (secret, overlap_s) {
+        (Some(secret), Some(overlap_s)) => Some(RotateRequest { secret, overlap_s }),
+        _ => None,
+    };
+    f.finish(value)
 }
 
 /// `POST /api/webhooks/test`: `{url, event, payload, secret?}`. The URL gets the syntactic
@@ -582,6 +693,105 @@ mod tests {
             fields(parse_update(&json!({"active": "yes", "events": []}), P)),
             vec!["events", "active"]
         );
+    }
+
+    #[test]
+    fn rotate_bodies() {
+        assert_eq!(
+            parse_rotate(&json!({})).expect("valid"),
+            RotateRequest {
+                secret: None,
+                overlap_s: DEFAULT_OVERLAP_S
+            }
+        );
+        let r = parse_rotate(&json!({"secret": "new-secret", "overlapSeconds": 0})).expect("valid");
+        assert_eq!((r.secret.as_deref(), r.overlap_s), (Some("new-secret"), 0));
+        assert_eq!(
+            parse_rotate(&json!({"overlapSeconds": MAX_OVERLAP_S}))
+                .expect("valid")
+                .overlap_s,
+            MAX_OVERLAP_S
+        );
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("60"),
+            json!(MAX_OVERLAP_S + 1),
+            Value::Null,
+        ] {
+            assert_eq!(
+                fields(parse_rotate(&json!({"overlapSeconds": bad}))),
+                vec!["overlapSeconds"]
+            );
+        }
+        assert_eq!(
+            fields(parse_rotate(&json!({"secret": null, "extra": 1}))),
+            vec!["extra", "secret"]
+        );
+        assert_eq!(fields(parse_rotate(&json!({"secret": ""}))), vec!["secret"]);
+    }
+
+    fn hook(secret: Option<&str>) -> Webhook {
+        Webhook {
+            id: "wh_1".into(),
+            tenant: "t".into(),
+            url: "https://x.com".into(),
+            events: vec!["*".into()],
+            secret: secret.map(str::to_string),
+            previous_secrets: Vec::new(),
+            active: true,
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secrets_for_the_overlap_only() {
+        let now = 1_000_000;
+        let a = hook(Some("a"));
+        let b = a.rotated("b".into(), 60, now).expect("rotated");
+        assert_eq!(b.version, 2);
+        assert_eq!(b.signing_secrets(now), vec!["b", "a"]);
+        assert_eq!(b.signing_secrets(now + 59_999), vec!["b", "a"]);
+        assert_eq!(
+            b.signing_secrets(now + 60_000),
+            vec!["b"],
+            "expired at the end of the overlap"
+        );
+        // A second rotation keeps both, never extending the first overlap.
+        let c = b.rotated("c".into(), 3600, now + 1000).expect("rotated");
+        assert_eq!(c.signing_secrets(now + 1000), vec!["c", "b", "a"]);
+        assert_eq!(c.previous_secrets[1].expires_at, now + 60_000);
+        // An overlap of 0 revokes every old secret at once.
+        let d = c.rotated("d".into(), 0, now + 2000).expect("rotated");
+        assert_eq!(d.signing_secrets(now + 2000), vec!["d"]);
+        assert!(d.previous_secrets.is_empty());
+        // Bounded: a fourth secret still valid beside the current one is refused.
+        let full = c
+            .rotated("d".into(), 3600, now + 2000)
+            .expect("three previous")
+            .rotated("e".into(), 3600, now + 3000);
+        assert!(full.is_none());
+        // An unsigned webhook gets its first secret, with nothing to keep.
+        let u = hook(None).rotated("s".into(), 60, now).expect("rotated");
+        assert_eq!(u.signing_secrets(now), vec!["s"]);
+        // Rotating to the secret already in use keeps no duplicate.
+        assert_eq!(
+            a.rotated("a".into(), 60, now).expect("same").signing_secrets(now),
+            vec!["a"]
+        );
+        // PUT with a secret replaces it at once.
+        let patch = WebhookPatch {
+            secret: Some(Some("z".into())),
+            ..Default::default()
+        };
+        assert_eq!(patch.apply(&b, now).signing_secrets(now), vec!["z"]);
+        let keep = WebhookPatch {
+            active: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(keep.apply(&b, now).signing_secrets(now), vec!["b", "a"]);
     }
 
     #[test]

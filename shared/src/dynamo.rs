@@ -1,7 +1,8 @@
 //! DynamoDB adapters.
 //!
 //! Webhooks table (`WEBHOOKS_TABLE`), keys `pk`/`sk` (strings):
-//! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself
+//! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself, with the secrets
+//!   a rotation replaced in `previousSecrets` (a list of `{secret, expiresAt}`) while any is kept
 //! - subscription: pk `S#{tenant}#{event type}`, sk `W#{id}`: one per event type an *active*
 //!   webhook's filters match (wildcards expanded)
 //!
@@ -15,7 +16,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
-use crate::domain::Webhook;
+use crate::domain::{PreviousSecret, Webhook};
 use crate::event_types::{EVENT_TYPES, EventType};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
@@ -98,6 +99,19 @@ fn to_item(w: &Webhook) -> Item {
     if let Some(secret) = &w.secret {
         item.insert("secret".into(), s(secret));
     }
+    if !w.previous_secrets.is_empty() {
+        let previous = w
+            .previous_secrets
+            .iter()
+            .map(|p| {
+                AttributeValue::M(HashMap::from([
+                    ("secret".to_string(), s(&p.secret)),
+                    ("expiresAt".to_string(), n(p.expires_at)),
+                ]))
+            })
+            .collect();
+        item.insert("previousSecrets".into(), AttributeValue::L(previous));
+    }
     item.insert("active".into(), AttributeValue::Bool(w.active));
     item.insert("createdAt".into(), n(w.created_at));
     item.insert("updatedAt".into(), n(w.updated_at));
@@ -117,6 +131,20 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
         url: get_s(item, "url").ok_or_else(|| bad("url"))?,
         events,
         secret: get_s(item, "secret"),
+        previous_secrets: match item.get("previousSecrets") {
+            None => Vec::new(),
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .map(|v| {
+                    let m = v.as_m().map_err(|_| bad("previousSecrets"))?;
+                    Ok(PreviousSecret {
+                        secret: get_s(m, "secret").ok_or_else(|| bad("previousSecrets"))?,
+                        expires_at: get_n(m, "expiresAt").ok_or_else(|| bad("previousSecrets"))?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            Some(_) => return Err(bad("previousSecrets")),
+        },
         active: item
             .get("active")
             .and_then(|v| v.as_bool().ok())

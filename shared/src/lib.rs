@@ -10,6 +10,7 @@ pub mod dynamo;
 pub mod event_types;
 pub mod ids;
 pub mod jsjson;
+pub mod jwks;
 pub mod memory;
 pub mod messages;
 pub mod ports;

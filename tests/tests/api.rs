@@ -256,6 +256,187 @@ async fn crud_over_dynamodb() {
     crud_scenario(&app_with(store, STRICT, JwtVerifier::new(JWT_SECRET, None, None))).await;
 }
 
+/// `POST /api/webhooks/{id}/rotate-secret` on any store: generated or chosen secrets, shown
+/// once; the replaced ones listed with their expiry and never shown; bounds and bad bodies
+/// refused without a change; tenant-isolated; and conditional, so racing PUTs lose nothing.
+async fn rotation_scenario(app: &Router) {
+    let alice = bearer(&unique("alice"));
+    let created = call(
+        app,
+        "POST",
+        "/api/webhooks",
+        Some(&alice),
+        Some(r#"{"url":"https://example.com/hook","events":["system.info"],"secret":"first-secret-chosen-by-the-user-0001"}"#),
+    )
+    .await;
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let rotate = format!("/api/webhooks/{id}/rotate-secret");
+    let path = format!("/api/webhooks/{id}");
+    let get = || call(app, "GET", &path, Some(&alice), None);
+
+    // No body at all: a generated secret and the default overlap of a day.
+    let r = call(app, "POST", &rotate, Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let generated = r.body["secret"].as_str().expect("shown once");
+    assert!(
+        generated.starts_with("whsec_") && generated.len() == 6 + 44,
+        "{generated}"
+    );
+    let expires = r.body["previousSecrets"][0]["expiresAt"].clone();
+    assert!(is_iso_ms(&expires));
+    let in_a_day = webhooks::time::parse_iso(expires.as_str().unwrap_or_default()).unwrap_or_default();
+    let now = webhooks::time::now_ms();
+    assert!(in_a_day > now + 86_300_000 && in_a_day <= now + 86_400_000, "{expires}");
+    let r = call(
+        app,
+        "POST",
+        &rotate,
+        Some(&alice),
+        Some(r#"{"secret":"chosen-secret-of-the-user-0123456789","overlapSeconds":60}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["secret"], "chosen-secret-of-the-user-0123456789");
+    assert_eq!(r.body["previousSecrets"].as_array().map(Vec::len), Some(2));
+    let shown = get().await.body;
+    assert_eq!(shown.get("secret"), None);
+    for s in [
+        "first-secret-chosen-by-the-user-0001",
+        generated,
+        "chosen-secret-of-the-user-0123456789",
+    ] {
+        assert!(!shown.to_string().contains(s), "GET shows no secret");
+    }
+    assert_eq!(shown["previousSecrets"], r.body["previousSecrets"]);
+    // What GET returned can be sent back: the rotation state is read-only and kept.
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(&shown.to_string()),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["previousSecrets"], shown["previousSecrets"]);
+
+    // Bounded: a third replaced secret is kept, a fourth is refused and changes nothing.
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = get().await.body;
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("overlapSeconds 0"),
+        "{}",
+        r.body
+    );
+    for (bad, field) in [
+        (r#"{"overlapSeconds":-1}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":604801}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":"60"}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":1.5}"#, "overlapSeconds"),
+        (r#"{"secret":""}"#, "secret"),
+        (r#"{"secret":null}"#, "secret"),
+        (r#"{"secret":7}"#, "secret"),
+        (r#"{"colour":1}"#, "colour"),
+        ("[]", ""),
+    ] {
+        let r = call(app, "POST", &rotate, Some(&alice), Some(bad)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["field"], field, "{bad}");
+    }
+    let long = json!({"secret": "s".repeat(webhooks::domain::MAX_SECRET_LEN + 1)}).to_string();
+    let r = call(app, "POST", &rotate, Some(&alice), Some(&long)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{not json")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(get().await.body, before, "refused rotations change nothing");
+
+    // Another tenant, an unknown id: 404 and nothing rotated.
+    let mallory = bearer(&unique("mallory"));
+    assert_eq!(
+        call(app, "POST", &rotate, Some(&mallory), Some("{}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(
+        app,
+        "POST",
+        "/api/webhooks/wh_01jz0000000000000000000000/rotate-secret",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(get().await.body, before);
+
+    // An overlap of 0 revokes every replaced secret at once (a leaked secret).
+    let r = call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":0}"#)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["previousSecrets"], json!([]));
+
+    // Rotations racing PUTs: each is applied to what the other wrote, none is lost.
+    let events = r#"{"events":["system.warning"]}"#;
+    let (a, b, c, d) = tokio::join!(
+        call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":3600}"#)),
+        call(app, "PUT", &path, Some(&alice), Some(events)),
+        call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":3600}"#)),
+        call(app, "PUT", &path, Some(&alice), Some(r#"{"active":false}"#)),
+    );
+    for r in [&a, &b, &c, &d] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let end = get().await.body;
+    assert_eq!(end["events"], json!(["system.warning"]));
+    assert_eq!(end["active"], false);
+    assert_eq!(
+        end["previousSecrets"].as_array().map(Vec::len),
+        Some(2),
+        "both rotations kept: {end}"
+    );
+
+    // An unsigned webhook gets its first secret.
+    let created = call(
+        app,
+        "POST",
+        "/api/webhooks",
+        Some(&alice),
+        Some(r#"{"url":"https://example.com/hook","events":["*"]}"#),
+    )
+    .await;
+    let unsigned = created.body["id"].as_str().expect("id");
+    let r = call(
+        app,
+        "POST",
+        &format!("/api/webhooks/{unsigned}/rotate-secret"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.body["hasSecret"].clone(), r.body["previousSecrets"].clone()),
+        (json!(true), json!([]))
+    );
+}
+
+#[tokio::test]
+async fn rotation_over_the_memory_store() {
+    rotation_scenario(&app(STRICT)).await;
+}
+
+#[tokio::test]
+async fn rotation_over_dynamodb() {
+    let Some(sdk) = emulator().await else { return };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("webhooks");
+    create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("table");
+    let store = Arc::new(DynamoWebhookStore::new(client, table));
+    rotation_scenario(&app_with(store, STRICT, JwtVerifier::new(JWT_SECRET, None, None))).await;
+}
+
 #[tokio::test]
 async fn listing_is_paginated_with_a_link_header() {
     let app = app(STRICT);
@@ -567,6 +748,11 @@ async fn every_route_needs_a_valid_token() {
         ("GET", "/api/webhooks/wh_01jz0000000000000000000000", None),
         ("PUT", "/api/webhooks/wh_01jz0000000000000000000000", Some("{}")),
         ("DELETE", "/api/webhooks/wh_01jz0000000000000000000000", None),
+        (
+            "POST",
+            "/api/webhooks/wh_01jz0000000000000000000000/rotate-secret",
+            Some("{}"),
+        ),
         (
             "POST",
             "/api/webhooks/test",

@@ -11,7 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use webhooks::ports::{OutgoingMessage, Queue};
 use webhooks::signing;
 use webhooks_local::{Backend, QueueUrls, Runner, local_config};
-use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, emulator_resources, unique};
+use webhooks_tests::{
+    JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, emulator_resources, standard_webhooks_verify, unique,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -1705,6 +1707,187 @@ async fn redrive_moves_the_dlq_back_and_the_log_stays_true(kind: Kind) {
     assert!(h.drain(&h.urls.delivery_dlq).await.is_empty(), "the DLQ is empty");
 }
 
+/// Secret rotation, verified by the official `standardwebhooks` library (Python, from PyPI) as
+/// a receiver would: a delivery attempted before the rotation is signed with the old secret
+/// only; its retry during the overlap with both (each verifies on its own) and the guide's
+/// `X-Webhook-Signature` still with the old one; after the overlap only the new secret signs.
+async fn rotation_signs_with_every_valid_secret(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "1")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script(vec![Reply::Status(500)]);
+    let tenant = unique("acme");
+    // Long enough for any minimum a registration may ask of a chosen secret.
+    let old = "old-secret-chosen-by-the-user-0123";
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), Some(old))
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let first = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(first.batch_item_failures.len(), 1, "500: to be retried");
+    let before = receiver.received()[0].clone();
+    assert_eq!(
+        before.header("webhook-signature").map(|s| s.split(' ').count()),
+        Some(1),
+        "one secret, one signature"
+    );
+
+    let (code, rotated) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/rotate-secret"),
+            json!({"overlapSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(code, 200, "{rotated}");
+    let new = rotated["secret"]
+        .as_str()
+        .expect("the new secret, shown once")
+        .to_string();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert_eq!(rotated["previousSecrets"].as_array().map(Vec::len), Some(1));
+    let (_, shown) = h.get(&tenant, &format!("/api/webhooks/{hook}")).await;
+    assert!(shown.get("secret").is_none(), "GET never shows a secret: {shown}");
+    assert_eq!(shown["previousSecrets"], rotated["previousSecrets"]);
+
+    // The retry of the delivery made before the rotation, now due.
+    h.clock.advance(Duration::from_secs(2));
+    let receipt = job.receipt_handle.clone().unwrap_or_default();
+    h.queue
+        .change_visibility(&h.urls.delivery, &receipt, 0)
+        .await
+        .expect("release");
+    let retry = take(&h, &h.urls.delivery, 1).await;
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(retry), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let during = receiver.received()[1].clone();
+    assert_eq!(
+        during.header("x-webhook-id"),
+        before.header("x-webhook-id"),
+        "the same delivery"
+    );
+    assert_eq!(
+        during.header("webhook-signature").map(|s| s.split(' ').count()),
+        Some(2),
+        "one v1 signature per valid secret"
+    );
+    let guide = during.header("x-webhook-signature").expect("guide signature");
+    assert!(
+        signing::verify_guide_signature(old, &during.body, guide),
+        "the guide's header: the old secret until the overlap ends"
+    );
+    assert!(!signing::verify_guide_signature(&new, &during.body, guide));
+
+    // The overlap ends (a second rotation shortens it to a second), then only the newest signs.
+    let (code, again) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/rotate-secret"),
+            json!({"overlapSeconds": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{again}");
+    let newest = again["secret"].as_str().expect("secret").to_string();
+    assert_eq!(again["previousSecrets"].as_array().map(Vec::len), Some(2));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, shown) = h.get(&tenant, &format!("/api/webhooks/{hook}")).await;
+        if shown["previousSecrets"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the overlap never ended: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_job = one_job(&h, &tenant, "system.info").await;
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![after_job]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let after = receiver.received()[2].clone();
+    assert_eq!(after.header("webhook-signature").map(|s| s.split(' ').count()), Some(1));
+    assert!(signing::verify_guide_signature(
+        &newest,
+        &after.body,
+        after.header("x-webhook-signature").expect("guide")
+    ));
+
+    let verdicts = standard_webhooks_verify(&[
+        (old, &before),
+        (new.as_str(), &before),
+        (old, &during),
+        (new.as_str(), &during),
+        ("whsec_c2VjcmV0LWtleS1ub3QtaW4tdXNl", &during),
+        (newest.as_str(), &after),
+        (new.as_str(), &after),
+        (old, &after),
+    ])
+    .await;
+    let no = "No matching signature found";
+    assert_eq!(verdicts, vec!["ok", no, "ok", "ok", no, "ok", no, no]);
+
+    // The guide's scheme, checked by the guide's Node.js code: an untouched receiver (old
+    // secret) verifies until the overlap ends; one that trusts old and new verifies throughout;
+    // the new secret alone only once the overlap is over (the retry schedule covers a receiver
+    // switched early: its deliveries are retried until then).
+    let verdicts = guide_verify(&[
+        (&[old], &before),
+        (&[old], &during),
+        (&[new.as_str(), old], &during),
+        (&[new.as_str()], &during),
+        (&[newest.as_str(), new.as_str(), old], &after),
+        (&[newest.as_str()], &after),
+        (&[old], &after),
+    ])
+    .await;
+    assert_eq!(verdicts, vec![true, true, true, false, true, true, false]);
+    let d = h
+        .delivery_when(&tenant, &hook, |d| d["attempts"].as_array().map(Vec::len) == Some(1))
+        .await;
+    assert_eq!(status(&d), "succeeded");
+}
+
+/// Runs the guide's Node.js check (`tests/node/guide_rotation.js`) on each (secrets trusted,
+/// request): whether any of the secrets verifies its `X-Webhook-Signature`.
+async fn guide_verify(cases: &[(&[&str], &webhooks_tests::Received)]) -> Vec<bool> {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(secrets, r)| {
+            json!({"secrets": secrets, "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+                "signature": r.header("x-webhook-signature")})
+        })
+        .collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/node/guide_rotation.js"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed (make test installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(Value::from(input).to_string().as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("node finished")
+        .expect("node ran");
+    assert!(out.status.success(), "guide_rotation.js failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("a JSON array of verdicts")
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1741,6 +1924,7 @@ on_both_backends!(
     resend_refuses_what_it_cannot_do,
     recover_redelivers_each_failed_delivery_once,
     redrive_moves_the_dlq_back_and_the_log_stays_true,
+    rotation_signs_with_every_valid_secret,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1772,6 +1956,7 @@ async fn a_crash_mid_batch_loses_nothing() {
             url: receiver.url(&format!("/{i}")),
             events: vec!["*".into()],
             secret: None,
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,

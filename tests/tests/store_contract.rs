@@ -24,6 +24,7 @@ fn webhook(tenant: &str, events: &[&str], active: bool) -> Webhook {
         url: "https://example.com/hook".into(),
         events: events.iter().map(|e| e.to_string()).collect(),
         secret: Some("s3cret".into()),
+        previous_secrets: Vec::new(),
         active,
         created_at: now,
         updated_at: now,
@@ -136,10 +137,41 @@ async fn contract(store: Arc<dyn WebhookStore>) {
             .contains(&a.id)
     );
 
+    // A rotation round-trips the secrets it keeps, and is conditional like any update: a
+    // rotation computed from a stale read loses to the write it raced.
+    let now = time::now_ms();
+    let r1 = b.rotated("whsec_bmV3LXNlY3JldA==".into(), 3600, now).expect("rotated");
+    let r2 = r1.rotated("third".into(), 60, now).expect("rotated");
+    store.update(&b, &r1).await.expect("rotate");
+    store.update(&r1, &r2).await.expect("rotate again");
+    let got = store.get(&tenant, &a.id).await.expect("get").expect("found");
+    assert_eq!(got, r2, "every previous secret and its expiry round-trips");
+    assert_eq!(
+        got.signing_secrets(now),
+        vec!["third", "whsec_bmV3LXNlY3JldA==", "s3cret"]
+    );
+    let stale_rotation = b.rotated("lost".into(), 60, now).expect("rotated");
+    assert!(matches!(
+        store.update(&b, &stale_rotation).await,
+        Err(StoreError::Conflict)
+    ));
+    let unrotated = webhooks::domain::WebhookPatch {
+        secret: Some(Some("s3cret".into())),
+        ..Default::default()
+    }
+    .apply(&r2, now);
+    store.update(&r2, &unrotated).await.expect("put a secret");
+    let got = store.get(&tenant, &a.id).await.expect("get").expect("found");
+    assert!(
+        got.previous_secrets.is_empty(),
+        "a PUT of the secret drops the old ones"
+    );
+    let b = got;
+
     // Deactivating removes it from fan-out, reactivating brings it back.
     let mut off = b.clone();
     off.active = false;
-    off.version = 3;
+    off.version = b.version + 1;
     store.update(&b, &off).await.expect("deactivate");
     assert!(
         !store
@@ -150,7 +182,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     );
     let mut on = off.clone();
     on.active = true;
-    on.version = 4;
+    on.version = off.version + 1;
     store.update(&off, &on).await.expect("reactivate");
     assert!(
         store
@@ -165,7 +197,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
     assert!(matches!(store.delete(&tenant, &a.id).await, Err(StoreError::NotFound)));
     let mut late = on.clone();
-    late.version = 5;
+    late.version = on.version + 1;
     assert!(matches!(store.update(&on, &late).await, Err(StoreError::NotFound)));
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
     assert!(

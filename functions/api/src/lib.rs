@@ -30,10 +30,10 @@ use webhooks::ports::{
 };
 use webhooks::recover::{self, RecoverTask};
 use webhooks::signing::Envelope;
-use webhooks::{event_types, ids, time};
+use webhooks::{event_types, ids, signing, time};
 
 use crate::error::ApiError;
-use crate::extract::{Auth, JsonBody};
+use crate::extract::{Auth, JsonBody, JsonBodyOrEmpty};
 
 /// Listing pages hold this many webhooks unless `?limit=` says otherwise (1 to `MAX_PAGE`).
 pub const DEFAULT_PAGE: usize = 50;
@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             "/api/webhooks/{id}",
             get(get_webhook).put(update_webhook).delete(delete_webhook),
         )
+        .route("/api/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
         .route(
@@ -83,14 +84,20 @@ pub fn router(state: AppState) -> Router {
 
 /// How a stored webhook is shown. The secret is shown only when it is created or replaced;
 /// afterwards `hasSecret` tells whether one is set, so a client that sends back what it read
-/// never overwrites the secret with a placeholder.
+/// never overwrites the secret with a placeholder. `previousSecrets` shows when each secret a
+/// rotation replaced stops signing, never the secret.
 fn view(w: &Webhook, reveal_secret: bool) -> Value {
+    let previous: Vec<Value> = w
+        .valid_previous(time::now_ms())
+        .map(|p| json!({"expiresAt": time::iso_ms(p.expires_at)}))
+        .collect();
     let mut v = json!({
         "id": w.id,
         "url": w.url,
         "events": w.events,
         "active": w.active,
         "hasSecret": w.secret.is_some(),
+        "previousSecrets": previous,
         "createdAt": time::iso_ms(w.created_at),
         "updatedAt": time::iso_ms(w.updated_at),
     });
@@ -133,6 +140,7 @@ async fn create_webhook(
         url: new.url,
         events: new.events,
         secret: new.secret,
+        previous_secrets: Vec::new(),
         active: new.active,
         created_at: now,
         updated_at: now,
@@ -220,6 +228,47 @@ async fn update_webhook(
                 tracing::info!(webhook_id = %id, tenant = %who.tenant, "webhook updated");
                 let reveal = matches!(patch.secret, Some(Some(_)));
                 return Ok(Json(view(&updated, reveal)));
+            }
+            Err(StoreError::Conflict) => current = load(&state, &who.tenant, &id).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret`: a new secret (the caller's, or generated), shown
+/// in full this once; the secrets valid until now keep signing for `overlapSeconds`.
+/// Conditional on the version read, like an update, so a racing PUT is re-read, not lost.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty,
+) -> Result<Json<Value>, ApiError> {
+    let mut current = load(&state, &who.tenant, &id).await?;
+    let request = domain::parse_rotate(&body).map_err(ApiError::Invalid)?;
+    let secret = request.secret.unwrap_or_else(signing::generate_secret);
+    for _ in 0..5 {
+        let now = time::now_ms();
+        let Some(rotated) = current.rotated(secret.clone(), request.overlap_s, now) else {
+            let first_free = current.valid_previous(now).map(|p| p.expires_at).min().unwrap_or(now);
+            return Err(ApiError::Conflict(format!(
+                "{} replaced secrets are still valid, the most a webhook keeps; rotate with \
+                 overlapSeconds 0 to revoke them now, or after {}",
+                domain::MAX_PREVIOUS_SECRETS,
+                time::iso_ms(first_free)
+            )));
+        };
+        match state.store.update(&current, &rotated).await {
+            Ok(()) => {
+                tracing::info!(
+                    webhook_id = %id,
+                    tenant = %who.tenant,
+                    overlap_s = request.overlap_s,
+                    still_valid = rotated.previous_secrets.len(),
+                    "webhook secret rotated"
+                );
+                return Ok(Json(view(&rotated, true)));
             }
             Err(StoreError::Conflict) => current = load(&state, &who.tenant, &id).await?,
             Err(e) => return Err(e.into()),

@@ -5,7 +5,10 @@
 use serde_json::{Value, json};
 use webhooks::auth::MAX_TOKEN_LEN;
 use webhooks::delivery::MAX_RESPONSE_BODY;
-use webhooks::domain::{MAX_EVENT_ID_LEN, MAX_EVENTS, MAX_PAYLOAD_BYTES, MAX_SECRET_LEN};
+use webhooks::domain::{
+    DEFAULT_OVERLAP_S, MAX_EVENT_ID_LEN, MAX_EVENTS, MAX_OVERLAP_S, MAX_PAYLOAD_BYTES, MAX_PREVIOUS_SECRETS,
+    MAX_SECRET_LEN,
+};
 use webhooks::event_types::{EVENT_TYPES, EventFilter};
 use webhooks::ports::MAX_RECORDED_FAN_OUT;
 use webhooks::ssrf::MAX_URL_LEN;
@@ -21,6 +24,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/webhooks/{id}"),
     ("put", "/api/webhooks/{id}"),
     ("delete", "/api/webhooks/{id}"),
+    ("post", "/api/webhooks/{id}/rotate-secret"),
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
     ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/resend"),
@@ -98,6 +102,7 @@ fn webhook_links() -> Value {
         "UpdateWebhook": {"operationId": "updateWebhook", "parameters": by_id},
         "DeleteWebhook": {"operationId": "deleteWebhook", "parameters": by_id},
         "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id},
+        "RotateSecret": {"operationId": "rotateSecret", "parameters": by_id},
     })
 }
 
@@ -157,6 +162,12 @@ pub fn document() -> Value {
                     "responses": problem_responses(r(json!({"200": json_response("The updated webhook", webhook.clone())})))},
                 "delete": {"operationId": "deleteWebhook", "responses": problem_responses(r(json!({"204": {"description": "Deleted"}})))}
             },
+            "/api/webhooks/{id}/rotate-secret": {
+                "parameters": [id_param("id")],
+                "post": {"operationId": "rotateSecret", "summary": "Replace the signing secret; the secrets valid now keep signing for overlapSeconds",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RotateSecret"}}}},
+                    "responses": problem_responses(r(json!({"200": json_response("The webhook; `secret` (the new one) is shown in full this once", webhook.clone())})))}
+            },
             "/api/webhooks/{id}/deliveries": {
                 "parameters": [id_param("id")],
                 "get": {"operationId": "listDeliveries", "summary": "Deliveries to this webhook, newest first", "parameters": page_params("dl"),
@@ -176,22 +187,29 @@ pub fn document() -> Value {
             }
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256)"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256 with JWT_SECRET; RS256 or ES256 from the JWT_JWKS_URL issuer)"}},
             "schemas": {
                 "CreateWebhook": {"type": "object", "additionalProperties": false, "required": ["url", "events"],
                     "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean", "default": true}}},
                 "UpdateWebhook": {"type": "object", "additionalProperties": false,
                     "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean"},
-                        "id": {"description": "ignored"}, "createdAt": {"description": "ignored"}, "updatedAt": {"description": "ignored"}, "hasSecret": {"description": "ignored"}}},
+                        "id": {"description": "ignored"}, "createdAt": {"description": "ignored"}, "updatedAt": {"description": "ignored"}, "hasSecret": {"description": "ignored"},
+                        "previousSecrets": {"description": "ignored"}}},
+                "RotateSecret": {"type": "object", "additionalProperties": false,
+                    "properties": {"secret": {"type": "string", "minLength": 1, "maxLength": MAX_SECRET_LEN, "description": "The new secret; absent: a generated `whsec_` + base64 of 32 random bytes"},
+                        "overlapSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_OVERLAP_S, "default": DEFAULT_OVERLAP_S,
+                            "description": format!("How long the secrets valid now keep signing beside the new one (0 revokes them at once). At most {MAX_PREVIOUS_SECRETS} replaced secrets are kept: a rotation that would keep more is refused with 409")}}},
                 "TestWebhook": {"type": "object", "additionalProperties": false, "required": ["url", "event", "payload"],
                     "properties": {"url": url, "event": {"type": "string", "enum": event_names}, "payload": payload, "secret": secret}},
                 "SubmitEvent": {"type": "object", "additionalProperties": false, "required": ["event", "payload"],
                     "properties": {"event": {"type": "string", "enum": event_names}, "payload": payload,
                         "id": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
                             "description": "Idempotency key: one fan-out per tenant and id"}}},
-                "Webhook": {"type": "object", "required": ["id", "url", "events", "active", "hasSecret", "createdAt", "updatedAt"],
+                "Webhook": {"type": "object", "required": ["id", "url", "events", "active", "hasSecret", "previousSecrets", "createdAt", "updatedAt"],
                     "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
                         "active": {"type": "boolean"}, "hasSecret": {"type": "boolean"},
+                        "previousSecrets": {"type": "array", "maxItems": MAX_PREVIOUS_SECRETS, "description": "Secrets a rotation replaced that still sign, newest first (never the secrets themselves)",
+                            "items": {"type": "object", "required": ["expiresAt"], "properties": {"expiresAt": {"type": "string", "format": "date-time"}}}},
                         "secret": {"type": ["string", "null"], "description": "Only in the response that sets it"},
                         "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"}}},
                 "TestResult": {"type": "object", "required": ["success", "statusCode", "message"],

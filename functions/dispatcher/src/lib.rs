@@ -217,9 +217,9 @@ impl Dispatcher {
         self.attempt(job, &delivery, &webhook, &payload, timeout).await
     }
 
-    /// The webhook (as it is now: a new URL or secret applies from the next attempt on), the
-    /// delivery's record and the payload (the job's, or the stored event's for a job that
-    /// carries none), read together.
+    /// The webhook (as it is now: a new URL or secret, or a rotation, applies from the next
+    /// attempt on), the delivery's record and the payload (the job's, or the stored event's
+    /// for a job that carries none), read together.
     async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<String>), String> {
         let payload = async {
             match &job.payload {
@@ -328,7 +328,9 @@ impl Dispatcher {
             timestamp_ms: job.timestamp_ms,
             payload,
         };
-        let request = envelope.sign(webhook.secret.as_deref(), started / 1000);
+        // The secrets valid at this attempt, not at the event: a retry after a rotation is
+        // signed with the new secret too, and one after the overlap with the new one only.
+        let request = envelope.sign_with(&webhook.signing_secrets(started), started / 1000);
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;
         let in_cycle = delivery.attempts_in_cycle() + 1;
         let next_delay = if report.success() {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
@@ -158,11 +157,7 @@ impl Runner {
             events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
             recover_page: config.recover_page,
-            verifier: Arc::new(JwtVerifier::new(
-                jwt_secret,
-                config.jwt_issuer.as_deref(),
-                config.jwt_audience.as_deref(),
-            )),
+            verifier: Arc::new(config.verifier(Some(jwt_secret))?),
             deliverer: deliverer.clone(),
             test_timeout: config.test_timeout,
         };

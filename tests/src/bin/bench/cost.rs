@@ -150,6 +150,7 @@ async fn create_webhooks(p: &Pipeline, env: &Env, tenant: &str, n: usize) {
             url: env.sink.url(&format!("/cost/{i}")),
             events: vec![EVENT.to_string()],
             secret: Some("whsec-bench-cost-secret".into()),
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,

@@ -64,6 +64,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
             url: sink.url(&format!("/hook/{i}")),
             events: vec![EVENT.into()],
             secret: Some(SECRET.into()),
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,

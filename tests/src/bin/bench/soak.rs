@@ -123,6 +123,7 @@ pub async fn run(events: usize) -> Table {
         url: format!("http://{addr}/soak"),
         events: vec!["system.info".into()],
         secret: Some("soak-secret".into()),
+        previous_secrets: Vec::new(),
         active: true,
         created_at: now,
         updated_at: now,
