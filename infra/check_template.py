@@ -196,10 +196,31 @@ def check_tables(t: Template, specs: dict, r: Report) -> None:
         want_keys = [(spec["hashKey"], "HASH"), (spec["rangeKey"], "RANGE")]
         r.check(keys == want_keys, f"{logical_id} key schema is {want_keys}", f"got {keys}")
         attrs = sorted((a.get("AttributeName"), a.get("AttributeType")) for a in p.get("AttributeDefinitions") or [])
-        want_attrs = sorted([(spec["hashKey"], "S"), (spec["rangeKey"], "S")])
+        index = spec.get("index")
+        want_attrs = [(spec["hashKey"], "S"), (spec["rangeKey"], "S")]
+        if index:
+            want_attrs += [(index["hashKey"], "S"), (index["rangeKey"], "S")]
+        want_attrs = sorted(want_attrs)
         r.check(attrs == want_attrs, f"{logical_id} defines only attributes {want_attrs}", f"got {attrs}")
-        indexes = [k for k in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if p.get(k)]
-        r.check(not indexes, f"{logical_id} has no secondary indexes", f"has {indexes}")
+        r.check(not p.get("LocalSecondaryIndexes"), f"{logical_id} has no local secondary indexes", "it has some")
+        got_indexes = []
+        for g in p.get("GlobalSecondaryIndexes") or []:
+            projection = g.get("Projection") or {}
+            got_indexes.append({
+                "name": g.get("IndexName"),
+                "keys": [(k.get("AttributeName"), k.get("KeyType")) for k in g.get("KeySchema") or []],
+                "projection": projection.get("ProjectionType"),
+                "projected": sorted(projection.get("NonKeyAttributes") or []),
+            })
+        want_indexes = []
+        if index:
+            want_indexes.append({
+                "name": index["name"],
+                "keys": [(index["hashKey"], "HASH"), (index["rangeKey"], "RANGE")],
+                "projection": "INCLUDE",
+                "projected": sorted(index["projected"]),
+            })
+        r.check(got_indexes == want_indexes, f"{logical_id} global secondary indexes are {want_indexes}", f"got {got_indexes}")
         ttl_spec = p.get("TimeToLiveSpecification") or {}
         ttl = ttl_spec.get("AttributeName") if ttl_spec.get("Enabled") in (True, "true") else None
         r.check(

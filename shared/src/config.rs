@@ -46,6 +46,9 @@ pub struct Config {
     /// The Lambda function's timeout (`FUNCTION_TIMEOUT_SECONDS`, set by the template), when
     /// known: a delivery timeout that cannot fit in it is refused at start.
     pub function_timeout: Option<Duration>,
+    /// Deliveries a recover examines per page (`RECOVER_PAGE_SIZE`): one page in the API's
+    /// request, then one per continuation message.
+    pub recover_page: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for Config {
             .field("retry_schedule", &self.retry_schedule)
             .field("retention_days", &self.retention_days)
             .field("function_timeout", &self.function_timeout)
+            .field("recover_page", &self.recover_page)
             .finish()
     }
 }
@@ -79,6 +83,9 @@ pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 3
 /// SQS cannot hide a message for longer than 12 hours.
 pub const MAX_RETRY_DELAY_S: u64 = 12 * 3600;
 pub const MAX_RETRY_ATTEMPTS: usize = 50;
+/// A recover page: 100 deliveries are one Query (up to 1 MB) and 10 SendMessageBatch calls.
+pub const DEFAULT_RECOVER_PAGE: usize = 100;
+pub const MAX_RECOVER_PAGE: usize = 1000;
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -145,6 +152,11 @@ impl Config {
                 })?,
             },
             retention_days: seconds("DELIVERY_RETENTION_DAYS", 30, 365)?,
+            recover_page: seconds(
+                "RECOVER_PAGE_SIZE",
+                DEFAULT_RECOVER_PAGE as u64,
+                MAX_RECOVER_PAGE as u64,
+            )? as usize,
             function_timeout: match get("FUNCTION_TIMEOUT_SECONDS") {
                 None => None,
                 Some(_) => Some(Duration::from_secs(seconds("FUNCTION_TIMEOUT_SECONDS", 30, 900)?)),

@@ -553,10 +553,75 @@ pub fn parse_event_submission(body: &Value) -> Result<EventSubmission, Invalid> 
     f.finish(value)
 }
 
+/// `POST /api/webhooks/{id}/recover`: `{since, until?}`, ISO-8601 times of events; `until`
+/// defaults to `now_ms` and may not be before `since`. Returns the window in ms, inclusive.
+pub fn parse_recover(body: &Value, now_ms: u64) -> Result<(u64, u64), Invalid> {
+    let mut f = Fields::of(body)?;
+    f.reject_unknown(&["since", "until"], &[]);
+    let time = |f: &mut Fields, name: &str, required: bool| match f.string(name, required) {
+        Some(s) => match crate::time::parse_iso(s) {
+            Some(ms) => Some(Some(ms)),
+            None => {
+                f.errors.push(FieldError::new(
+                    name,
+                    "must be an ISO-8601 time such as 2025-05-21T21:27:09.442Z",
+                ));
+                None
+            }
+        },
+        None if f.errors.iter().any(|e| e.field == name) => None,
+        None => Some(None),
+    };
+    let since = time(&mut f, "since", true).flatten();
+    let until = time(&mut f, "until", false).map(|u| u.unwrap_or(now_ms));
+    let value = match (since, until) {
+        (Some(since), Some(until)) if until < since => {
+            f.errors.push(FieldError::new("until", "must not be before since"));
+            None
+        }
+        (Some(since), Some(until)) => Some((since, until)),
+        _ => None,
+    };
+    f.finish(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn recover_takes_a_window() {
+        let now = 1_747_862_829_442;
+        assert_eq!(
+            parse_recover(&json!({"since": "2025-05-21T21:27:09.442Z"}), now + 5),
+            Ok((now, now + 5))
+        );
+        assert_eq!(
+            parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "until": "2025-05-21T21:27:09.443Z"}),
+                0
+            ),
+            Ok((now, now + 1))
+        );
+        assert_eq!(fields(parse_recover(&json!({}), now)), vec!["since"]);
+        assert_eq!(fields(parse_recover(&json!({"since": "soon"}), now)), vec!["since"]);
+        assert_eq!(fields(parse_recover(&json!({"since": 5}), now)), vec!["since"]);
+        assert_eq!(
+            fields(parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "until": "2025-05-20T00:00:00Z"}),
+                now
+            )),
+            vec!["until"]
+        );
+        assert_eq!(
+            fields(parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "x": 1}),
+                now
+            )),
+            vec!["x"]
+        );
+    }
 
     const P: TargetPolicy = TargetPolicy {
         allow_http: false,

@@ -20,8 +20,10 @@ use crate::domain::{PreviousSecret, Webhook};
 use crate::event_types::{EVENT_TYPES, EventType};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
-    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, Page, StoreError, StoredEvent, WebhookStore,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
+    EventSummary, MAX_RECORDED_FAN_OUT, Page, StoreError, StoredEvent, WebhookStore,
 };
+use crate::resources::EVENTS_BY_TIME;
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -611,10 +613,18 @@ impl DeliveryLog for DynamoDeliveryLog {
             .filter(|d| d.as_ref().map_or(true, |d| Some(d.id.as_str()) != before))
             .collect::<Result<Vec<_>, _>>()?;
         items.truncate(limit + 1);
-        let next = (items.len() > limit).then(|| {
+        // A Query stops at 1 MB of items (delivery records with many attempts are large), so
+        // fewer than `limit` items can still leave more behind: DynamoDB says so with a
+        // LastEvaluatedKey, and the page ends with a cursor anyway.
+        let cut_short = out.last_evaluated_key().is_some_and(|k| !k.is_empty());
+        let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
+            items.last().map(|d| d.id.clone())
+        } else if cut_short {
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 }
@@ -642,6 +652,11 @@ impl DynamoEventStore {
 
 const FANNING: &str = "fanning";
 const FANNED: &str = "fanned";
+
+/// The events-by-time index's sort key: fixed-width milliseconds, so it sorts by time then id.
+fn event_time_key(timestamp_ms: u64, id: &str) -> String {
+    format!("{timestamp_ms:015}#{id}")
+}
 
 fn event_key(tenant: &Tenant, event_id: &EventId) -> Item {
     HashMap::from([
@@ -677,6 +692,7 @@ impl EventStore for DynamoEventStore {
                 "SET tenant = if_not_exists(tenant, :tenant), #id = if_not_exists(#id, :id), \
                  #ev = if_not_exists(#ev, :ev), #ts = if_not_exists(#ts, :ts), \
                  #payload = if_not_exists(#payload, :payload), expiresAt = if_not_exists(expiresAt, :exp), \
+                 gsi1pk = if_not_exists(gsi1pk, :gpk), gsi1sk = if_not_exists(gsi1sk, :gsk), \
                  #state = :fanning, #owner = :owner, #lease = :lease",
             )
             .condition_expression("attribute_not_exists(pk) OR (#state = :fanning AND #lease <= :now)")
@@ -697,6 +713,8 @@ impl EventStore for DynamoEventStore {
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":lease", n(now_ms + lease_ms))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":gpk", s(format!("EV#{}", event.tenant)))
+            .expression_attribute_values(":gsk", s(event_time_key(event.timestamp_ms, event.id.as_str())))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
@@ -724,13 +742,22 @@ impl EventStore for DynamoEventStore {
         }
     }
 
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        owner: &str,
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
+        let kept = webhooks.iter().take(MAX_RECORDED_FAN_OUT).map(s).collect();
         conditional(
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(event_key(tenant, id)))
-                .update_expression("SET #state = :fanned REMOVE #lease")
+                .update_expression("SET #state = :fanned, webhooks = :webhooks, fanOut = :count REMOVE #lease")
+                .expression_attribute_values(":webhooks", AttributeValue::L(kept))
+                .expression_attribute_values(":count", n(webhooks.len()))
                 .condition_expression("#owner = :owner")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#owner", "owner")
@@ -763,16 +790,113 @@ impl EventStore for DynamoEventStore {
         .map(|_| ())
     }
 
-    async fn get(
+    async fn get(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<Option<EventRecord>, StoreError> {
+        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
+        Ok(item.as_ref().and_then(|item| {
+            let (event, fanned, _) = event_from_item(item)?;
+            let webhooks: Vec<String> = match item.get("webhooks") {
+                Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+                _ => Vec::new(),
+            };
+            let fan_out = get_n(item, "fanOut").map_or(webhooks.len(), |c| c as usize);
+            Some(EventRecord {
+                event,
+                fanned,
+                webhooks,
+                fan_out,
+            })
+        }))
+    }
+
+    async fn list(
         &self,
         tenant: &Tenant,
-        id: &EventId,
-        consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
-        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
-        Ok(item
-            .as_ref()
-            .and_then(event_from_item)
-            .map(|(e, fanned, _)| (e, fanned)))
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        // BETWEEN is inclusive: the cursor's own event is dropped below. '~' sorts after every
+        // digit and '#', so without a cursor the first page starts at the newest.
+        let hi = before.map_or_else(|| "~".to_string(), |b| event_time_key(b.timestamp_ms, b.id.as_str()));
+        let lo = format!("{:015}", query.since_ms);
+        let mut items: Vec<EventSummary> = Vec::new();
+        let mut start: Option<Item> = None;
+        let mut last_seen: Option<EventCursor> = None;
+        // A type filter is applied after DynamoDB's Limit, so a page may take several Queries;
+        // at most this many, then the page ends short with a cursor where it stopped.
+        for _ in 0..MAX_LIST_QUERIES {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(EVENTS_BY_TIME.name)
+                .key_condition_expression("gsi1pk = :pk AND gsi1sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(format!("EV#{tenant}")))
+                .expression_attribute_values(":lo", s(&lo))
+                .expression_attribute_values(":hi", s(&hi))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit + 2).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(event) = query.event {
+                request = request
+                    .filter_expression("#ev = :ev")
+                    .expression_attribute_names("#ev", "event")
+                    .expression_attribute_values(":ev", s(event.as_str()));
+            }
+            let out = request.send().await.map_err(backend)?;
+            for item in out.items() {
+                let Some(summary) = summary_from_item(item) else {
+                    continue;
+                };
+                if before.is_some_and(|b| b.timestamp_ms == summary.timestamp_ms && b.id == summary.id) {
+                    continue;
+                }
+                items.push(summary);
+            }
+            last_seen = out
+                .last_evaluated_key()
+                .and_then(|k| get_s(k, "gsi1sk"))
+                .and_then(|sk| cursor_of_time_key(&sk));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() && items.len() <= limit => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| {
+                EventCursor {
+                    timestamp_ms: e.timestamp_ms,
+                    id: e.id.clone(),
+                }
+                .encode()
+            })
+        } else if start.is_some() {
+            // Stopped by the bound on Queries, with more to examine: go on from there.
+            last_seen.map(|c| c.encode())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
+}
+
+/// Queries one page of an event listing may take (see `DynamoEventStore::list`).
+const MAX_LIST_QUERIES: usize = 5;
+
+fn cursor_of_time_key(sk: &str) -> Option<EventCursor> {
+    let (ts, id) = sk.split_once('#')?;
+    Some(EventCursor {
+        timestamp_ms: ts.parse().ok()?,
+        id: EventId::parse(id)?,
+    })
+}
+
+fn summary_from_item(item: &Item) -> Option<EventSummary> {
+    Some(EventSummary {
+        id: EventId::parse(&get_s(item, "id")?)?,
+        event: EventType::parse(&get_s(item, "event")?)?,
+        timestamp_ms: get_n(item, "ts")?,
+        fanned: get_s(item, "state").as_deref() != Some(FANNING),
+    })
 }

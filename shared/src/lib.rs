@@ -14,6 +14,7 @@ pub mod jwks;
 pub mod memory;
 pub mod messages;
 pub mod ports;
+pub mod recover;
 pub mod resources;
 pub mod retry;
 pub mod signing;

@@ -30,8 +30,9 @@ use crate::event_types::{EVENT_TYPES, EventType};
 use crate::memory::{MAX_ITEM_BYTES, event_item_size};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
-    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_BATCH, MAX_VISIBILITY_S, OutgoingMessage,
-    Page, Queue, QueueError, QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
+    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, MAX_VISIBILITY_S, OutgoingMessage, Page, Queue, QueueError,
+    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
 };
 use crate::time::Clock;
 
@@ -61,8 +62,11 @@ CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 CREATE TABLE IF NOT EXISTS events (
     tenant TEXT NOT NULL, id TEXT NOT NULL, fanned INTEGER NOT NULL, owner TEXT NOT NULL,
     lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, record TEXT NOT NULL,
+    ts INTEGER NOT NULL, event TEXT NOT NULL, fan_out INTEGER NOT NULL DEFAULT 0,
+    webhooks TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (tenant, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (tenant, ts, id);
 CREATE TABLE IF NOT EXISTS queues (
     url TEXT PRIMARY KEY, visibility_ms INTEGER NOT NULL, dlq TEXT, max_receive INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -697,8 +701,8 @@ impl EventStore for SqliteEventStore {
                 match found {
                     None => {
                         c.prepare_cached(
-                            "INSERT INTO events (tenant, id, fanned, owner, lease_until, expires_at, record) \
-                             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+                            "INSERT INTO events (tenant, id, fanned, owner, lease_until, expires_at, record, ts, event) \
+                             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)",
                         )?
                         .execute(params![
                             event.tenant.as_str(),
@@ -706,7 +710,9 @@ impl EventStore for SqliteEventStore {
                             owner,
                             lease,
                             int(event.expires_at),
-                            record
+                            record,
+                            int(event.timestamp_ms),
+                            event.event.as_str()
                         ])?;
                         Ok(Claim::Won(event))
                     }
@@ -729,14 +735,24 @@ impl EventStore for SqliteEventStore {
             .await?)
     }
 
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        owner: &str,
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
         let (tenant, id, owner) = (tenant.to_string(), id.to_string(), owner.to_string());
+        let kept = &webhooks[..webhooks.len().min(MAX_RECORDED_FAN_OUT)];
+        let recorded = serde_json::to_string(kept).map_err(DbError::from)?;
+        let fan_out = int(webhooks.len() as u64);
         Ok(self
             .db
             .write(false, move |c| {
                 c.execute(
-                    "UPDATE events SET fanned = 1 WHERE tenant = ?1 AND id = ?2 AND owner = ?3",
-                    params![tenant, id, owner],
+                    "UPDATE events SET fanned = 1, webhooks = ?4, fan_out = ?5 \
+                     WHERE tenant = ?1 AND id = ?2 AND owner = ?3",
+                    params![tenant, id, owner, recorded, fan_out],
                 )?;
                 Ok(())
             })
@@ -757,25 +773,92 @@ impl EventStore for SqliteEventStore {
             .await?)
     }
 
-    async fn get(
-        &self,
-        tenant: &Tenant,
-        id: &EventId,
-        _consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+    async fn get(&self, tenant: &Tenant, id: &EventId, _consistent: bool) -> Result<Option<EventRecord>, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         Ok(self
             .db
             .read(move |c| {
-                let found: Option<(String, bool)> = c
-                    .prepare_cached("SELECT record, fanned FROM events WHERE tenant = ?1 AND id = ?2")?
-                    .query_row(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                let found: Option<(String, bool, String, i64)> = c
+                    .prepare_cached(
+                        "SELECT record, fanned, webhooks, fan_out FROM events WHERE tenant = ?1 AND id = ?2",
+                    )?
+                    .query_row(params![tenant, id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()?;
                 found
-                    .map(|(record, fanned)| Ok((serde_json::from_str(&record)?, fanned)))
+                    .map(|(record, fanned, webhooks, fan_out)| {
+                        Ok(EventRecord {
+                            event: serde_json::from_str(&record)?,
+                            fanned,
+                            webhooks: serde_json::from_str(&webhooks)?,
+                            fan_out: uint(fan_out) as usize,
+                        })
+                    })
                     .transpose()
             })
             .await?)
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        let tenant = tenant.to_string();
+        let event = query.event.map(|e| e.as_str());
+        // The cursor bound is (ts, id) < (before.ts, before.id); with no cursor, past any event.
+        let (before_ts, before_id) = match before {
+            Some(b) => (int(b.timestamp_ms), b.id.to_string()),
+            None => (i64::MAX, String::new()),
+        };
+        let since = int(query.since_ms);
+        let rows: Vec<(String, String, i64, bool)> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, event, ts, fanned FROM events \
+                     WHERE tenant = ?1 AND ts >= ?2 AND (?3 IS NULL OR event = ?3) \
+                       AND (ts < ?4 OR (ts = ?4 AND id < ?5)) \
+                     ORDER BY ts DESC, id DESC LIMIT ?6",
+                )?;
+                let rows = stmt
+                    .query_map(
+                        params![tenant, since, event, before_ts, before_id, (limit + 1) as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, event, ts, fanned) in rows {
+            let (Some(id), Some(event)) = (EventId::parse(&id), EventType::parse(&event)) else {
+                return Err(StoreError::Backend(format!("a stored event row does not parse: {id}")));
+            };
+            items.push(EventSummary {
+                id,
+                event,
+                timestamp_ms: uint(ts),
+                fanned,
+            });
+        }
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|e| {
+                    EventCursor {
+                        timestamp_ms: e.timestamp_ms,
+                        id: e.id.clone(),
+                    }
+                    .encode()
+                })
+                .unwrap_or_default()
+        });
+        Ok(Page { items, next })
     }
 }
 

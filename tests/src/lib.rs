@@ -199,6 +199,11 @@ impl Receiver {
             .extend(replies);
     }
 
+    /// What the receiver answers from now on, once the script is used up.
+    pub fn set_default(&self, reply: Reply) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).default = Some(reply);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).seen.clone()
     }

@@ -147,12 +147,15 @@ impl JwksServer {
 fn app(verifier: JwtVerifier) -> Router {
     let queue = Arc::new(MemoryQueue::new());
     let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
+    let delivery_queue_url = queue.create_queue("jobs", Duration::from_secs(30), None);
     router(AppState {
         store: Arc::new(MemoryWebhookStore::new()),
         log: Arc::new(MemoryDeliveryLog::new()),
         events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         events_queue_url,
+        delivery_queue_url,
+        recover_page: 100,
         verifier: Arc::new(verifier),
         deliverer: Deliverer::new(TargetPolicy {
             allow_http: false,

@@ -214,6 +214,7 @@ async fn the_api_binary_reads_the_claims_of_api_gateways_jwt_authorizer() {
         ("WEBHOOKS_TABLE", table),
         ("DELIVERIES_TABLE", unique("deliveries")),
         ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/unused".to_string()),
+        ("DELIVERY_QUEUE_URL", "http://127.0.0.1:9/unused".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

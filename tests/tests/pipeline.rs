@@ -39,6 +39,9 @@ struct Harness {
     memory: Option<Arc<webhooks::memory::MemoryQueue>>,
     /// The durable backend's data directory, removed when the harness goes.
     _data: Option<TempDir>,
+    /// The emulator's tables and queues (`WEBHOOKS_TABLE` … `DELIVERY_DLQ_URL`), for tests
+    /// that start the `webhooks-local` binary on them; empty on the embedded backends.
+    env: Vec<(String, String)>,
 }
 
 /// A local runner on 127.0.0.1:0 with its pipeline running. `vars` override the environment
@@ -49,7 +52,7 @@ async fn harness(kind: Kind, vars: &[(&str, &str)]) -> Option<Harness> {
 
 /// The same, with the queue pollers running or not (then the test invokes the handlers).
 async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Option<Harness> {
-    let (runner, data) = runner(kind, vars).await?;
+    let (runner, data, env) = runner(kind, vars).await?;
     let queue = runner.state.queue.clone();
     let urls = runner.urls.clone();
     let (ingest, dispatcher, clock, memory) = (
@@ -78,13 +81,17 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         clock,
         memory,
         _data: data,
+        env,
     })
 }
 
-async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<(Runner, Option<TempDir>)> {
+type Built = (Runner, Option<TempDir>, Vec<(String, String)>);
+
+async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Built> {
     let mut vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.push(("JWT_SECRET".into(), String::from_utf8_lossy(JWT_SECRET).into_owned()));
     let mut data = None;
+    let mut env = Vec::new();
     let backend = match kind {
         Kind::Memory => Backend::Memory,
         Kind::Durable => {
@@ -95,12 +102,13 @@ async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<(Runner, Option<Tem
         }
         Kind::Emulator => {
             let sdk = emulator().await?;
-            vars.extend(emulator_resources(&sdk).await);
+            env = emulator_resources(&sdk).await;
+            vars.extend(env.clone());
             Backend::Aws(Box::new(sdk))
         }
     };
     let config = local_config(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-    Some((Runner::new(&config, JWT_SECRET, &backend).expect("runner"), data))
+    Some((Runner::new(&config, JWT_SECRET, &backend).expect("runner"), data, env))
 }
 
 impl Harness {
@@ -127,6 +135,40 @@ impl Harness {
             .expect("send");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GET that also returns the `Link: <…>; rel="next"` target, if any.
+    async fn get_page(&self, tenant: &str, path: &str) -> (u16, Value, Option<String>) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", bearer(tenant))
+            .send()
+            .await
+            .expect("send");
+        let status = res.status().as_u16();
+        let next = res
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix('<'))
+            .and_then(|v| v.split_once(">; rel=\"next\""))
+            .map(|(target, _)| target.to_string());
+        (status, res.json().await.unwrap_or(Value::Null), next)
+    }
+
+    /// Every item of a paginated listing, following the Link header (bounded).
+    async fn walk(&self, tenant: &str, first: &str) -> (Vec<Value>, usize) {
+        let (mut items, mut pages, mut path) = (Vec::new(), 0, Some(first.to_string()));
+        while let Some(p) = path.take() {
+            pages += 1;
+            assert!(pages <= 50, "the listing never ended");
+            let (status, body, next) = self.get_page(tenant, &p).await;
+            assert_eq!(status, 200, "{p}: {body}");
+            items.extend(body.as_array().expect("a page").iter().cloned());
+            path = next;
+        }
+        (items, pages)
     }
 
     async fn webhook(&self, tenant: &str, url: &str, events: Value, secret: Option<&str>) -> String {
@@ -1184,6 +1226,512 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
     assert_eq!(receiver.received().len(), 2, "nothing sent twice");
 }
 
+// ---------------------------------------------------------------------------------------
+// Events kept, resend, recover, redrive (issue 10).
+// ---------------------------------------------------------------------------------------
+
+/// Waits (bounded) until `GET /api/events/{id}` satisfies `done`; returns it.
+async fn event_when(h: &Harness, tenant: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, e) = h.get(tenant, &format!("/api/events/{id}")).await;
+        if code == 200 && done(&e) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event never reached the expected state: {code} {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Percent-encodes everything but ASCII letters and digits (a path segment).
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn all_succeeded(e: &Value) -> bool {
+    e["status"] == "fannedOut"
+        && e["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["status"] == "succeeded"))
+}
+
+/// Accepted events are kept: `GET /api/events/{id}` shows the payload and each delivery's
+/// id and status; `GET /api/events` lists them newest first, filtered, page by page through
+/// the Link header; another tenant gets 404 and an empty listing.
+async fn events_are_kept_and_listed(kind: Kind) {
+    let Some(h) = harness(kind, &[]).await else { return };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hooks = [
+        h.webhook(&tenant, &receiver.url("/1"), json!(["system.*"]), None).await,
+        h.webhook(&tenant, &receiver.url("/2"), json!(["system.info"]), None)
+            .await,
+    ];
+    let kinds = [
+        "system.info",
+        "system.error",
+        "system.info",
+        "system.error",
+        "system.info",
+    ];
+    let mut ids = Vec::new();
+    for (i, event) in kinds.iter().enumerate() {
+        // Ids with characters a URL must escape.
+        let id = format!("order {i}/#é");
+        h.event(
+            &tenant,
+            event,
+            json!({"n": i, "big": 12345678901234567890u64}),
+            Some(&id),
+        )
+        .await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let path = |id: &str| format!("/api/events/{}", escape(id));
+    let e = event_when(&h, &tenant, &escape(&ids[0]), all_succeeded).await;
+    assert_eq!(e["id"], ids[0]);
+    assert_eq!(e["event"], "system.info");
+    // The payload as it was delivered: rendered once, as JSON.stringify prints it.
+    assert_eq!(e["payload"], json!({"n": 0, "big": 12345678901234567000u64}));
+    assert_eq!(e["fanOut"], 2);
+    let mut delivered: Vec<(String, String)> = e["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            (
+                d["webhookId"].as_str().expect("webhook").to_string(),
+                d["id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let mut want: Vec<String> = hooks.to_vec();
+    want.sort();
+    assert_eq!(delivered.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(), want);
+    // The ids are the ones the receiver saw as webhook-id.
+    receiver.wait_for(8, WAIT).await;
+    for (_, id) in &delivered {
+        assert!(
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.header("webhook-id") == Some(id.as_str()))
+        );
+    }
+    let e = event_when(&h, &tenant, &escape(&ids[1]), all_succeeded).await;
+    assert_eq!(e["fanOut"], 1, "system.error goes to the first webhook only");
+
+    let (listed, pages) = h.walk(&tenant, "/api/events?limit=2").await;
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(
+        listed.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert_eq!(pages, 3, "5 events, 2 a page");
+    let since = listed[1]["timestamp"].as_str().expect("timestamp").to_string();
+    let (errors, _) = h
+        .walk(
+            &tenant,
+            &format!("/api/events?limit=1&event=system.error&since={since}"),
+        )
+        .await;
+    assert_eq!(
+        errors.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        vec![ids[3].as_str()],
+        "filters hold across pages"
+    );
+    for bad in [
+        "/api/events?since=yesterday",
+        "/api/events?event=nope",
+        "/api/events?cursor=x",
+        "/api/events?limit=0",
+    ] {
+        let (code, body) = h.get(&tenant, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body["errors"][0]["field"].is_string(), "{body}");
+    }
+    let other = unique("other");
+    let (code, _) = h.get(&other, &path(&ids[0])).await;
+    assert_eq!(code, 404, "another tenant's event");
+    let (code, list) = h.get(&other, "/api/events").await;
+    assert_eq!((code, list), (200, json!([])));
+    let (code, _) = h.get(&tenant, "/api/events/never-sent").await;
+    assert_eq!(code, 404);
+}
+
+/// Resend: a succeeded delivery is sent again with the same id and the same bytes (the
+/// receiver sees the webhook-id twice) and a failed one, dead-lettered, gets a fresh cycle
+/// and succeeds; each resend's attempts are appended to the same record.
+async fn resend_delivers_the_same_delivery_again(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let ok = Receiver::start(Reply::Status(200)).await;
+    let down = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &ok.url("/"), json!(["system.info"]), Some("s3cret"))
+        .await;
+    let broken = h.webhook(&tenant, &down.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/{id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["cycle"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    let got = ok.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(
+        got[1].header("webhook-id"),
+        Some(id.as_str()),
+        "the receiver can tell it is the same"
+    );
+    assert_eq!(got[1].header("x-webhook-id"), Some(id.as_str()));
+    assert_eq!(got[0].body, got[1].body, "the same body");
+    assert!(signing::verify_guide_signature(
+        "s3cret",
+        &got[1].body,
+        got[1].header("x-webhook-signature").expect("signed")
+    ));
+    let d = h
+        .delivery_when(&tenant, &hook, |d| {
+            status(d) == "succeeded" && d["attempts"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["attempt"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(1), json!(2)],
+        "appended to the log"
+    );
+
+    // The failed delivery: two attempts, dead-lettered; the receiver is fixed; resend.
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "failed").await;
+    let failed_id = f["id"].as_str().expect("id").to_string();
+    down.set_default(Reply::Status(200));
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{broken}/deliveries/{failed_id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        f["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)]
+    );
+    assert!(f.get("note").is_none(), "the failure note is gone with the new cycle");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(down.received().len(), 3, "one POST for the resend");
+    assert_eq!(ok.received().len(), 2);
+}
+
+/// Resend refuses, with a clear problem, what it cannot do: a delivery still being attempted
+/// (409), an inactive webhook (409), an unknown delivery or another tenant's (404).
+async fn resend_refuses_what_it_cannot_do(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "600")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(503)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a retry is scheduled");
+    let d = record(&h, &hook, &job).await;
+    assert_eq!(d.status.as_str(), "pending");
+    let resend = format!("/api/webhooks/{hook}/deliveries/{}/resend", d.id);
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("still being attempted")
+    );
+    let (code, _) = h.post(&unique("other"), &resend, json!({})).await;
+    assert_eq!(code, 404, "another tenant");
+    let (code, _) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/dl_01m8hw0000000000000000000a/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    // Ended (skipped: the webhook was paused), and the webhook still paused: 409.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    // The retry is due (the pipeline's clock moves; SQS's is the emulator's own, so the same
+    // received message is handled again rather than waiting 600 s, plus up to 25 % jitter, for it to come back).
+    h.clock.advance(Duration::from_secs(600 + 150 + 1));
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(response.batch_item_failures.is_empty());
+    h.queue
+        .delete(&h.urls.delivery, job.receipt_handle.as_deref().expect("receipt"))
+        .await
+        .expect("delete");
+    assert_eq!(record(&h, &hook, &job).await.status.as_str(), "skipped");
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["detail"].as_str().expect("detail").contains("inactive"));
+    assert!(h.drain(&h.urls.delivery).await.is_empty(), "nothing was queued");
+
+    // A payload-less (resend or recover) job whose event has expired sends nothing and says why.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let orphan = webhooks::messages::DeliveryJob {
+        delivery_id: webhooks::retry::delivery_id(&tenant, "expired", &hook, 5_000),
+        webhook_id: hook.clone(),
+        tenant: webhooks::messages::Tenant::parse(&tenant).expect("tenant"),
+        event_id: webhooks::messages::EventId::parse("expired").expect("id"),
+        event: "system.info".into(),
+        timestamp_ms: 5_000,
+        cycle: 1,
+        payload: None,
+    };
+    let mut message = job.clone();
+    message.body = Some(orphan.encode());
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![message]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let d = h
+        .log
+        .get(&hook, &orphan.delivery_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(
+        (d.status.as_str(), d.note.as_deref()),
+        (
+            "skipped",
+            Some("the event is no longer stored (DELIVERY_RETENTION_DAYS)")
+        )
+    );
+    assert_eq!(receiver.received().len(), 1, "only the first attempt was ever POSTed");
+}
+
+/// Waits (bounded) until `n` of the webhook's deliveries have `want` as status; returns them.
+async fn counted(h: &Harness, tenant: &str, hook: &str, want: &str, n: usize) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, list) = h.get(tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+        let got = list
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|d| status(d) == want).count());
+        if got == n {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "never {n} {want}: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Recover: a receiver down for a while, then `recover` with a small page size. Every failed
+/// delivery of the window is delivered again exactly once (one extra POST each), over several
+/// pages handed on through the delivery queue; `until` bounds the window; a failure before
+/// `since` and another webhook's failures are left alone.
+async fn recover_redelivers_each_failed_delivery_once(kind: Kind) {
+    let vars = [("RETRY_SCHEDULE_SECONDS", "1"), ("RECOVER_PAGE_SIZE", "2")];
+    let Some(h) = harness(kind, &vars).await else { return };
+    let receiver = Receiver::start(Reply::Status(503)).await;
+    let other = Receiver::start(Reply::Status(503)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let untouched = h.webhook(&tenant, &other.url("/"), json!(["system.info"]), None).await;
+    let old = h
+        .event(&tenant, "system.info", json!({"n": 0}), Some("before-window"))
+        .await;
+    counted(&h, &tenant, &hook, "failed", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = webhooks::time::iso_ms(webhooks::time::now_ms());
+    for i in 1..=5 {
+        h.event(&tenant, "system.info", json!({"n": i}), Some(&format!("in-window-{i}")))
+            .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    counted(&h, &tenant, &hook, "failed", 6).await;
+    counted(&h, &tenant, &untouched, "failed", 6).await;
+    assert_eq!(receiver.received().len(), 12, "two attempts each");
+    receiver.set_default(Reply::Status(200));
+    // The 4th event's time bounds the first recover; the 5th is recovered by a second one.
+    let (_, fourth) = h.get(&tenant, "/api/events/in-window-4").await;
+    let until = fourth["timestamp"].as_str().expect("timestamp").to_string();
+    let recover = format!("/api/webhooks/{hook}/recover");
+    let (code, body) = h.post(&tenant, &recover, json!({"since": since, "until": until})).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["queued"], 2, "the first page, in the request: {body}");
+    assert_eq!(body["complete"], false, "the rest goes on page by page: {body}");
+    counted(&h, &tenant, &hook, "succeeded", 4).await;
+    let (code, body) = h.post(&tenant, &recover, json!({"since": since})).await;
+    assert_eq!(code, 202, "{body}");
+    counted(&h, &tenant, &hook, "succeeded", 5).await;
+    // Let any stray continuation or duplicate job run out before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = counted(&h, &tenant, &hook, "failed", 1).await;
+    for d in list.as_array().expect("list") {
+        let id = d["id"].as_str().expect("id");
+        let posts = receiver
+            .received()
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(id))
+            .count();
+        if d["eventId"] == old {
+            assert_eq!((status(d), posts), ("failed", 2), "before the window: left alone");
+        } else {
+            assert_eq!((status(d), posts), ("succeeded", 3), "exactly one extra POST: {d}");
+            assert_eq!(d["attempts"].as_array().expect("attempts").len(), 3);
+        }
+    }
+    assert_eq!(receiver.received().len(), 12 + 5);
+    assert_eq!(
+        other.received().len(),
+        12,
+        "another webhook's failures are not recovered"
+    );
+    // Bad input: a clear problem naming the field; another tenant: 404.
+    let (code, body) = h.post(&tenant, &recover, json!({"since": "yesterday"})).await;
+    assert_eq!(
+        (code, body["errors"][0]["field"].as_str()),
+        (422, Some("since")),
+        "{body}"
+    );
+    let (code, _) = h.post(&unique("other"), &recover, json!({"since": since})).await;
+    assert_eq!(code, 404);
+}
+
+/// Redrive: the delivery DLQ moved back (by `webhooks_local::redrive` on the embedded queues,
+/// by the `webhooks-local redrive` command on the emulator's SQS) starts a fresh cycle for a
+/// delivery that failed, and drops without a POST the job of one that was resent meanwhile;
+/// the log stays true (every POST an attempt, the final statuses right).
+async fn redrive_moves_the_dlq_back_and_the_log_stays_true(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let a = Receiver::start(Reply::Status(500)).await;
+    let b = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook_a = h.webhook(&tenant, &a.url("/"), json!(["system.info"]), None).await;
+    let hook_b = h.webhook(&tenant, &b.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    h.delivery_when(&tenant, &hook_a, |d| status(d) == "failed").await;
+    let failed_b = h.delivery_when(&tenant, &hook_b, |d| status(d) == "failed").await;
+    // Both receivers are fixed; B's delivery is resent first, A's waits for the redrive.
+    a.set_default(Reply::Status(200));
+    b.set_default(Reply::Status(200));
+    let resend = format!(
+        "/api/webhooks/{hook_b}/deliveries/{}/resend",
+        failed_b["id"].as_str().expect("id")
+    );
+    assert_eq!(h.post(&tenant, &resend, json!({})).await.0, 202);
+    h.delivery_when(&tenant, &hook_b, |d| status(d) == "succeeded").await;
+    let moved = match kind {
+        Kind::Memory | Kind::Durable => {
+            webhooks_local::redrive(h.queue.as_ref(), &h.urls.delivery_dlq, &h.urls.delivery, 100)
+                .await
+                .expect("redrive")
+        }
+        Kind::Emulator => {
+            let out = tokio::process::Command::new(webhooks_tests::runtime_api::binary("webhooks-local", "debug"))
+                .arg("redrive")
+                .envs(h.env.clone())
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("webhooks-local is built (make test builds every binary)");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            text.split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {text}"))
+        }
+    };
+    assert_eq!(moved, 2, "both dead-lettered jobs moved back");
+    let d = h.delivery_when(&tenant, &hook_a, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)],
+        "a fresh cycle after the redrive, appended"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.received().len(), 3);
+    assert_eq!(
+        b.received().len(),
+        3,
+        "B's redriven job was dropped: it had been resent"
+    );
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook_b}/deliveries")).await;
+    assert_eq!(list[0]["status"], "succeeded");
+    assert_eq!(
+        list[0]["attempts"].as_array().expect("attempts").len(),
+        3,
+        "every POST logged, none invented"
+    );
+    assert!(h.drain(&h.urls.delivery_dlq).await.is_empty(), "the DLQ is empty");
+}
+
 /// Secret rotation, verified by the official `standardwebhooks` library (Python, from PyPI) as
 /// a receiver would: a delivery attempted before the rotation is signed with the old secret
 /// only; its retry during the overlap with both (each verifies on its own) and the guide's
@@ -1400,6 +1948,11 @@ on_both_backends!(
     retry_after_as_an_http_date_is_honoured,
     an_attempt_never_outlives_the_deadline,
     sigterm_lets_deliveries_in_flight_finish,
+    events_are_kept_and_listed,
+    resend_delivers_the_same_delivery_again,
+    resend_refuses_what_it_cannot_do,
+    recover_redelivers_each_failed_delivery_once,
+    redrive_moves_the_dlq_back_and_the_log_stays_true,
     rotation_signs_with_every_valid_secret,
 );
 
@@ -1483,6 +2036,7 @@ async fn a_crash_mid_batch_loses_nothing() {
     let dispatcher = webhooks_dispatcher::Dispatcher {
         store,
         log,
+        events: Arc::new(MemoryEventStore::new()),
         queue: queue.clone(),
         deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: jobs.clone(),
@@ -1490,6 +2044,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         schedule: vec![1],
         timeout: Duration::from_secs(2),
         retention_days: 1,
+        recover_page: 100,
         clock: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {

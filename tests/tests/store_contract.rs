@@ -9,7 +9,10 @@ use webhooks::dynamo::DynamoWebhookStore;
 use webhooks::event_types::EventType;
 use webhooks::memory::MemoryWebhookStore;
 use webhooks::messages::{EventId, Tenant};
-use webhooks::ports::{Claim, EventStore, StoreError, StoredEvent, WebhookStore};
+use webhooks::ports::{
+    Claim, EventCursor, EventQuery, EventRecord, EventStore, MAX_RECORDED_FAN_OUT, StoreError, StoredEvent,
+    WebhookStore,
+};
 use webhooks::resources::{WEBHOOKS_TABLE, create_table};
 use webhooks::sqlite::{SqliteDeliveryLog, SqliteEventStore, SqliteWebhookStore};
 use webhooks::{ids, time};
@@ -468,6 +471,78 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
     );
 }
 
+/// A listing walks every delivery however large the records are: DynamoDB stops a Query at
+/// 1 MB, so 150 records of about 12 KB (a long log of attempts) cannot come in pages of 100
+/// without a cursor after a short page (recover walks the log this way).
+async fn delivery_log_pages_past_a_megabyte(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    use webhooks::ports::{Attempt, Delivery, DeliveryStatus};
+    let webhook = ids::new_id("wh");
+    let tenant = unique("tenant");
+    let message = "x".repeat(12 * 1024);
+    let mut want = Vec::new();
+    for n in 0..150u64 {
+        let d = Delivery {
+            id: webhooks::retry::delivery_id(&tenant, &format!("evt-{n}"), &webhook, 1_000 + n),
+            tenant: tenant.clone(),
+            webhook_id: webhook.clone(),
+            event_id: format!("evt-{n}"),
+            event: "system.info".into(),
+            status: DeliveryStatus::Pending,
+            created_at: 1,
+            updated_at: 1,
+            attempts: Vec::new(),
+            note: None,
+            expires_at: 2_000_000_000,
+            cycle: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+        };
+        let attempt = Attempt {
+            attempt: 1,
+            at: 5,
+            status_code: Some(500),
+            duration_ms: 3,
+            message: message.clone(),
+            response_body: None,
+        };
+        log.record_attempt(&d, &attempt, DeliveryStatus::Pending, Some(9), 6)
+            .await
+            .expect("record");
+        want.push(d.id);
+    }
+    want.reverse();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let page = log.list(&webhook, 100, cursor.as_deref()).await.expect("list");
+        seen.extend(page.items.into_iter().map(|d| d.id));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want, "every delivery, once, newest first");
+}
+
+#[tokio::test]
+async fn memory_delivery_log_pages_past_a_megabyte() {
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_pages_past_a_megabyte() {
+    let (_dir, db) = sqlite_db();
+    delivery_log_pages_past_a_megabyte(Arc::new(SqliteDeliveryLog::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_delivery_log_pages_past_a_megabyte() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
+}
+
 #[tokio::test]
 async fn memory_delivery_log_meets_the_contract() {
     delivery_log_contract(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
@@ -540,18 +615,26 @@ async fn event_store_contract(events: Arc<dyn EventStore>) {
         events.claim(&retry, "c", 100_005, 90_000).await.expect("lapsed"),
         Claim::Won(first.clone())
     );
+    let fan_out = vec![ids::new_id("wh"), ids::new_id("wh")];
     events
-        .complete(&tenant, &id, "b")
+        .complete(&tenant, &id, "b", &fan_out)
         .await
         .expect("not the owner any more: no-op");
+    let record = |fanned: bool, webhooks: Vec<String>| EventRecord {
+        event: first.clone(),
+        fanned,
+        fan_out: webhooks.len(),
+        webhooks,
+    };
     assert_eq!(
         events.get(&tenant, &id, true).await.expect("get"),
-        Some((first.clone(), false))
+        Some(record(false, Vec::new()))
     );
-    events.complete(&tenant, &id, "c").await.expect("complete");
+    events.complete(&tenant, &id, "c", &fan_out).await.expect("complete");
     assert_eq!(
         events.get(&tenant, &id, true).await.expect("get"),
-        Some((first.clone(), true))
+        Some(record(true, fan_out.clone())),
+        "the fan-out is recorded"
     );
     assert_eq!(
         events.claim(&retry, "d", 999_999_999, 90_000).await.expect("dup"),
@@ -592,9 +675,122 @@ async fn event_store_contract(events: Arc<dyn EventStore>) {
         Claim::Won(big.clone())
     );
     assert_eq!(
-        events.get(&tenant, &big.id, false).await.expect("get").map(|(e, _)| e),
-        Some(big)
+        events.get(&tenant, &big.id, false).await.expect("get").map(|r| r.event),
+        Some(big.clone())
     );
+    // A fan-out past the cap keeps the first ids and the count, and the item stays under
+    // 400 KB with a 128 KiB payload.
+    let many: Vec<String> = (0..MAX_RECORDED_FAN_OUT + 5).map(|_| ids::new_id("wh")).collect();
+    events
+        .complete(&tenant, &big.id, "a", &many)
+        .await
+        .expect("complete big");
+    let got = events.get(&tenant, &big.id, true).await.expect("get").expect("found");
+    assert_eq!(
+        (got.fan_out, got.webhooks.as_slice()),
+        (many.len(), &many[..MAX_RECORDED_FAN_OUT])
+    );
+}
+
+/// Listing a tenant's events: newest first by (timestamp, id), `since` and type filters,
+/// cursors that go on where the last page ended whatever characters the ids hold, and no
+/// other tenant's events.
+async fn event_listing_contract(events: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let other = Tenant::parse(&unique("other")).expect("tenant");
+    let mk = |tenant: &Tenant, id: &str, ts: u64, event: &str| StoredEvent {
+        tenant: tenant.clone(),
+        id: EventId::parse(id).expect("id"),
+        event: ev(event),
+        timestamp_ms: ts,
+        payload: "{}".into(),
+        expires_at: 2_000_000_000,
+    };
+    // Two events share a timestamp; ids with '#', spaces and unicode.
+    let all = [
+        mk(&tenant, "a#1", 1_000, "system.info"),
+        mk(&tenant, "b 2", 2_000, "system.error"),
+        mk(&tenant, "c-é", 2_000, "system.info"),
+        mk(&tenant, "d", 3_000, "system.info"),
+        mk(&tenant, "e", 4_000, "system.error"),
+        mk(&tenant, "f", 5_000, "system.info"),
+        mk(&tenant, "g", 6_000, "system.info"),
+    ];
+    for e in &all {
+        assert!(matches!(
+            events.claim(e, "o", 1, 90_000).await.expect("claim"),
+            Claim::Won(_)
+        ));
+    }
+    events.complete(&tenant, &all[6].id, "o", &[]).await.expect("complete");
+    events
+        .claim(&mk(&other, "z", 9_000, "system.info"), "o", 1, 90_000)
+        .await
+        .expect("claim");
+    let walk = |query: EventQuery, limit: usize| {
+        let (events, tenant) = (events.clone(), tenant.clone());
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<EventCursor> = None;
+            for _ in 0..20 {
+                let page = events.list(&tenant, query, limit, cursor.as_ref()).await.expect("list");
+                assert!(page.items.len() <= limit);
+                seen.extend(page.items.into_iter().map(|e| (e.id.to_string(), e.fanned)));
+                match page.next {
+                    Some(n) => cursor = Some(EventCursor::parse(&n).expect("a cursor the adapter made")),
+                    None => return seen,
+                }
+            }
+            panic!("the listing never ended");
+        }
+    };
+    let newest_first: Vec<(String, bool)> = ["g", "f", "e", "d", "c-é", "b 2", "a#1"]
+        .iter()
+        .map(|id| (id.to_string(), *id == "g"))
+        .collect();
+    assert_eq!(walk(EventQuery::default(), 2).await, newest_first);
+    assert_eq!(walk(EventQuery::default(), 100).await, newest_first);
+    let since = EventQuery {
+        since_ms: 2_000,
+        event: None,
+    };
+    assert_eq!(walk(since, 3).await, newest_first[..6].to_vec(), "since is inclusive");
+    let errors = EventQuery {
+        since_ms: 0,
+        event: Some(ev("system.error")),
+    };
+    assert_eq!(
+        walk(errors, 1).await,
+        vec![("e".to_string(), false), ("b 2".to_string(), false)]
+    );
+    let page = events
+        .list(&other, EventQuery::default(), 10, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["z"],
+        "one tenant's listing never shows another's"
+    );
+}
+
+#[tokio::test]
+async fn memory_event_store_lists_events() {
+    event_listing_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_lists_events() {
+    let (_dir, db) = sqlite_db();
+    event_listing_contract(Arc::new(SqliteEventStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_lists_events() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_listing_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }
 
 #[tokio::test]

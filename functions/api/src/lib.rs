@@ -14,13 +14,21 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
+use webhooks::event_types::EventType;
+use webhooks::messages::DeliveryJob;
 use webhooks::messages::EventId;
+use webhooks::messages::Tenant;
 use webhooks::messages::{Event, encode_event};
-use webhooks::ports::{Delivery, DeliveryLog, EventStore, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
+use webhooks::ports::{
+    Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue,
+    StoreError, WebhookStore, send_all,
+};
+use webhooks::recover::{self, RecoverTask};
 use webhooks::signing::Envelope;
 use webhooks::{event_types, ids, signing, time};
 
@@ -38,6 +46,10 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub events_queue_url: String,
+    /// Where resend and recover put delivery jobs (and recover's continuation).
+    pub delivery_queue_url: String,
+    /// Deliveries a recover examines within the request (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     pub verifier: Arc<JwtVerifier>,
     /// Sends test deliveries; its target policy is the one registrations are checked against.
     pub deliverer: Deliverer,
@@ -55,7 +67,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
-        .route("/api/events", post(submit_event))
+        .route(
+            "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
+            post(resend_delivery),
+        )
+        .route("/api/webhooks/{id}/recover", post(recover_webhook))
+        .route("/api/events", get(list_events).post(submit_event))
+        .route("/api/events/{id}", get(get_event))
         .route("/api/event-types", get(list_event_types))
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(ui::routes())
@@ -317,7 +335,7 @@ async fn submit_event(
             .ok_or_else(|| ApiError::Invalid(vec![domain::FieldError::new("id", "is not a valid event id")]))?,
         None => EventId::parse(&ids::new_id("evt")).ok_or_else(|| ApiError::Internal("event id".into()))?,
     };
-    if let Some((stored, _)) = state.events.get(&who.tenant, &id, false).await? {
+    if let Some(EventRecord { event: stored, .. }) = state.events.get(&who.tenant, &id, false).await? {
         tracing::info!(tenant = %who.tenant, event_id = %id, "duplicate event submission");
         let body = json!({"id": stored.id, "event": stored.event.as_str(),
             "timestamp": time::iso_ms(stored.timestamp_ms), "status": "duplicate", "duplicate": true});
@@ -421,4 +439,267 @@ async fn get_delivery(
         Some(d) if d.tenant == who.tenant => Ok(Json(delivery_view(&d))),
         _ => Err(missing()),
     }
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{deliveryId}/resend`: the same delivery (same id and
+/// body) gets a fresh cycle of attempts on the current schedule, appended to its log. The job
+/// carries the next cycle number and no payload; the dispatcher starts the cycle (a
+/// conditional write on the record) and reads the payload from the stored event.
+async fn resend_delivery(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let missing = || ApiError::NotFound("delivery not found".into());
+    if !ids::is_id("dl", &delivery_id) {
+        return Err(missing());
+    }
+    let delivery = match state.log.get(&webhook.id, &delivery_id).await? {
+        Some(d) if d.tenant == who.tenant => d,
+        _ => return Err(missing()),
+    };
+    if delivery.status == DeliveryStatus::Pending {
+        return Err(ApiError::Conflict(
+            "the delivery is still being attempted; resend it once it has succeeded or failed".into(),
+        ));
+    }
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before resending".into(),
+        ));
+    }
+    // The payload lives on the stored event: without it there is nothing to send.
+    let event_id = EventId::parse(&delivery.event_id).ok_or_else(|| ApiError::Internal("stored event id".into()))?;
+    let Some(record) = state.events.get(&who.tenant, &event_id, false).await? else {
+        return Err(ApiError::Gone(
+            "the event of this delivery is no longer stored (DELIVERY_RETENTION_DAYS)".into(),
+        ));
+    };
+    let cycle = delivery.cycle + 1;
+    let job = DeliveryJob {
+        delivery_id: delivery.id.clone(),
+        webhook_id: webhook.id.clone(),
+        tenant: who.tenant.clone(),
+        event_id,
+        event: delivery.event.clone(),
+        timestamp_ms: record.event.timestamp_ms,
+        cycle,
+        payload: None,
+    };
+    enqueue_jobs(&state, &[job]).await?;
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");
+    let body = json!({"id": delivery.id, "webhookId": webhook.id, "status": "queued", "cycle": cycle});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /api/webhooks/{id}/recover` `{since, until?}`: every failed delivery of the webhook
+/// whose event time is in the window is delivered again. The request runs the first page
+/// (`RECOVER_PAGE_SIZE` deliveries examined) and, when the window holds more, puts a
+/// continuation on the delivery queue that the dispatcher works through page by page. The
+/// answer counts what this request queued and says whether the rest goes on in the
+/// background.
+async fn recover_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let (since_ms, until_ms) = domain::parse_recover(&body, time::now_ms()).map_err(ApiError::Invalid)?;
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before recovering".into(),
+        ));
+    }
+    let task = RecoverTask {
+        id: ids::new_id("rcv"),
+        tenant: who.tenant.clone(),
+        webhook_id: webhook.id.clone(),
+        since_ms,
+        until_ms,
+        before: None,
+    };
+    let queue = state.queue.as_ref();
+    let page = recover::run_page(
+        state.log.as_ref(),
+        queue,
+        &state.delivery_queue_url,
+        &task,
+        state.recover_page,
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    if let Some(next) = &page.next {
+        recover::continue_with(queue, &state.delivery_queue_url, next)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, recover_id = %task.id,
+        queued = page.queued, more = page.next.is_some(), "recover started");
+    let body = json!({
+        "id": task.id,
+        "webhookId": webhook.id,
+        "since": time::iso_ms(since_ms),
+        "until": time::iso_ms(until_ms),
+        "queued": page.queued,
+        "scanned": page.scanned,
+        "complete": page.next.is_none(),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Sends delivery jobs; any that SQS refused makes the request fail (500), so the caller
+/// knows to try again.
+async fn enqueue_jobs(state: &AppState, jobs: &[DeliveryJob]) -> Result<(), ApiError> {
+    let messages: Vec<OutgoingMessage> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| OutgoingMessage {
+            id: i.to_string(),
+            body: j.encode(),
+            reason: None,
+        })
+        .collect();
+    let unsent = send_all(state.queue.as_ref(), &state.delivery_queue_url, &messages)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !unsent.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "the delivery queue refused {} jobs",
+            unsent.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /api/events?since=&event=&limit=&cursor=`: the caller's events, newest first.
+async fn list_events(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
+    let mut query = EventQuery::default();
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    let mut since_raw = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "since" => {
+                query.since_ms = time::parse_iso(&v).ok_or_else(|| {
+                    ApiError::bad_request("since", "must be an ISO-8601 time such as 2025-05-21T21:27:09.442Z")
+                })?;
+                since_raw = Some(v.into_owned());
+            }
+            "event" => {
+                query.event = Some(
+                    EventType::parse(&v).ok_or_else(|| ApiError::bad_request("event", "is not a known event type"))?,
+                );
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            "cursor" => {
+                cursor = Some(
+                    EventCursor::parse(&v)
+                        .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API returned"))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    let page = state.events.list(&who.tenant, query, limit, cursor.as_ref()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "event": e.event.as_str(),
+                "timestamp": time::iso_ms(e.timestamp_ms),
+                "status": if e.fanned { "fannedOut" } else { "queued" },
+            })
+        })
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(next) = page.next {
+        // The filters ride along, so following the link continues the same listing.
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", &limit.to_string()).append_pair("cursor", &next);
+        if let Some(since) = &since_raw {
+            q.append_pair("since", since);
+        }
+        if let Some(event) = query.event {
+            q.append_pair("event", event.as_str());
+        }
+        if let Ok(link) = HeaderValue::from_str(&format!(r#"<{}?{}>; rel="next""#, uri.path(), q.finish())) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// Delivery statuses read at once for `GET /api/events/{id}`.
+const STATUS_READS: usize = 16;
+
+/// The stored event as the API shows it; the payload is the stored rendering, sent as is.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView<'a> {
+    id: &'a str,
+    event: &'a str,
+    timestamp: String,
+    status: &'static str,
+    payload: &'a serde_json::value::RawValue,
+    fan_out: usize,
+    deliveries: Vec<Value>,
+}
+
+/// `GET /api/events/{id}`: the event, its payload, and its deliveries with their statuses.
+async fn get_event(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::NotFound("event not found".into());
+    let id = EventId::parse(&id).ok_or_else(missing)?;
+    let record = state.events.get(&who.tenant, &id, true).await?.ok_or_else(missing)?;
+    let deliveries = delivery_statuses(&state, &who.tenant, &record).await?;
+    let payload = serde_json::value::RawValue::from_string(record.event.payload.clone())
+        .map_err(|e| ApiError::Internal(format!("stored payload: {e}")))?;
+    let view = EventView {
+        id: record.event.id.as_str(),
+        event: record.event.event.as_str(),
+        timestamp: time::iso_ms(record.event.timestamp_ms),
+        status: if record.fanned { "fannedOut" } else { "queued" },
+        payload: &payload,
+        fan_out: record.fan_out,
+        deliveries,
+    };
+    Ok(Json(view).into_response())
+}
+
+/// Each recorded delivery of the event with its status; one without a record yet is waiting
+/// for its first attempt (`pending`).
+async fn delivery_statuses(state: &AppState, tenant: &Tenant, record: &EventRecord) -> Result<Vec<Value>, ApiError> {
+    let (event_id, ts) = (record.event.id.to_string(), record.event.timestamp_ms);
+    let reads = futures::stream::iter(record.webhooks.clone())
+        .map(|webhook_id| {
+            let (log, tenant, event_id) = (state.log.clone(), tenant.to_string(), event_id.clone());
+            async move {
+                let id = webhooks::retry::delivery_id(&tenant, &event_id, &webhook_id, ts);
+                let found = log.get(&webhook_id, &id).await?;
+                let status = found.as_ref().map_or("pending", |d| d.status.as_str());
+                let attempts = found.as_ref().map_or(0, |d| d.attempts.len());
+                Ok::<Value, StoreError>(
+                    json!({"id": id, "webhookId": webhook_id, "status": status, "attempts": attempts}),
+                )
+            }
+        })
+        .buffered(STATUS_READS)
+        .collect::<Vec<_>>()
+        .await;
+    reads.into_iter().map(|r| r.map_err(ApiError::from)).collect()
 }

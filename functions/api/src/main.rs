@@ -24,6 +24,8 @@ async fn run() -> Result<(), lambda_http::Error> {
         events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         events_queue_url: config.events_queue_url()?.to_string(),
+        delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        recover_page: config.recover_page,
         verifier: Arc::new(config.verifier(config.jwt_secret.as_deref())?),
         deliverer: Deliverer::new(config.policy)?,
         test_timeout: config.test_timeout,

@@ -10,6 +10,7 @@ use webhooks::domain::{
     MAX_SECRET_LEN,
 };
 use webhooks::event_types::{EVENT_TYPES, EventFilter};
+use webhooks::ports::MAX_RECORDED_FAN_OUT;
 use webhooks::ssrf::MAX_URL_LEN;
 
 use crate::extract::MAX_BODY_BYTES;
@@ -26,7 +27,11 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/webhooks/{id}/rotate-secret"),
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
+    ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/resend"),
+    ("post", "/api/webhooks/{id}/recover"),
+    ("get", "/api/events"),
     ("post", "/api/events"),
+    ("get", "/api/events/{id}"),
     ("get", "/api/event-types"),
     ("get", "/api/openapi.json"),
 ];
@@ -101,6 +106,21 @@ fn webhook_links() -> Value {
     })
 }
 
+/// `POST …/resend` (apart: one `json!` of the whole document would pass the macro recursion limit).
+fn resend_path() -> Value {
+    let r = |v: Value| v.as_object().cloned().unwrap_or_default();
+    json!({
+                "parameters": [id_param("id"), id_param("deliveryId")],
+                "post": {"operationId": "resendDelivery",
+                    "summary": "Send a succeeded, failed or skipped delivery again: same id and body, a fresh cycle of attempts on the current schedule, appended to its log",
+                    "responses": problem_responses(r(json!({"202": json_response("Queued", json!({"$ref": "#/components/schemas/Resent"})),
+                        "409": {"description": "The delivery is still being attempted, or the webhook is inactive",
+                            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+                        "410": {"description": "The delivery's event is no longer stored (DELIVERY_RETENTION_DAYS)",
+                            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}})))}
+    })
+}
+
 pub fn document() -> Value {
     let r = |v: Value| v.as_object().cloned().unwrap_or_default();
     let webhook = json!({"$ref": "#/components/schemas/Webhook"});
@@ -112,7 +132,7 @@ pub fn document() -> Value {
     let events =
         json!({"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": {"type": "string", "enum": filters}});
     let payload = json!({"type": "object", "description": format!("Any JSON object of at most {MAX_PAYLOAD_BYTES} bytes as compact JSON")});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Webhooks API",
@@ -157,10 +177,6 @@ pub fn document() -> Value {
             "/api/webhooks/{id}/deliveries/{deliveryId}": {
                 "parameters": [id_param("id"), id_param("deliveryId")],
                 "get": {"operationId": "getDelivery", "responses": problem_responses(r(json!({"200": json_response("The delivery and its attempts", delivery.clone())})))}
-            },
-            "/api/events": {
-                "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
-                    "responses": problem_responses(r(json!({"202": json_response("Accepted", json!({"$ref": "#/components/schemas/EventAccepted"}))})))}
             },
             "/api/event-types": {
                 "get": {"operationId": "listEventTypes", "responses": problem_responses(r(json!({"200": json_response("Every event type",
@@ -221,5 +237,85 @@ pub fn document() -> Value {
                             "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}
             }
         }
+    });
+    // Added apart: one `json!` of the whole document passes the macro recursion limit.
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), event_paths(&event_names)) {
+        paths.insert(
+            "/api/webhooks/{id}/deliveries/{deliveryId}/resend".into(),
+            resend_path(),
+        );
+        paths.insert("/api/webhooks/{id}/recover".into(), recover_path());
+        paths.extend(more);
+    }
+    if let (Some(schemas), Value::Object(more)) = (doc["components"]["schemas"].as_object_mut(), event_schemas()) {
+        schemas.extend(more);
+    }
+    doc
+}
+
+fn recover_path() -> Value {
+    let r = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let time = |d: &str| json!({"type": "string", "format": "date-time", "description": d});
+    json!({
+        "parameters": [id_param("id")],
+        "post": {"operationId": "recoverWebhook",
+            "summary": "Deliver again every failed delivery of this webhook whose event time is in [since, until]",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["since"],
+                "properties": {"since": time("Start of the window (inclusive)"), "until": time("End of the window (inclusive); default: now; not before since")}}}}},
+            "responses": problem_responses(r(json!({"202": json_response("Started", json!({"type": "object",
+                "required": ["id", "webhookId", "since", "until", "queued", "scanned", "complete"],
+                "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"},
+                    "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"},
+                    "queued": {"type": "integer", "minimum": 0, "description": "Failed deliveries this request queued again (its first page)"},
+                    "scanned": {"type": "integer", "minimum": 0, "description": "Deliveries this request examined"},
+                    "complete": {"type": "boolean", "description": "false: the rest of the window is worked through in the background, page by page"}}})),
+                "409": {"description": "The webhook is inactive",
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}})))}
+    })
+}
+
+fn event_paths(event_names: &[&str]) -> Value {
+    let r = |v: Value| v.as_object().cloned().unwrap_or_default();
+    json!({
+            "/api/events": {
+                "get": {"operationId": "listEvents", "summary": "The caller's stored events, newest first (kept DELIVERY_RETENTION_DAYS)",
+                    "parameters": [
+                        {"name": "since", "in": "query", "required": false, "description": "Only events at or after this time",
+                            "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "event", "in": "query", "required": false, "schema": {"type": "string", "enum": event_names}},
+                        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
+                        {"name": "cursor", "in": "query", "required": false, "description": "The cursor of the next page, from the Link header",
+                            "schema": {"type": "string", "pattern": "^[0-9]{15}[A-Za-z0-9_-]{2,683}$"}}
+                    ],
+                    "responses": problem_responses(r(json!({"200": {"description": "A page of events (it may hold fewer than `limit` and still have a next page)", "headers": link_header(),
+                        "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}}}}}})))},
+                "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
+                    // No link to getEvent: the event is stored by ingest, after this answer.
+                    "responses": problem_responses(r(json!({"202": json_response("Accepted", json!({"$ref": "#/components/schemas/EventAccepted"}))})))}
+            },
+            "/api/events/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN}}],
+                "get": {"operationId": "getEvent", "summary": "A stored event, its payload and its deliveries' statuses",
+                    "responses": problem_responses(r(json!({"200": json_response("The event", json!({"$ref": "#/components/schemas/Event"}))})))}
+            }
+    })
+}
+
+fn event_schemas() -> Value {
+    json!({
+                "Resent": {"type": "object", "required": ["id", "webhookId", "status", "cycle"],
+                    "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"}, "status": {"type": "string", "enum": ["queued"]},
+                        "cycle": {"type": "integer", "minimum": 1, "description": "The cycle of attempts this resend starts"}}},
+                "EventSummary": {"type": "object", "required": ["id", "event", "timestamp", "status"],
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string", "enum": ["queued", "fannedOut"], "description": "fannedOut: every delivery job was enqueued"}}},
+                "Event": {"type": "object", "required": ["id", "event", "timestamp", "status", "payload", "fanOut", "deliveries"],
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string", "enum": ["queued", "fannedOut"]}, "payload": {"type": "object"},
+                        "fanOut": {"type": "integer", "minimum": 0, "description": format!("How many webhooks it went to; `deliveries` lists the first {MAX_RECORDED_FAN_OUT}")},
+                        "deliveries": {"type": "array", "items": {"type": "object", "required": ["id", "webhookId", "status", "attempts"],
+                            "properties": {"id": {"type": "string"}, "webhookId": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "skipped"]},
+                                "attempts": {"type": "integer", "minimum": 0}}}}}}
     })
 }

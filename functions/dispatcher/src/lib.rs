@@ -20,8 +20,10 @@ use webhooks::delivery::Deliverer;
 use webhooks::domain::Webhook;
 use webhooks::messages::DeliveryJob;
 use webhooks::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore, send_all,
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore,
+    send_all,
 };
+use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
 use webhooks::signing::Envelope;
 use webhooks::time::Clock;
@@ -39,6 +41,8 @@ const VISIBILITY_MARGIN_S: u64 = 60;
 pub struct Dispatcher {
     pub store: Arc<dyn WebhookStore>,
     pub log: Arc<dyn DeliveryLog>,
+    /// Where a resend or recover job's payload is read from (those jobs carry none).
+    pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub deliverer: Deliverer,
     pub delivery_queue_url: String,
@@ -49,6 +53,8 @@ pub struct Dispatcher {
     pub timeout: Duration,
     /// Delivery records expire (DynamoDB TTL) this many days after they are created.
     pub retention_days: u64,
+    /// Deliveries a recover continuation examines (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     /// The system clock in production; shared with the in-memory queue in the local runner.
     pub clock: Clock,
 }
@@ -96,6 +102,9 @@ impl Dispatcher {
     pub async fn handle_message(&self, m: &SqsMessage, received_at: Instant, deadline: Option<Instant>) -> bool {
         let receipt = m.receipt_handle.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
+        if let Some(task) = RecoverTask::decode(body) {
+            return self.recover_page(&task).await;
+        }
         let job = match DeliveryJob::decode(body) {
             Ok(job) => job,
             Err(e) => {
@@ -120,9 +129,43 @@ impl Dispatcher {
         .await
     }
 
+    /// One page of a recover, then the continuation for the next; true when both are queued.
+    /// A failure leaves the message to come back after the queue's visibility timeout, and
+    /// the page is run again from the same cursor.
+    async fn recover_page(&self, task: &RecoverTask) -> bool {
+        let span = tracing::info_span!("recover", recover_id = %task.id, webhook_id = %task.webhook_id);
+        async {
+            let queue = self.queue.as_ref();
+            let outcome = recover::run_page(
+                self.log.as_ref(),
+                queue,
+                &self.delivery_queue_url,
+                task,
+                self.recover_page,
+            )
+            .await;
+            let result = match outcome {
+                Ok(PageOutcome { next: Some(next), .. }) => {
+                    recover::continue_with(queue, &self.delivery_queue_url, &next).await
+                }
+                Ok(_) => {
+                    tracing::info!("recover complete");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "recover page failed; it will be retried");
+            }
+            result.is_ok()
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Load -> ended? due? -> attempt -> record.
     pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>) -> JobResult {
-        let (webhook, record) = match self.load(job).await {
+        let (webhook, record, payload) = match self.load(job).await {
             Ok(loaded) => loaded,
             Err(e) => return JobResult::Error(e),
         };
@@ -160,21 +203,44 @@ impl Dispatcher {
                 };
             }
         };
+        let Some(payload) = payload else {
+            // A resend or recover job whose event's retention ran out: nothing left to send.
+            let note = "the event is no longer stored (DELIVERY_RETENTION_DAYS)";
+            return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
+                Ok(_) => JobResult::Skipped(note),
+                Err(e) => JobResult::Error(e.to_string()),
+            };
+        };
         let Some(timeout) = self.attempt_timeout(deadline) else {
             return JobResult::Released;
         };
-        self.attempt(job, &delivery, &webhook, timeout).await
+        self.attempt(job, &delivery, &webhook, &payload, timeout).await
     }
 
     /// The webhook (as it is now: a new URL or secret, or a rotation, applies from the next
-    /// attempt on) and
-    /// the delivery's record, read together.
-    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>), String> {
-        let (webhook, record) = futures::join!(
+    /// attempt on), the delivery's record and the payload (the job's, or the stored event's
+    /// for a job that carries none), read together.
+    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<String>), String> {
+        let payload = async {
+            match &job.payload {
+                Some(p) => Ok(Some(p.get().to_string())),
+                None => self
+                    .events
+                    .get(&job.tenant, &job.event_id, false)
+                    .await
+                    .map(|r| r.map(|r| r.event.payload)),
+            }
+        };
+        let (webhook, record, payload) = futures::join!(
             self.store.get(&job.tenant, &job.webhook_id),
-            self.log.get(&job.webhook_id, &job.delivery_id)
+            self.log.get(&job.webhook_id, &job.delivery_id),
+            payload
         );
-        Ok((webhook.map_err(|e| e.to_string())?, record.map_err(|e| e.to_string())?))
+        Ok((
+            webhook.map_err(|e| e.to_string())?,
+            record.map_err(|e| e.to_string())?,
+            payload.map_err(|e| e.to_string())?,
+        ))
     }
 
     /// The delivery as this job should see it: a job of an older cycle is stale; a job of a
@@ -245,7 +311,14 @@ impl Dispatcher {
     }
 
     /// Sign, send, record.
-    async fn attempt(&self, job: &DeliveryJob, delivery: &Delivery, webhook: &Webhook, timeout: Duration) -> JobResult {
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        delivery: &Delivery,
+        webhook: &Webhook,
+        payload: &str,
+        timeout: Duration,
+    ) -> JobResult {
         let started = self.clock.now_ms();
         let number = delivery.attempts.len() as u32 + 1;
         tracing::Span::current().record("attempt", number);
@@ -253,7 +326,7 @@ impl Dispatcher {
             id: &job.delivery_id,
             event: &job.event,
             timestamp_ms: job.timestamp_ms,
-            payload: job.payload.get(),
+            payload,
         };
         // The secrets valid at this attempt, not at the event: a retry after a rotation is
         // signed with the new secret too, and one after the overlap with the new one only.

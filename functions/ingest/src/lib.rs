@@ -63,11 +63,12 @@ impl Ingest {
         let mut failed: HashSet<String> = HashSet::new();
         let mut messages = Vec::new();
         let mut owner_of: Vec<String> = Vec::new();
-        let mut claimed: Vec<(String, StoredEvent)> = Vec::new();
+        let mut claimed: Vec<(String, StoredEvent, Vec<String>)> = Vec::new();
         for (message_id, result) in fanned {
             match result {
                 Fanned::Jobs(event, jobs) => {
-                    claimed.push((message_id.clone(), event));
+                    let webhooks = jobs.iter().map(|j| j.webhook_id.clone()).collect();
+                    claimed.push((message_id.clone(), event, webhooks));
                     for job in jobs {
                         messages.push(OutgoingMessage {
                             id: owner_of.len().to_string(),
@@ -96,7 +97,7 @@ impl Ingest {
                 failed.extend(owner_of);
             }
         }
-        for (message_id, event) in &claimed {
+        for (message_id, event, webhooks) in &claimed {
             let span = tracing::info_span!("event", tenant = %event.tenant, event_id = %event.id);
             if failed.contains(message_id) {
                 // Some job did not go out: give the claim back so the retry need not wait for
@@ -114,7 +115,7 @@ impl Ingest {
             }
             if let Err(e) = self
                 .events
-                .complete(&event.tenant, &event.id, owner)
+                .complete(&event.tenant, &event.id, owner, webhooks)
                 .instrument(span)
                 .await
             {
@@ -229,7 +230,7 @@ pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
             event: event.event.as_str().to_string(),
             timestamp_ms: event.timestamp_ms,
             cycle: 0,
-            payload: raw_payload(&event.payload),
+            payload: Some(raw_payload(&event.payload)),
         })
         .collect()
 }

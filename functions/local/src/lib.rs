@@ -17,7 +17,9 @@ use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
-use webhooks::ports::{DeliveryLog, EventStore, MAX_BATCH, Queue, QueueMessage, WebhookStore};
+use webhooks::ports::{
+    DeliveryLog, EventStore, MAX_BATCH, OutgoingMessage, Queue, QueueMessage, WebhookStore, send_all,
+};
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
 use webhooks::sqlite::{Db, SqliteDeliveryLog, SqliteEventStore, SqliteQueue, SqliteWebhookStore};
 use webhooks::sqs::SqsQueue;
@@ -214,13 +216,15 @@ impl Runner {
             events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
+            delivery_queue_url: urls.delivery.clone(),
+            recover_page: config.recover_page,
             verifier: Arc::new(config.verifier(Some(jwt_secret))?),
             deliverer: deliverer.clone(),
             test_timeout: config.test_timeout,
         };
         let ingest = Ingest {
             store: store.clone(),
-            events,
+            events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
@@ -230,6 +234,7 @@ impl Runner {
         let dispatcher = Dispatcher {
             store,
             log,
+            events,
             queue,
             deliverer,
             delivery_queue_url: urls.delivery.clone(),
@@ -237,6 +242,7 @@ impl Runner {
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
             retention_days: config.retention_days,
+            recover_page: config.recover_page,
             clock: clock.clone(),
         };
         Ok(Runner {
@@ -453,6 +459,57 @@ pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &H
         }
     }
     Ok(messages.len())
+}
+
+/// Moves up to `max` messages from a dead-letter queue back to `to` by receiving, sending
+/// and deleting them (what `StartMessageMoveTask` does, but through calls every SQS API
+/// offers, moto's included). A message is deleted from `from` only once `to` has it, so a
+/// failure part-way leaves it in the DLQ (visible again after its visibility timeout) or, at
+/// worst, in both, which the dispatcher and ingest treat as a duplicate. Returns how many
+/// moved. The receives are short polls: an empty answer ends the move.
+pub async fn redrive(queue: &dyn Queue, from: &str, to: &str, max: usize) -> Result<usize, String> {
+    let mut moved = 0;
+    while moved < max {
+        let got = queue
+            .receive(from, (max - moved).min(MAX_BATCH), Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.is_empty() {
+            break;
+        }
+        let messages: Vec<OutgoingMessage> = got
+            .iter()
+            .enumerate()
+            .map(|(i, m)| OutgoingMessage {
+                id: i.to_string(),
+                body: m.body.clone(),
+                reason: None,
+            })
+            .collect();
+        let unsent: HashSet<String> = send_all(queue, to, &messages)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let sent: Vec<String> = got
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !unsent.contains(&i.to_string()))
+            .map(|(_, m)| m.receipt_handle.clone())
+            .collect();
+        if sent.is_empty() {
+            return Err(format!("{to} refused every message; {moved} moved so far"));
+        }
+        let undeleted = queue.delete_batch(from, &sent).await.map_err(|e| e.to_string())?;
+        if !undeleted.is_empty() {
+            tracing::warn!(
+                count = undeleted.len(),
+                "moved but not deleted from the DLQ: they will be moved again"
+            );
+        }
+        moved += sent.len();
+    }
+    Ok(moved)
 }
 
 /// Polls until told to stop; a batch being handled is always finished first.

@@ -8,7 +8,10 @@ use rand::RngCore;
 use webhooks::auth;
 use webhooks_local::{Backend, BackendChoice, Runner, local_config};
 
-const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P] | resources]";
+const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P] | resources | redrive [--queue delivery|events] [--max N]]";
+
+/// The most messages one `redrive` moves unless `--max` says otherwise.
+const REDRIVE_DEFAULT_MAX: usize = 100_000;
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -59,6 +62,34 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let sdk = webhooks::aws_config().await;
             let prefix = flag(&args, "--prefix").unwrap_or_default();
             webhooks::resources::bootstrap(&sdk, &config, &prefix).await?;
+            Ok(())
+        }
+        Some("redrive") => {
+            // The embedded backend lives in the serving process: only an AWS API has a DLQ to
+            // move from here.
+            let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"];
+            let aws = endpoints
+                .iter()
+                .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+                || std::env::var("BACKEND").as_deref() == Ok("aws");
+            if !aws {
+                return Err(
+                    "redrive moves a DLQ of an AWS API: set AWS_ENDPOINT_URL (LocalStack, moto) or BACKEND=aws".into(),
+                );
+            }
+            let (from, to) = match flag(&args, "--queue").as_deref() {
+                None | Some("delivery") => (config.delivery_dlq_url()?, config.delivery_queue_url()?),
+                Some("events") => (config.events_dlq_url()?, config.events_queue_url()?),
+                Some(other) => return Err(format!("--queue must be delivery or events, not '{other}'").into()),
+            };
+            let max = flag(&args, "--max")
+                .map(|m| m.parse::<usize>())
+                .transpose()?
+                .unwrap_or(REDRIVE_DEFAULT_MAX);
+            let sdk = webhooks::aws_config().await;
+            let queue = webhooks::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk));
+            let moved = webhooks_local::redrive(&queue, from, to, max).await?;
+            println!("redrive: moved {moved} messages from {from} to {to}");
             Ok(())
         }
         Some("resources") => {

@@ -86,7 +86,7 @@ fn pipeline(env: &Env) -> Pipeline {
     });
     let ingest = Ingest {
         store: store.clone(),
-        events,
+        events: events.clone(),
         queue: queue.clone(),
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
@@ -96,6 +96,7 @@ fn pipeline(env: &Env) -> Pipeline {
     let dispatcher = Dispatcher {
         store: store.clone(),
         log,
+        events,
         queue: queue.clone(),
         deliverer: Deliverer::new(TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
@@ -103,6 +104,7 @@ fn pipeline(env: &Env) -> Pipeline {
         schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
         timeout: Duration::from_secs(15),
         retention_days: 30,
+        recover_page: 100,
         clock: Default::default(),
     };
     Pipeline {

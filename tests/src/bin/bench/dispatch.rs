@@ -86,7 +86,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
             event: EVENT.into(),
             timestamp_ms: now,
             cycle: 0,
-            payload: p.clone(),
+            payload: Some(p.clone()),
         };
         // No record beforehand: the dispatcher creates it with the first attempt, as in production.
         let m = QueueMessage {
@@ -108,6 +108,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
     let dispatcher = Dispatcher {
         store,
         log,
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         deliverer: deliverer.clone(),
         delivery_queue_url: queue_url.clone(),
@@ -115,6 +116,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
         schedule: vec![5, 300],
         timeout: Duration::from_secs(15),
         retention_days: 1,
+        recover_page: 100,
         clock: Default::default(),
     };
     Prepared { dispatcher, batches }
@@ -346,7 +348,7 @@ pub async fn run(quick: bool) -> Table {
         event: EVENT.into(),
         timestamp_ms: webhooks::time::now_ms(),
         cycle: 0,
-        payload: webhooks::messages::raw_payload(&p),
+        payload: Some(webhooks::messages::raw_payload(&p)),
     }
     .encode();
     let hook_url = sink.url("/hook/0");
