@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod domain;
 pub mod dynamo;
 pub mod event_types;
+pub mod health;
 pub mod ids;
 pub mod jsjson;
 pub mod memory;

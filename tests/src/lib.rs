@@ -170,6 +170,11 @@ impl Receiver {
             .extend(replies);
     }
 
+    /// What to answer once the script is used up (a receiver that dies or recovers).
+    pub fn set_default(&self, reply: Reply) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).default = Some(reply);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).seen.clone()
     }

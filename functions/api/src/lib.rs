@@ -79,7 +79,26 @@ fn view(w: &Webhook, reveal_secret: bool) -> Value {
     if reveal_secret {
         v["secret"] = json!(w.secret);
     }
+    if let Some(d) = &w.disabled {
+        v["disabledReason"] = json!(d.reason);
+        v["disabledAt"] = json!(time::iso_ms(d.at));
+    }
+    v["health"] = health_view(&w.health);
     v
+}
+
+/// The endpoint's health as the dispatcher last recorded it (on changes of state only).
+fn health_view(h: &webhooks::domain::Health) -> Value {
+    let iso = |t: Option<u64>| t.map(time::iso_ms);
+    json!({
+        "status": if h.is_open() { "open" } else if h.consecutive_failures > 0 { "failing" } else { "healthy" },
+        "consecutiveFailures": h.consecutive_failures,
+        "failingSince": iso(h.failing_since),
+        "lastSuccessAt": iso(h.last_success_at),
+        "lastFailureAt": iso(h.last_failure_at),
+        "lastError": h.last_error,
+        "nextProbeAt": iso(h.breaker_until),
+    })
 }
 
 fn not_found() -> ApiError {
@@ -119,6 +138,8 @@ async fn create_webhook(
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     };
     state.store.create(&webhook).await?;
     tracing::info!(webhook_id = %webhook.id, tenant = %webhook.tenant, "webhook created");

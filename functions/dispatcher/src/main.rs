@@ -32,6 +32,8 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         timeout: config.delivery_timeout,
         retention_days: config.retention_days,
         clock: webhooks::time::Clock::default(),
+        breaker: config.breaker,
+        events_queue_url: config.events_queue_url()?.to_string(),
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -182,6 +182,8 @@ impl Runner {
             timeout: config.delivery_timeout,
             retention_days: config.retention_days,
             clock: clock.clone(),
+            breaker: config.breaker,
+            events_queue_url: urls.events.clone(),
         };
         Ok(Runner {
             clock,

@@ -104,6 +104,8 @@ fn pipeline(env: &Env) -> Pipeline {
         timeout: Duration::from_secs(15),
         retention_days: 30,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
     };
     Pipeline {
         meter,
@@ -152,6 +154,8 @@ async fn create_webhooks(p: &Pipeline, env: &Env, tenant: &str, n: usize) {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         })
         .collect();
     // One at a time: moto's TransactWriteItems copies the table without a lock, and a
