@@ -13,6 +13,7 @@ pub mod ids;
 pub mod jsjson;
 pub mod memory;
 pub mod messages;
+pub mod metrics;
 pub mod ports;
 pub mod resources;
 pub mod retry;

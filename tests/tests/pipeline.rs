@@ -1430,6 +1430,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         delivery_queue_url: jobs.clone(),
         dead_letter_url: events.clone(),
         retention_days: 1,
+        metrics: Default::default(),
     };
     let body = json!({"event": "system.info", "payload": {}, "tenant": tenant}).to_string();
     queue
@@ -1475,6 +1476,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         clock: Default::default(),
         breaker: Default::default(),
         events_queue_url: events.clone(),
+        metrics: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

@@ -21,6 +21,7 @@ use webhooks::domain::{Disabled, Webhook};
 use webhooks::event_types::EventType;
 use webhooks::health::{BreakerPolicy, Gate};
 use webhooks::messages::{DeliveryJob, Event, EventId, Tenant, encode_event};
+use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{
     Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_VISIBILITY_S, OutgoingMessage, Queue, StoreError, WebhookStore,
     send_all,
@@ -66,6 +67,24 @@ pub struct Dispatcher {
     /// Where the `system.warning` of an auto-disabled webhook goes (`EVENTS_QUEUE_URL`), to be
     /// fanned out to the tenant's other webhooks like any event.
     pub events_queue_url: String,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Metrics,
+}
+
+/// The metrics the dispatcher counts per invocation (`metrics::NAMESPACE`).
+pub mod metric {
+    /// Deliveries that succeeded (a 2xx).
+    pub const SUCCEEDED: &str = "DeliveriesSucceeded";
+    /// Deliveries given up after their last attempt (to the DLQ).
+    pub const FAILED: &str = "DeliveriesFailed";
+    /// Attempts that failed (each POST that was not a 2xx, retried or not).
+    pub const ATTEMPTS_FAILED: &str = "AttemptsFailed";
+    /// Jobs not sent: the webhook is inactive or gone, or the delivery had already ended.
+    pub const SKIPPED: &str = "DeliveriesSkipped";
+    /// Jobs held back by an open breaker, without a POST.
+    pub const DEFERRED: &str = "DeliveriesDeferred";
+    /// Each POST's duration, in milliseconds.
+    pub const LATENCY: &str = "AttemptLatency";
 }
 
 /// What became of one job, and so what SQS does with it.
@@ -103,15 +122,33 @@ impl Dispatcher {
     /// runner's visibility timeout): no attempt runs past it.
     pub async fn handle(&self, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
         let received_at = Instant::now();
+        let tally = Tally::default();
+        for name in [
+            metric::SUCCEEDED,
+            metric::FAILED,
+            metric::ATTEMPTS_FAILED,
+            metric::SKIPPED,
+            metric::DEFERRED,
+        ] {
+            tally.add(name, 0);
+        }
+        let tally = &tally;
         let results = batch::each_message(event.records, CONCURRENCY, false, |m| async move {
-            self.handle_message(&m, received_at, deadline).await
+            self.handle_message(&m, received_at, deadline, tally).await
         })
         .await;
+        self.metrics.emit("dispatcher", tally);
         batch::failures(results.into_iter().filter(|(_, done)| !done).map(|(id, _)| id))
     }
 
     /// One job, start to end; true when the job is done with (delete it from the queue).
-    pub async fn handle_message(&self, m: &SqsMessage, received_at: Instant, deadline: Option<Instant>) -> bool {
+    pub async fn handle_message(
+        &self,
+        m: &SqsMessage,
+        received_at: Instant,
+        deadline: Option<Instant>,
+        tally: &Tally,
+    ) -> bool {
         let receipt = m.receipt_handle.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
         let job = match DeliveryJob::decode(body) {
@@ -130,7 +167,14 @@ impl Dispatcher {
             attempt = tracing::field::Empty
         );
         async {
-            let result = self.process(&job, deadline).await;
+            let result = self.process(&job, deadline, tally).await;
+            match &result {
+                JobResult::Delivered => tally.add(metric::SUCCEEDED, 1),
+                JobResult::GaveUp { .. } => tally.add(metric::FAILED, 1),
+                JobResult::Skipped(_) => tally.add(metric::SKIPPED, 1),
+                JobResult::Deferred(_) => tally.add(metric::DEFERRED, 1),
+                _ => {}
+            }
             self.schedule(&job, receipt, batch::receive_count(m), received_at, result)
                 .await
         }
@@ -139,7 +183,7 @@ impl Dispatcher {
     }
 
     /// Load -> ended? due? -> attempt -> record.
-    pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>) -> JobResult {
+    pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>, tally: &Tally) -> JobResult {
         let (webhook, record) = match self.load(job).await {
             Ok(loaded) => loaded,
             Err(e) => return JobResult::Error(e),
@@ -187,7 +231,7 @@ impl Dispatcher {
             Ok(w) => w,
             Err(result) => return result,
         };
-        self.attempt(job, &delivery, &webhook, timeout).await
+        self.attempt(job, &delivery, &webhook, timeout, tally).await
     }
 
     /// The breaker's verdict: closed, or open with a probe due that this job claimed (one
@@ -436,7 +480,14 @@ impl Dispatcher {
     }
 
     /// Sign, send, record.
-    async fn attempt(&self, job: &DeliveryJob, delivery: &Delivery, webhook: &Webhook, timeout: Duration) -> JobResult {
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        delivery: &Delivery,
+        webhook: &Webhook,
+        timeout: Duration,
+        tally: &Tally,
+    ) -> JobResult {
         let started = self.clock.now_ms();
         let number = delivery.attempts.len() as u32 + 1;
         tracing::Span::current().record("attempt", number);
@@ -448,6 +499,10 @@ impl Dispatcher {
         };
         let request = envelope.sign(webhook.secret.as_deref(), started / 1000);
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;
+        tally.time(metric::LATENCY, report.duration_ms);
+        if !report.success() {
+            tally.add(metric::ATTEMPTS_FAILED, 1);
+        }
         let in_cycle = delivery.attempts_in_cycle() + 1;
         let next_delay = if report.success() {
             None

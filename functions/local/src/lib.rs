@@ -170,6 +170,7 @@ impl Runner {
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_url: urls.events_dlq.clone(),
             retention_days: config.retention_days,
+            metrics: Default::default(),
         };
         let dispatcher = Dispatcher {
             store,
@@ -184,6 +185,7 @@ impl Runner {
             clock: clock.clone(),
             breaker: config.breaker,
             events_queue_url: urls.events.clone(),
+            metrics: Default::default(),
         };
         Ok(Runner {
             clock,

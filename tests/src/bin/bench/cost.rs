@@ -92,6 +92,7 @@ fn pipeline(env: &Env) -> Pipeline {
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
         dead_letter_url: env.urls[EVENTS_DLQ.logical_id].clone(),
         retention_days: 30,
+        metrics: Default::default(),
     };
     let dispatcher = Dispatcher {
         store: store.clone(),
@@ -106,6 +107,7 @@ fn pipeline(env: &Env) -> Pipeline {
         clock: Default::default(),
         breaker: Default::default(),
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
+        metrics: Default::default(),
     };
     Pipeline {
         meter,

@@ -119,6 +119,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
         clock: Default::default(),
         breaker: Default::default(),
         events_queue_url: queue_url,
+        metrics: Default::default(),
     };
     Prepared { dispatcher, batches }
 }
