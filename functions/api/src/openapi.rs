@@ -10,7 +10,7 @@ use webhooks::event_types::{EVENT_TYPES, EventFilter};
 use webhooks::ssrf::MAX_URL_LEN;
 
 use crate::extract::MAX_BODY_BYTES;
-use crate::{DEFAULT_PAGE, MAX_PAGE};
+use crate::{DEFAULT_PAGE, MAX_PAGE, STATS_MAX_DELIVERIES};
 
 /// Every (method, path) the router serves, as the document names them.
 pub const OPERATIONS: &[(&str, &str)] = &[
@@ -22,6 +22,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/api/webhooks/{id}"),
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
+    ("get", "/api/webhooks/{id}/stats"),
     ("post", "/api/events"),
     ("get", "/api/event-types"),
     ("get", "/api/openapi.json"),
@@ -93,6 +94,7 @@ fn webhook_links() -> Value {
         "UpdateWebhook": {"operationId": "updateWebhook", "parameters": by_id},
         "DeleteWebhook": {"operationId": "deleteWebhook", "parameters": by_id},
         "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id},
+        "GetWebhookStats": {"operationId": "getWebhookStats", "parameters": by_id},
     })
 }
 
@@ -146,6 +148,11 @@ pub fn document() -> Value {
             "/api/webhooks/{id}/deliveries/{deliveryId}": {
                 "parameters": [id_param("id"), id_param("deliveryId")],
                 "get": {"operationId": "getDelivery", "responses": problem_responses(r(json!({"200": json_response("The delivery and its attempts", delivery.clone())})))}
+            },
+            "/api/webhooks/{id}/stats": {
+                "parameters": [id_param("id")],
+                "get": {"operationId": "getWebhookStats", "summary": format!("Deliveries of the last 24 h by status, from the delivery log (at most the newest {STATS_MAX_DELIVERIES})"),
+                    "responses": problem_responses(r(json!({"200": json_response("Counts and success rate", json!({"$ref": "#/components/schemas/WebhookStats"}))})))}
             },
             "/api/events": {
                 "post": {"operationId": "submitEvent", "summary": "Enqueue an event for the caller's tenant", "requestBody": body("SubmitEvent"),
@@ -208,6 +215,15 @@ pub fn document() -> Value {
                         "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
                         "nextAttemptAt": {"type": "string", "format": "date-time", "description": "When a pending delivery is tried next"},
                         "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}}}},
+                "WebhookStats": {"type": "object", "required": ["webhookId", "from", "to", "total", "byStatus", "successRate", "attempts", "failedAttempts", "complete"],
+                    "properties": {"webhookId": {"type": "string"},
+                        "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+                        "total": {"type": "integer", "minimum": 0, "maximum": STATS_MAX_DELIVERIES},
+                        "byStatus": {"type": "object", "required": ["pending", "succeeded", "failed", "skipped"],
+                            "properties": {"pending": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "skipped": {"type": "integer"}}},
+                        "successRate": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": "succeeded / (succeeded + failed); null when none ended so"},
+                        "attempts": {"type": "integer"}, "failedAttempts": {"type": "integer"},
+                        "complete": {"type": "boolean", "description": format!("false when the window held more than {STATS_MAX_DELIVERIES} deliveries: the counts are of the newest")}}},
                 "EventType": {"type": "object", "required": ["name", "description", "category"],
                     "properties": {"name": {"type": "string"}, "description": {"type": "string"}, "category": {"type": "string"}}},
                 "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
