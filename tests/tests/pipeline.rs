@@ -1349,6 +1349,49 @@ async fn a_webhook_failing_for_too_long_is_disabled(kind: Kind) {
     assert_eq!(dead.wait_for(attempts + 1, WAIT).await.len(), attempts + 1);
 }
 
+/// A job deferred so often that SQS would soon dead-letter it for its receive count (100)
+/// though it made no attempt is sent again as a fresh message and the old one deleted, still
+/// without a POST.
+async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "60"),
+        ("BREAKER_FAILURES", "1"),
+        ("BREAKER_PROBE_SECONDS", "600"),
+    ];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    h.webhook(&tenant, &receiver.url("/dead"), json!(["system.info"]), None)
+        .await;
+    let first = one_job(&h, &tenant, "system.info").await;
+    assert_eq!(
+        h.dispatcher
+            .handle(sqs_event(vec![first]), None)
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    assert_eq!(receiver.received().len(), 1, "the breaker is open");
+    let mut job = one_job(&h, &tenant, "system.info").await;
+    job.attributes.insert(
+        "ApproximateReceiveCount".into(),
+        webhooks_dispatcher::RECYCLE_AFTER_RECEIVES.to_string(),
+    );
+    let handled = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(handled.batch_item_failures.is_empty(), "the old message is done with");
+    let fresh = take(&h, &h.urls.delivery, 1).await;
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].body, job.body, "the same job");
+    assert_eq!(
+        fresh[0].attributes.get("ApproximateReceiveCount").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(receiver.received().len(), 1, "and still no POST");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1382,6 +1425,7 @@ on_both_backends!(
     sigterm_lets_deliveries_in_flight_finish,
     a_dead_endpoint_opens_its_breaker_and_recovers,
     a_webhook_failing_for_too_long_is_disabled,
+    a_job_deferred_many_times_is_sent_again_fresh,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
