@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -421,6 +422,76 @@ def check_api_auth(t: Template, r: Report) -> None:
     )
 
 
+def queue_alarms(t: Template, metric: str) -> dict[str, list[str]]:
+    """Queue logical id -> the alarms on its `metric` (AWS/SQS, by QueueName)."""
+    out: dict[str, list[str]] = {}
+    for alarm_id, alarm in t.of_type("AWS::CloudWatch::Alarm").items():
+        p = t.props(alarm)
+        if p.get("Namespace") != "AWS/SQS" or p.get("MetricName") != metric:
+            continue
+        for d in p.get("Dimensions") or []:
+            value = d.get("Value")
+            if d.get("Name") == "QueueName" and isinstance(value, dict) and "Fn::GetAtt" in value:
+                target = value["Fn::GetAtt"]
+                if isinstance(target, list) and target[1:] == ["QueueName"]:
+                    out.setdefault(target[0], []).append(alarm_id)
+    return out
+
+
+def emitted_metrics() -> list[str]:
+    """The names in the `pub mod metric` blocks of the dispatcher and ingest (their EMF lines)."""
+    names: list[str] = []
+    for src in ("functions/dispatcher/src/lib.rs", "functions/ingest/src/lib.rs"):
+        text = (ROOT / src).read_text(encoding="utf-8")
+        block = re.search(r"pub mod metric \{(.*?)\n\}", text, re.S)
+        if block:
+            names += re.findall(r'pub const [A-Z_]+: &str = "([A-Za-z]+)";', block.group(1))
+    return names
+
+
+def check_alarms_and_dashboard(t: Template, r: Report) -> None:
+    queues = t.of_type("AWS::SQS::Queue")
+    work = sorted(q for q, queue in queues.items() if redrive_of(t, queue)[0] is not None)
+    dlqs = sorted({redrive_of(t, queues[q])[0] for q in work})
+    ages = queue_alarms(t, "ApproximateAgeOfOldestMessage")
+    for q in work:
+        r.check(bool(ages.get(q)), f"work queue {q} has an ApproximateAgeOfOldestMessage alarm", f"alarms: {ages}")
+    visible = queue_alarms(t, "ApproximateNumberOfMessagesVisible")
+    for q in dlqs:
+        r.check(bool(visible.get(q)), f"dead-letter queue {q} has an ApproximateNumberOfMessagesVisible alarm", f"alarms: {visible}")
+    dashboards = t.of_type("AWS::CloudWatch::Dashboard")
+    r.check(len(dashboards) == 1, "one CloudWatch dashboard", f"got {sorted(dashboards)}")
+    names = emitted_metrics()
+    r.check(len(names) >= 8, "the functions' metric names are found in their `pub mod metric`", f"got {names}")
+    for dash_id, dash in dashboards.items():
+        body = t.props(dash).get("DashboardBody")
+        if isinstance(body, dict) and "Fn::Sub" in body:
+            sub = body["Fn::Sub"]
+            body = sub[0] if isinstance(sub, list) else sub
+        try:
+            # ${...} are substituted by CloudFormation; any string stands in for them here.
+            doc = json.loads(re.sub(r"\$\{[^}]+\}", "x", body)) if isinstance(body, str) else None
+        except json.JSONDecodeError as e:
+            doc = None
+            r.check(False, f"{dash_id} body is JSON", str(e))
+        if doc is None:
+            continue
+        shown = {
+            (m[0], m[1])
+            for w in doc.get("widgets", [])
+            for m in (w.get("properties") or {}).get("metrics", [])
+            if isinstance(m, list) and len(m) >= 2
+        }
+        for name in names:
+            r.check(("Webhooks", name) in shown, f"{dash_id} shows Webhooks/{name}", f"shown: {sorted(shown)}")
+        sub = t.props(dash).get("DashboardBody", {}).get("Fn::Sub") if isinstance(t.props(dash).get("DashboardBody"), dict) else None
+        variables = sub[1] if isinstance(sub, list) and len(sub) == 2 and isinstance(sub[1], dict) else {}
+        named = {v["Fn::GetAtt"][0] for v in variables.values() if isinstance(v, dict) and "Fn::GetAtt" in v}
+        r.check(("AWS/SQS", "ApproximateAgeOfOldestMessage") in shown, f"{dash_id} shows the queues' ApproximateAgeOfOldestMessage")
+        for q in work:
+            r.check(q in named, f"{dash_id} names work queue {q}", f"names {sorted(named)}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("resources_json", nargs="?", help="output of `webhooks-local resources` (default: run it)")
@@ -443,6 +514,7 @@ def main(argv: list[str]) -> int:
     check_functions(template, report)
     check_retry_schedule(template, report)
     check_api_auth(template, report)
+    check_alarms_and_dashboard(template, report)
     print(f"template-check: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::health::BreakerPolicy;
 use crate::ssrf::TargetPolicy;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Config {
     /// Deliveries a recover examines per page (`RECOVER_PAGE_SIZE`): one page in the API's
     /// request, then one per continuation message.
     pub recover_page: usize,
+    /// `BREAKER_FAILURES`, `BREAKER_PROBE_SECONDS`, `AUTO_DISABLE_AFTER_SECONDS`.
+    pub breaker: BreakerPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -74,6 +77,7 @@ impl std::fmt::Debug for Config {
             .field("retention_days", &self.retention_days)
             .field("function_timeout", &self.function_timeout)
             .field("recover_page", &self.recover_page)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -160,6 +164,11 @@ impl Config {
             function_timeout: match get("FUNCTION_TIMEOUT_SECONDS") {
                 None => None,
                 Some(_) => Some(Duration::from_secs(seconds("FUNCTION_TIMEOUT_SECONDS", 30, 900)?)),
+            },
+            breaker: BreakerPolicy {
+                failures: seconds("BREAKER_FAILURES", 5, 1000)? as u32,
+                probe: Duration::from_secs(seconds("BREAKER_PROBE_SECONDS", 60, MAX_RETRY_DELAY_S)?),
+                disable_after: Duration::from_secs(seconds("AUTO_DISABLE_AFTER_SECONDS", 5 * 86_400, 365 * 86_400)?),
             },
         };
         config.check()?;
@@ -335,6 +344,17 @@ mod tests {
             vec![1, 2, 3]
         );
         assert!(cfg(&[("TEST_TIMEOUT_SECONDS", "30")]).is_err());
+        assert_eq!(c_default_breaker(), BreakerPolicy::default());
+        let e = cfg(&[("BREAKER_FAILURES", "0")]).expect_err("invalid");
+        assert!(e.to_string().starts_with("BREAKER_FAILURES"), "{e}");
+        assert!(cfg(&[("BREAKER_PROBE_SECONDS", "43201")]).is_err());
+        let c = cfg(&[("AUTO_DISABLE_AFTER_SECONDS", "3"), ("BREAKER_PROBE_SECONDS", "1")]).expect("ok");
+        assert_eq!(c.breaker.disable_after, Duration::from_secs(3));
+        assert_eq!(c.breaker.probe, Duration::from_secs(1));
+    }
+
+    fn c_default_breaker() -> BreakerPolicy {
+        cfg(&[]).expect("defaults").breaker
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::event_types::{EventFilter, EventType};
+pub use crate::health::{Disabled, Health};
 use crate::ssrf::{self, TargetPolicy};
 
 /// At most this many entries in `events` (before duplicates are folded).
@@ -33,6 +34,11 @@ pub struct Webhook {
     pub updated_at: u64,
     /// Bumped by every update; stores write conditionally on it.
     pub version: u64,
+    /// Written by the dispatcher on a change of state only (see `health`), never by `update`
+    /// unless the new value differs from the old (a re-enable resets it).
+    pub health: Health,
+    /// Set when the dispatcher disabled the webhook (`active: false`); cleared on re-enable.
+    pub disabled: Option<Disabled>,
 }
 
 /// A secret that a rotation replaced, valid until `expires_at` (ms since the epoch).
@@ -144,6 +150,9 @@ pub struct WebhookPatch {
 
 impl WebhookPatch {
     pub fn apply(&self, w: &Webhook, now: u64) -> Webhook {
+        // Re-enabling starts over: the disable's reason goes, and the health its failures
+        // built up is reset (else the breaker would still be open).
+        let reenabled = self.active == Some(true) && !w.active;
         Webhook {
             url: self.url.clone().unwrap_or_else(|| w.url.clone()),
             events: self.events.clone().unwrap_or_else(|| w.events.clone()),
@@ -157,6 +166,15 @@ impl WebhookPatch {
             active: self.active.unwrap_or(w.active),
             updated_at: now,
             version: w.version + 1,
+            health: if reenabled {
+                Health {
+                    rev: w.health.rev + 1,
+                    ..Health::default()
+                }
+            } else {
+                w.health.clone()
+            },
+            disabled: if reenabled { None } else { w.disabled.clone() },
             ..w.clone()
         }
     }
@@ -435,13 +453,22 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
 }
 
 /// `PUT /api/webhooks/{id}`: any of `{url, events, secret, active}`. The read-only fields of
-/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`, `previousSecrets`) are ignored, so
-/// a client can send back what it got.
+/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`, `previousSecrets`, `health`,
+/// `disabledReason`, `disabledAt`) are ignored, so a client can send back what it got.
 pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(
         &["url", "events", "secret", "active"],
-        &["id", "createdAt", "updatedAt", "hasSecret", "previousSecrets"],
+        &[
+            "id",
+            "createdAt",
+            "updatedAt",
+            "hasSecret",
+            "previousSecrets",
+            "health",
+            "disabledReason",
+            "disabledAt",
+        ],
     );
     let mut patch = WebhookPatch::default();
     let mut ok = true;
@@ -746,6 +773,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            ..Webhook::default()
         }
     }
 

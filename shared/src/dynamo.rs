@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
-use crate::domain::{PreviousSecret, Webhook};
+use crate::domain::{Disabled, Health, PreviousSecret, Webhook};
 use crate::event_types::{EVENT_TYPES, EventType};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
@@ -116,7 +116,51 @@ fn to_item(w: &Webhook) -> Item {
     item.insert("createdAt".into(), n(w.created_at));
     item.insert("updatedAt".into(), n(w.updated_at));
     item.insert("version".into(), n(w.version));
+    if let Some(d) = &w.disabled {
+        item.insert("disabledReason".into(), s(&d.reason));
+        item.insert("disabledAt".into(), n(d.at));
+    }
     item
+}
+
+/// The webhook's health, one map attribute (`health`) of its item: written on its own by a
+/// conditional UpdateItem on `health.rev`, so the dispatcher never races a user's update of
+/// the other attributes, and read with the webhook at no extra cost.
+fn health_to_av(h: &Health) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("rev".to_string(), n(h.rev)),
+        ("failures".to_string(), n(h.consecutive_failures)),
+        ("probes".to_string(), n(h.probes)),
+    ]);
+    let mut opt = |k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), n(v));
+        }
+    };
+    opt("failingSince", h.failing_since);
+    opt("lastSuccessAt", h.last_success_at);
+    opt("lastFailureAt", h.last_failure_at);
+    opt("breakerUntil", h.breaker_until);
+    if let Some(e) = &h.last_error {
+        m.insert("lastError".into(), s(e));
+    }
+    AttributeValue::M(m)
+}
+
+fn health_from_av(v: Option<&AttributeValue>) -> Health {
+    let Some(m) = v.and_then(|v| v.as_m().ok()) else {
+        return Health::default();
+    };
+    Health {
+        rev: get_n(m, "rev").unwrap_or(0),
+        consecutive_failures: get_n(m, "failures").unwrap_or(0) as u32,
+        failing_since: get_n(m, "failingSince"),
+        last_success_at: get_n(m, "lastSuccessAt"),
+        last_failure_at: get_n(m, "lastFailureAt"),
+        last_error: get_s(m, "lastError"),
+        breaker_until: get_n(m, "breakerUntil"),
+        probes: get_n(m, "probes").unwrap_or(0) as u32,
+    }
 }
 
 fn from_item(item: &Item) -> Result<Webhook, StoreError> {
@@ -153,6 +197,11 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
         created_at: get_n(item, "createdAt").ok_or_else(|| bad("createdAt"))?,
         updated_at: get_n(item, "updatedAt").ok_or_else(|| bad("updatedAt"))?,
         version: get_n(item, "version").ok_or_else(|| bad("version"))?,
+        health: health_from_av(item.get("health")),
+        disabled: match (get_s(item, "disabledReason"), get_n(item, "disabledAt")) {
+            (Some(reason), Some(at)) => Some(Disabled { reason, at }),
+            _ => None,
+        },
     })
 }
 
@@ -193,6 +242,46 @@ impl DynamoWebhookStore {
             }
         }
         Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
+    }
+
+    /// The webhook's item updated from `old` to `new` in place, conditional on `old.version`:
+    /// every attribute `new` has is set, every one only `old` had is removed, and `health` is
+    /// written only when `new` changes it (an UpdateItem rather than a Put, so the health the
+    /// dispatcher wrote since `old` was read is kept).
+    fn update_op(&self, old: &Webhook, new: &Webhook) -> Result<TransactWriteItem, StoreError> {
+        let (before, after) = (to_item(old), to_item(new));
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":v".to_string(), n(old.version))]);
+        let mut sets = Vec::new();
+        for (i, (k, v)) in after.iter().filter(|(k, _)| *k != "pk" && *k != "sk").enumerate() {
+            names.insert(format!("#a{i}"), k.clone());
+            values.insert(format!(":a{i}"), v.clone());
+            sets.push(format!("#a{i} = :a{i}"));
+        }
+        if new.health != old.health {
+            names.insert("#h".into(), "health".into());
+            values.insert(":h".into(), health_to_av(&new.health));
+            sets.push("#h = :h".into());
+        }
+        let mut removes = Vec::new();
+        for (i, k) in before.keys().filter(|k| !after.contains_key(*k)).enumerate() {
+            names.insert(format!("#r{i}"), k.clone());
+            removes.push(format!("#r{i}"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(webhook_key(&new.tenant, &new.id)))
+            .update_expression(expression)
+            .condition_expression("version = :v")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(backend)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     fn delete_op(&self, key: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
@@ -281,8 +370,7 @@ impl WebhookStore for DynamoWebhookStore {
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
-        let condition = HashMap::from([(":v".to_string(), n(old.version))]);
-        let mut ops = vec![self.put(to_item(new), Some(("version = :v", condition)))?];
+        let mut ops = vec![self.update_op(old, new)?];
         let (before, after) = (subscription_filters(old), subscription_filters(new));
         for gone in before.difference(&after) {
             ops.push(self.delete_op(subscription_key(&old.tenant, gone, &old.id), None)?);
@@ -320,6 +408,28 @@ impl WebhookStore for DynamoWebhookStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError> {
+        let condition = if old.rev == 0 {
+            "attribute_exists(pk) AND (attribute_not_exists(#h) OR #h.#rev = :rev)"
+        } else {
+            "attribute_exists(pk) AND #h.#rev = :rev"
+        };
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(webhook_key(tenant, id)))
+                .update_expression("SET #h = :h")
+                .condition_expression(condition)
+                .expression_attribute_names("#h", "health")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":h", health_to_av(new))
+                .expression_attribute_values(":rev", n(old.rev))
+                .send()
+                .await,
+        )
     }
 
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::domain::Webhook;
+use crate::domain::{Health, Webhook};
 use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
@@ -79,9 +79,25 @@ impl WebhookStore for MemoryWebhookStore {
             None => Err(StoreError::NotFound),
             Some(current) if current.version != old.version => Err(StoreError::Conflict),
             Some(current) => {
-                *current = new.clone();
+                let health = if new.health == old.health {
+                    current.health.clone()
+                } else {
+                    new.health.clone()
+                };
+                *current = Webhook { health, ..new.clone() };
                 Ok(())
             }
+        }
+    }
+
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        match items.get_mut(&(tenant.to_string(), id.to_string())) {
+            Some(current) if current.health.rev == old.rev => {
+                current.health = new.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 

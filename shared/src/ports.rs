@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::domain::Webhook;
+use crate::domain::{Health, Webhook};
 use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 
@@ -38,8 +38,14 @@ pub trait WebhookStore: Send + Sync {
     /// The tenant's webhooks in creation order, `limit` at a time, after the cursor `after`.
     async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError>;
     /// Replaces `old` with `new` if the stored webhook still has `old.version`: `Conflict` when
-    /// it changed, `NotFound` when it is gone (a deleted webhook is never written back).
+    /// it changed, `NotFound` when it is gone (a deleted webhook is never written back). The
+    /// stored `health` is left as it is (the dispatcher may have changed it since `old` was
+    /// read) unless `new.health` differs from `old.health`, as when a re-enable resets it.
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError>;
+    /// Writes the webhook's health if the stored health still has `old.rev` (compare and set,
+    /// without touching `version`, so it never races a user's update): `Ok(false)` when it
+    /// changed or the webhook is gone (a deleted webhook is never written back).
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError>;
     /// `NotFound` if there was nothing to delete.
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError>;
     /// Ids of the tenant's active webhooks whose filters match `event`, found by key.

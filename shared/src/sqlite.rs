@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use crate::domain::Webhook;
+use crate::domain::{Health, Webhook};
 use crate::event_types::{EVENT_TYPES, EventType};
 use crate::memory::{MAX_ITEM_BYTES, event_item_size};
 use crate::messages::{EventId, Tenant};
@@ -453,9 +453,11 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
-        let (old_version, new) = (old.version, new.clone());
+        let (old_version, mut new) = (old.version, new.clone());
         let (tenant, id) = (old.tenant.clone(), old.id.clone());
-        let record = serde_json::to_string(&new).map_err(DbError::from)?;
+        // The dispatcher may have written health since `old` was read: keep the stored one
+        // unless this update means to change it (a re-enable resets it).
+        let keep_health = new.health == old.health;
         self.db
             .write(true, move |c| {
                 let Some(current) = stored_webhook(c, &tenant, &id)? else {
@@ -464,6 +466,10 @@ impl WebhookStore for SqliteWebhookStore {
                 if current.version != old_version {
                     return Ok(Err(StoreError::Conflict));
                 }
+                if keep_health {
+                    new.health = current.health.clone();
+                }
+                let record = serde_json::to_string(&new)?;
                 c.execute(
                     "UPDATE webhooks SET version = ?3, record = ?4 WHERE tenant = ?1 AND id = ?2",
                     params![tenant, id, int(new.version), record],
@@ -473,6 +479,28 @@ impl WebhookStore for SqliteWebhookStore {
                 Ok(Ok(()))
             })
             .await?
+    }
+
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError> {
+        let (tenant, id, old_rev, health) = (tenant.to_string(), id.to_string(), old.rev, new.clone());
+        Ok(self
+            .db
+            .write(false, move |c| {
+                let Some(mut current) = stored_webhook(c, &tenant, &id)? else {
+                    return Ok(false);
+                };
+                if current.health.rev != old_rev {
+                    return Ok(false);
+                }
+                current.health = health;
+                let record = serde_json::to_string(&current)?;
+                c.execute(
+                    "UPDATE webhooks SET record = ?3 WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id, record],
+                )?;
+                Ok(true)
+            })
+            .await?)
     }
 
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError> {

@@ -1105,3 +1105,158 @@ async fn the_openapi_document_is_checked_in_served_and_true_to_the_router() {
     }
     assert_eq!(routed, webhooks_api::openapi::OPERATIONS.len());
 }
+
+/// `GET /api/webhooks/{id}/stats` counts the last 24 h of the delivery log by status, leaves
+/// older deliveries and other webhooks out, and reads at most 1000 deliveries (then says the
+/// counts are incomplete); another tenant gets 404.
+#[tokio::test]
+async fn stats_count_the_last_day_of_the_delivery_log() {
+    use webhooks::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus};
+    let store: Arc<dyn WebhookStore> = Arc::new(MemoryWebhookStore::new());
+    let log: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new());
+    let queue = Arc::new(MemoryQueue::new());
+    let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
+    let delivery_queue_url = queue.create_queue("jobs", Duration::from_secs(30), None);
+    let app = router(AppState {
+        store,
+        log: log.clone(),
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
+        queue,
+        events_queue_url,
+        delivery_queue_url,
+        recover_page: 100,
+        verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
+        deliverer: Deliverer::new(TargetPolicy::PERMISSIVE).expect("client"),
+        test_timeout: Duration::from_secs(1),
+    });
+    let tenant = unique("acme");
+    let t = bearer(&tenant);
+    let mut hooks = Vec::new();
+    for _ in 0..2 {
+        let created = call(
+            &app,
+            "POST",
+            "/api/webhooks",
+            Some(&t),
+            Some(r#"{"url":"https://example.com/h","events":["*"]}"#),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        hooks.push(created.body["id"].as_str().expect("id").to_string());
+    }
+    let now = webhooks::time::now_ms();
+    let add = |hook: String, event_ms: u64, n: u64, status: DeliveryStatus, code: u16| {
+        let (log, tenant) = (log.clone(), tenant.clone());
+        async move {
+            let event_id = format!("evt-{event_ms}-{n}");
+            let d = Delivery {
+                id: webhooks::retry::delivery_id(&tenant, &event_id, &hook, event_ms),
+                tenant: tenant.clone(),
+                webhook_id: hook,
+                event_id,
+                event: "system.info".into(),
+                status: DeliveryStatus::Pending,
+                created_at: event_ms,
+                updated_at: event_ms,
+                attempts: Vec::new(),
+                note: None,
+                expires_at: event_ms / 1000 + 86_400,
+                cycle: 0,
+                cycle_start: 0,
+                next_attempt_at: None,
+            };
+            if status == DeliveryStatus::Skipped {
+                log.finish(&d, status, "webhook is inactive", event_ms)
+                    .await
+                    .expect("finish");
+                return;
+            }
+            let attempt = Attempt {
+                attempt: 1,
+                at: event_ms,
+                status_code: Some(code),
+                duration_ms: 3,
+                message: String::new(),
+                response_body: None,
+            };
+            let (after, next) = match status {
+                DeliveryStatus::Succeeded => (DeliveryStatus::Succeeded, None),
+                _ => (DeliveryStatus::Pending, Some(event_ms + 1000)),
+            };
+            log.record_attempt(&d, &attempt, after, next, event_ms)
+                .await
+                .expect("record");
+            if status == DeliveryStatus::Failed {
+                log.finish(&d, status, "gave up", event_ms).await.expect("finish");
+            }
+        }
+    };
+    let hour = 3_600_000;
+    for n in 0..6 {
+        add(hooks[0].clone(), now - hour - n, n, DeliveryStatus::Succeeded, 200).await;
+    }
+    add(hooks[0].clone(), now - 2 * hour, 0, DeliveryStatus::Failed, 500).await;
+    add(hooks[0].clone(), now - 3 * hour, 0, DeliveryStatus::Failed, 503).await;
+    add(hooks[0].clone(), now - 4 * hour, 0, DeliveryStatus::Pending, 500).await;
+    add(hooks[0].clone(), now - 5 * hour, 0, DeliveryStatus::Skipped, 0).await;
+    // Outside the window, and another webhook's.
+    add(hooks[0].clone(), now - 25 * hour, 0, DeliveryStatus::Failed, 500).await;
+    add(hooks[1].clone(), now - hour, 0, DeliveryStatus::Failed, 500).await;
+
+    let stats = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[0]),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let b = &stats.body;
+    assert_eq!(
+        b["byStatus"],
+        json!({"pending": 1, "succeeded": 6, "failed": 2, "skipped": 1}),
+        "{b}"
+    );
+    assert_eq!(b["total"], 10);
+    assert_eq!(b["successRate"], json!(0.75));
+    assert_eq!(b["attempts"], 9);
+    assert_eq!(b["failedAttempts"], 3);
+    assert_eq!(b["complete"], true);
+
+    // Bounded: past 1000 deliveries in the window the newest 1000 are counted.
+    for n in 0..1000 {
+        add(hooks[1].clone(), now - 60_000 - n, n, DeliveryStatus::Succeeded, 200).await;
+    }
+    let stats = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[1]),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(stats.body["total"], 1000, "{}", stats.body);
+    assert_eq!(stats.body["complete"], false);
+    assert_eq!(stats.body["byStatus"]["succeeded"], 1000, "the newest are counted");
+    assert_eq!(stats.body["successRate"], json!(1.0));
+
+    let other = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[0]),
+        Some(&bearer(&unique("other"))),
+        None,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let empty = call(
+        &app,
+        "GET",
+        "/api/webhooks/wh_01jz0000000000000000000000/stats",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::NOT_FOUND);
+}

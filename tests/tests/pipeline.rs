@@ -1586,7 +1586,12 @@ async fn counted(h: &Harness, tenant: &str, hook: &str, want: &str, n: usize) ->
 /// pages handed on through the delivery queue; `until` bounds the window; a failure before
 /// `since` and another webhook's failures are left alone.
 async fn recover_redelivers_each_failed_delivery_once(kind: Kind) {
-    let vars = [("RETRY_SCHEDULE_SECONDS", "1"), ("RECOVER_PAGE_SIZE", "2")];
+    // The breaker kept shut: this scenario wants every delivery attempted until it fails.
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1"),
+        ("RECOVER_PAGE_SIZE", "2"),
+        ("BREAKER_FAILURES", "1000"),
+    ];
     let Some(h) = harness(kind, &vars).await else { return };
     let receiver = Receiver::start(Reply::Status(503)).await;
     let other = Receiver::start(Reply::Status(503)).await;
@@ -1913,6 +1918,237 @@ async fn guide_verify(cases: &[(&[&str], &webhooks_tests::Received)]) -> Vec<boo
     serde_json::from_slice(&out.stdout).expect("a JSON array of verdicts")
 }
 
+// ---------------------------------------------------------------------------------------
+// Endpoint health: the circuit breaker and auto-disable (issue 11).
+// ---------------------------------------------------------------------------------------
+
+async fn webhook_view(h: &Harness, tenant: &str, hook: &str) -> Value {
+    let (code, w) = h.get(tenant, &format!("/api/webhooks/{hook}")).await;
+    assert_eq!(code, 200, "{w}");
+    w
+}
+
+/// Five failed attempts open an endpoint's breaker; jobs that come while it is open are
+/// deferred without a POST (and without an attempt in the log); the probe after the receiver
+/// recovered closes it, and every deferred delivery is then delivered, each POSTed once.
+async fn a_dead_endpoint_opens_its_breaker_and_recovers(kind: Kind) {
+    // Probes every 5 s: the test's open phase (a few hundred ms) ends long before the first.
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1"),
+        ("BREAKER_PROBE_SECONDS", "5"),
+    ];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/dead"), json!(["system.info"]), None)
+        .await;
+    for i in 0..5 {
+        h.event(&tenant, "system.info", json!({"n": i}), None).await;
+    }
+    let events = take(&h, &h.urls.events, 5).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let jobs = take(&h, &h.urls.delivery, 5).await;
+    let first = h.dispatcher.handle(sqs_event(jobs), None).await;
+    assert_eq!(first.batch_item_failures.len(), 5, "five failures, each to be retried");
+    assert_eq!(receiver.received().len(), 5);
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["health"]["status"], "open", "{w}");
+    assert_eq!(w["health"]["consecutiveFailures"], 5);
+    assert_eq!(
+        w["health"]["lastError"],
+        "Receiver answered HTTP 500 Internal Server Error"
+    );
+    assert!(w["health"]["failingSince"].is_string() && w["health"]["nextProbeAt"].is_string());
+    assert!(w["health"]["lastSuccessAt"].is_null());
+
+    // While open: three more deliveries, and whatever job comes first off the queue, is
+    // handled without a POST and left hidden in the queue.
+    for i in 5..8 {
+        h.event(&tenant, "system.info", json!({"n": i}), None).await;
+    }
+    let events = take(&h, &h.urls.events, 3).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let jobs = take(&h, &h.urls.delivery, 3).await;
+    let deferred = h.dispatcher.handle(sqs_event(jobs.clone()), None).await;
+    assert_eq!(deferred.batch_item_failures.len(), 3, "deferred jobs stay in the queue");
+    assert_eq!(receiver.received().len(), 5, "no POST while the breaker is open");
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+    let attempts: usize = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| d["attempts"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(attempts, 5, "a deferral is not an attempt: {list}");
+
+    // The receiver recovers; the pipeline runs until all eight are delivered.
+    receiver.set_default(Reply::Status(200));
+    let dispatcher = h.dispatcher.clone();
+    let handler: webhooks_local::Handler = Arc::new(move |e| {
+        let d = dispatcher.clone();
+        Box::pin(async move { d.handle(e, None).await })
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_millis(500), &handler)
+            .await
+            .expect("poll");
+        let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+        let done = list
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|d| status(d) == "succeeded")
+            .count();
+        if done == 8 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered after recovery: {list}");
+    }
+    let got = receiver.received();
+    assert_eq!(
+        got.len(),
+        5 + 8,
+        "5 failures, then each of the 8 deliveries POSTed once"
+    );
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["health"]["status"], "healthy", "{w}");
+    assert_eq!(w["health"]["consecutiveFailures"], 0);
+    assert!(w["health"]["lastSuccessAt"].is_string() && w["health"]["failingSince"].is_null());
+    assert!(w["health"]["nextProbeAt"].is_null());
+}
+
+/// An endpoint that fails without a single success for AUTO_DISABLE_AFTER_SECONDS (3 s here)
+/// is disabled: `active: false` with the reason, its pending delivery skipped without a POST,
+/// no job made for it afterwards, and a `system.warning` about it delivered to the tenant's
+/// other subscribed webhooks (not to another tenant's). Re-enabling clears it all.
+async fn a_webhook_failing_for_too_long_is_disabled(kind: Kind) {
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1,1,1,1,1"),
+        ("BREAKER_FAILURES", "2"),
+        ("BREAKER_PROBE_SECONDS", "1"),
+        ("AUTO_DISABLE_AFTER_SECONDS", "3"),
+    ];
+    let Some(h) = harness(kind, &vars).await else { return };
+    let dead = Receiver::start(Reply::Status(503)).await;
+    let ops = Receiver::start(Reply::Status(200)).await;
+    let elsewhere = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hook = h.webhook(&tenant, &dead.url("/dead"), json!(["*"]), None).await;
+    h.webhook(&tenant, &ops.url("/ops"), json!(["system.warning"]), Some("k"))
+        .await;
+    h.webhook(&unique("other"), &elsewhere.url("/x"), json!(["system.warning"]), None)
+        .await;
+    h.event(&tenant, "task.execution.failed", json!({"task": 1}), None)
+        .await;
+
+    let warning = ops.wait_for(1, WAIT).await;
+    assert_eq!(warning.len(), 1, "the tenant's other webhook is told");
+    let body: Value = serde_json::from_slice(&warning[0].body).expect("json");
+    assert_eq!(body["event"], "system.warning");
+    assert_eq!(body["payload"]["type"], "webhook.disabled");
+    assert_eq!(body["payload"]["webhookId"], hook);
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["active"], false, "{w}");
+    let reason = w["disabledReason"].as_str().expect("reason");
+    assert!(reason.starts_with("failing without a success since"), "{reason}");
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    assert_eq!(body["payload"]["reason"], reason);
+    assert!(w["disabledAt"].is_string());
+
+    // Its pending delivery is skipped when its job comes back, without a POST.
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "skipped").await;
+    assert!(
+        d["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("webhook was disabled: failing"),
+        "{d}"
+    );
+    let attempts = d["attempts"].as_array().expect("attempts").len();
+    assert!(attempts >= 3, "failed for 3 s at 1 s intervals: {d}");
+    assert_eq!(
+        dead.received().len(),
+        attempts,
+        "every POST is an attempt; none after the disable"
+    );
+
+    // A new event reaches the other webhook and makes no job for the disabled one.
+    h.event(&tenant, "system.warning", json!({"note": "after"}), None).await;
+    assert_eq!(ops.wait_for(2, WAIT).await.len(), 2);
+    assert_eq!(dead.received().len(), attempts, "a disabled webhook gets no POST");
+    assert!(elsewhere.received().is_empty(), "another tenant is not told");
+
+    // Re-enabled: reason gone, health reset, delivering again.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status().as_u16(), 200);
+    let w: Value = res.json().await.expect("json");
+    assert_eq!(w["active"], true);
+    assert!(
+        w.get("disabledReason").is_none() && w.get("disabledAt").is_none(),
+        "{w}"
+    );
+    assert_eq!(w["health"]["status"], "healthy");
+    assert_eq!(w["health"]["consecutiveFailures"], 0);
+    dead.set_default(Reply::Status(200));
+    h.event(&tenant, "task.execution.failed", json!({"task": 2}), None)
+        .await;
+    assert_eq!(dead.wait_for(attempts + 1, WAIT).await.len(), attempts + 1);
+}
+
+/// A job deferred so often that SQS would soon dead-letter it for its receive count (100)
+/// though it made no attempt is sent again as a fresh message and the old one deleted, still
+/// without a POST.
+async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "60"),
+        ("BREAKER_FAILURES", "1"),
+        ("BREAKER_PROBE_SECONDS", "600"),
+    ];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    h.webhook(&tenant, &receiver.url("/dead"), json!(["system.info"]), None)
+        .await;
+    let first = one_job(&h, &tenant, "system.info").await;
+    assert_eq!(
+        h.dispatcher
+            .handle(sqs_event(vec![first]), None)
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    assert_eq!(receiver.received().len(), 1, "the breaker is open");
+    let mut job = one_job(&h, &tenant, "system.info").await;
+    job.attributes.insert(
+        "ApproximateReceiveCount".into(),
+        webhooks_dispatcher::RECYCLE_AFTER_RECEIVES.to_string(),
+    );
+    let handled = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(handled.batch_item_failures.is_empty(), "the old message is done with");
+    let fresh = take(&h, &h.urls.delivery, 1).await;
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].body, job.body, "the same job");
+    assert_eq!(
+        fresh[0].attributes.get("ApproximateReceiveCount").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(receiver.received().len(), 1, "and still no POST");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -1954,6 +2190,9 @@ on_both_backends!(
     recover_redelivers_each_failed_delivery_once,
     redrive_moves_the_dlq_back_and_the_log_stays_true,
     rotation_signs_with_every_valid_secret,
+    a_dead_endpoint_opens_its_breaker_and_recovers,
+    a_webhook_failing_for_too_long_is_disabled,
+    a_job_deferred_many_times_is_sent_again_fresh,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1990,6 +2229,8 @@ async fn a_crash_mid_batch_loses_nothing() {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         };
         store.create(&w).await.expect("create");
     }
@@ -2001,6 +2242,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         delivery_queue_url: jobs.clone(),
         dead_letter_url: events.clone(),
         retention_days: 1,
+        metrics: Default::default(),
     };
     let body = json!({"event": "system.info", "payload": {}, "tenant": tenant}).to_string();
     queue
@@ -2046,6 +2288,9 @@ async fn a_crash_mid_batch_loses_nothing() {
         retention_days: 1,
         recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: events.clone(),
+        metrics: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

@@ -31,6 +31,8 @@ fn webhook(tenant: &str, events: &[&str], active: bool) -> Webhook {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     }
 }
 
@@ -297,6 +299,119 @@ async fn dynamodb_store_keeps_concurrent_updates() {
         return;
     };
     concurrent_updates(Arc::new(DynamoWebhookStore::new(client, table))).await;
+}
+
+/// Health is written on its own, by compare and set on its `rev`: a stale writer loses, a
+/// user's update neither bumps nor clobbers it (unless it changes it, as a re-enable does),
+/// disabled fields round-trip, and a deleted webhook is never written back.
+async fn health_contract(store: Arc<dyn WebhookStore>) {
+    use webhooks::domain::{Disabled, Health, WebhookPatch};
+    let tenant = unique("tenant");
+    let w = webhook(&tenant, &["system.info"], true);
+    store.create(&w).await.expect("create");
+    assert_eq!(w.health, Health::default());
+    let failed = Health {
+        rev: 1,
+        consecutive_failures: 1,
+        failing_since: Some(1_000),
+        last_failure_at: Some(1_000),
+        last_error: Some("Receiver answered HTTP 500 Internal Server Error".into()),
+        ..Health::default()
+    };
+    assert!(store.set_health(&tenant, &w.id, &w.health, &failed).await.expect("cas"));
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read.health, failed);
+    assert_eq!(read.version, w.version, "health is not a user update");
+    // A writer that read the old health loses.
+    let stale = Health {
+        rev: 1,
+        last_success_at: Some(2_000),
+        ..Health::default()
+    };
+    assert!(!store.set_health(&tenant, &w.id, &w.health, &stale).await.expect("cas"));
+    // A user's update made from a copy read before the failure keeps the stored health.
+    let patch = WebhookPatch {
+        url: Some("https://example.com/new".into()),
+        ..Default::default()
+    };
+    let updated = patch.apply(&w, time::now_ms());
+    store.update(&w, &updated).await.expect("update");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read.url, "https://example.com/new");
+    assert_eq!(read.health, failed, "the dispatcher's write survived the PUT");
+    // A disable round-trips; a re-enable clears it and resets health, in one update.
+    let open = Health {
+        rev: 2,
+        consecutive_failures: 7,
+        breaker_until: Some(9_000),
+        probes: 2,
+        ..failed.clone()
+    };
+    assert!(store.set_health(&tenant, &w.id, &failed, &open).await.expect("cas"));
+    let current = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    let disabled = webhooks::domain::Webhook {
+        active: false,
+        disabled: Some(Disabled {
+            reason: "failing for 5 days".into(),
+            at: 10_000,
+        }),
+        version: current.version + 1,
+        ..current.clone()
+    };
+    store.update(&current, &disabled).await.expect("disable");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read, disabled);
+    assert!(
+        store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .is_empty()
+    );
+    let enable = WebhookPatch {
+        active: Some(true),
+        ..Default::default()
+    };
+    let enabled = enable.apply(&read, time::now_ms());
+    assert_eq!(enabled.disabled, None);
+    assert_eq!(enabled.health.consecutive_failures, 0);
+    store.update(&read, &enabled).await.expect("enable");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read, enabled);
+    assert_eq!(read.health.rev, 3, "the reset is a new revision: older writers lose");
+    assert!(!store.set_health(&tenant, &w.id, &open, &failed).await.expect("cas"));
+    assert_eq!(
+        store.subscribers(&tenant, ev("system.info")).await.expect("subs"),
+        vec![w.id.clone()]
+    );
+    // No resurrection.
+    store.delete(&tenant, &w.id).await.expect("delete");
+    assert!(
+        !store
+            .set_health(&tenant, &w.id, &read.health, &failed)
+            .await
+            .expect("cas")
+    );
+    assert_eq!(store.get(&tenant, &w.id).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_health_apart() {
+    health_contract(Arc::new(MemoryWebhookStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_health_apart() {
+    let (_dir, db) = sqlite_db();
+    health_contract(Arc::new(SqliteWebhookStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_keeps_health_apart() {
+    let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
+        return;
+    };
+    health_contract(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }
 
 /// The delivery log's state machine, on both adapters: the first attempt creates the record,

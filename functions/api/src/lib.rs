@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
+        .route("/api/webhooks/{id}/stats", get(webhook_stats))
         .route(
             "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
             post(resend_delivery),
@@ -104,7 +105,26 @@ fn view(w: &Webhook, reveal_secret: bool) -> Value {
     if reveal_secret {
         v["secret"] = json!(w.secret);
     }
+    if let Some(d) = &w.disabled {
+        v["disabledReason"] = json!(d.reason);
+        v["disabledAt"] = json!(time::iso_ms(d.at));
+    }
+    v["health"] = health_view(&w.health);
     v
+}
+
+/// The endpoint's health as the dispatcher last recorded it (on changes of state only).
+fn health_view(h: &webhooks::domain::Health) -> Value {
+    let iso = |t: Option<u64>| t.map(time::iso_ms);
+    json!({
+        "status": if h.is_open() { "open" } else if h.consecutive_failures > 0 { "failing" } else { "healthy" },
+        "consecutiveFailures": h.consecutive_failures,
+        "failingSince": iso(h.failing_since),
+        "lastSuccessAt": iso(h.last_success_at),
+        "lastFailureAt": iso(h.last_failure_at),
+        "lastError": h.last_error,
+        "nextProbeAt": iso(h.breaker_until),
+    })
 }
 
 fn not_found() -> ApiError {
@@ -145,6 +165,8 @@ async fn create_webhook(
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     };
     state.store.create(&webhook).await?;
     tracing::info!(webhook_id = %webhook.id, tenant = %webhook.tenant, "webhook created");
@@ -423,6 +445,72 @@ async fn list_deliveries(
         response.headers_mut().insert(header::LINK, link);
     }
     Ok(response)
+}
+
+/// `GET /api/webhooks/{id}/stats` counts the deliveries of events from the last this many
+/// seconds.
+pub const STATS_WINDOW_S: u64 = 86_400;
+/// ... reading at most this many of them (newest first, `MAX_PAGE` a query): the work and the
+/// DynamoDB reads of one call are bounded whatever the traffic; past it, `complete: false`.
+pub const STATS_MAX_DELIVERIES: usize = 1000;
+
+/// `GET /api/webhooks/{id}/stats`: the webhook's deliveries of the last 24 h by status, from
+/// the delivery log. Delivery ids begin with their event's time, so the newest-first listing
+/// stops at the first delivery older than the window, or at `STATS_MAX_DELIVERIES`.
+async fn webhook_stats(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let now = time::now_ms();
+    let from = now.saturating_sub(STATS_WINDOW_S * 1000);
+    // The smallest delivery id of an event at `from`: ids sort as their 48-bit time prefix.
+    let floor = format!("dl_{}", ids::encode(((from as u128) & 0xFFFF_FFFF_FFFF) << 80));
+    let mut counts = [0u64; 4];
+    let (mut attempts, mut failed_attempts, mut counted) = (0u64, 0u64, 0usize);
+    let mut cursor: Option<String> = None;
+    let complete = 'pages: loop {
+        let page = state.log.list(&webhook.id, MAX_PAGE, cursor.as_deref()).await?;
+        for d in page.items.iter().filter(|d| d.tenant == who.tenant) {
+            if d.id < floor {
+                break 'pages true;
+            }
+            if counted == STATS_MAX_DELIVERIES {
+                break 'pages false;
+            }
+            counted += 1;
+            counts[match d.status {
+                DeliveryStatus::Pending => 0,
+                DeliveryStatus::Succeeded => 1,
+                DeliveryStatus::Failed => 2,
+                DeliveryStatus::Skipped => 3,
+            }] += 1;
+            attempts += d.attempts.len() as u64;
+            failed_attempts += d
+                .attempts
+                .iter()
+                .filter(|a| !a.status_code.is_some_and(|c| (200..300).contains(&c)))
+                .count() as u64;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break true,
+        }
+    };
+    let [pending, succeeded, failed, skipped] = counts;
+    let ended = succeeded + failed;
+    Ok(Json(json!({
+        "webhookId": webhook.id,
+        "from": time::iso_ms(from),
+        "to": time::iso_ms(now),
+        "total": counted,
+        "byStatus": {"pending": pending, "succeeded": succeeded, "failed": failed, "skipped": skipped},
+        "successRate": (ended > 0).then(|| succeeded as f64 / ended as f64),
+        "attempts": attempts,
+        "failedAttempts": failed_attempts,
+        "complete": complete,
+    })))
 }
 
 async fn get_delivery(

@@ -14,7 +14,7 @@ use webhooks::ports::MAX_RECORDED_FAN_OUT;
 use webhooks::ssrf::MAX_URL_LEN;
 
 use crate::extract::MAX_BODY_BYTES;
-use crate::{DEFAULT_PAGE, MAX_PAGE};
+use crate::{DEFAULT_PAGE, MAX_PAGE, STATS_MAX_DELIVERIES};
 
 /// Every (method, path) the router serves, as the document names them.
 pub const OPERATIONS: &[(&str, &str)] = &[
@@ -30,6 +30,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/resend"),
     ("post", "/api/webhooks/{id}/recover"),
     ("get", "/api/events"),
+    ("get", "/api/webhooks/{id}/stats"),
     ("post", "/api/events"),
     ("get", "/api/events/{id}"),
     ("get", "/api/event-types"),
@@ -102,6 +103,7 @@ fn webhook_links() -> Value {
         "UpdateWebhook": {"operationId": "updateWebhook", "parameters": by_id},
         "DeleteWebhook": {"operationId": "deleteWebhook", "parameters": by_id},
         "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id},
+        "GetWebhookStats": {"operationId": "getWebhookStats", "parameters": by_id},
         "RotateSecret": {"operationId": "rotateSecret", "parameters": by_id},
     })
 }
@@ -178,6 +180,11 @@ pub fn document() -> Value {
                 "parameters": [id_param("id"), id_param("deliveryId")],
                 "get": {"operationId": "getDelivery", "responses": problem_responses(r(json!({"200": json_response("The delivery and its attempts", delivery.clone())})))}
             },
+            "/api/webhooks/{id}/stats": {
+                "parameters": [id_param("id")],
+                "get": {"operationId": "getWebhookStats", "summary": format!("Deliveries of the last 24 h by status, from the delivery log (at most the newest {STATS_MAX_DELIVERIES})"),
+                    "responses": problem_responses(r(json!({"200": json_response("Counts and success rate", json!({"$ref": "#/components/schemas/WebhookStats"}))})))}
+            },
             "/api/event-types": {
                 "get": {"operationId": "listEventTypes", "responses": problem_responses(r(json!({"200": json_response("Every event type",
                     json!({"type": "array", "items": {"$ref": "#/components/schemas/EventType"}}))})))}
@@ -194,7 +201,8 @@ pub fn document() -> Value {
                 "UpdateWebhook": {"type": "object", "additionalProperties": false,
                     "properties": {"url": url, "events": events, "secret": secret, "active": {"type": "boolean"},
                         "id": {"description": "ignored"}, "createdAt": {"description": "ignored"}, "updatedAt": {"description": "ignored"}, "hasSecret": {"description": "ignored"},
-                        "previousSecrets": {"description": "ignored"}}},
+                        "previousSecrets": {"description": "ignored"},
+                        "health": {"description": "ignored"}, "disabledReason": {"description": "ignored"}, "disabledAt": {"description": "ignored"}}},
                 "RotateSecret": {"type": "object", "additionalProperties": false,
                     "properties": {"secret": {"type": "string", "minLength": 1, "maxLength": MAX_SECRET_LEN, "description": "The new secret; absent: a generated `whsec_` + base64 of 32 random bytes"},
                         "overlapSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_OVERLAP_S, "default": DEFAULT_OVERLAP_S,
@@ -205,13 +213,25 @@ pub fn document() -> Value {
                     "properties": {"event": {"type": "string", "enum": event_names}, "payload": payload,
                         "id": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID_LEN, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
                             "description": "Idempotency key: one fan-out per tenant and id"}}},
-                "Webhook": {"type": "object", "required": ["id", "url", "events", "active", "hasSecret", "previousSecrets", "createdAt", "updatedAt"],
+                "Webhook": {"type": "object", "required": ["id", "url", "events", "active", "hasSecret", "previousSecrets", "createdAt", "updatedAt", "health"],
                     "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
                         "active": {"type": "boolean"}, "hasSecret": {"type": "boolean"},
                         "previousSecrets": {"type": "array", "maxItems": MAX_PREVIOUS_SECRETS, "description": "Secrets a rotation replaced that still sign, newest first (never the secrets themselves)",
                             "items": {"type": "object", "required": ["expiresAt"], "properties": {"expiresAt": {"type": "string", "format": "date-time"}}}},
                         "secret": {"type": ["string", "null"], "description": "Only in the response that sets it"},
-                        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"}}},
+                        "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+                        "disabledReason": {"type": "string", "description": "Why the dispatcher disabled the webhook (`active: false`); cleared by re-enabling it"},
+                        "disabledAt": {"type": "string", "format": "date-time"},
+                        "health": {"$ref": "#/components/schemas/Health"}}},
+                "Health": {"type": "object", "description": "The endpoint's health, recorded by the dispatcher on changes of state only",
+                    "required": ["status", "consecutiveFailures", "failingSince", "lastSuccessAt", "lastFailureAt", "lastError", "nextProbeAt"],
+                    "properties": {"status": {"type": "string", "enum": ["healthy", "failing", "open"], "description": "open: the circuit breaker holds deliveries back until nextProbeAt"},
+                        "consecutiveFailures": {"type": "integer", "minimum": 0},
+                        "failingSince": {"type": ["string", "null"], "format": "date-time", "description": "The first failure since the last success"},
+                        "lastSuccessAt": {"type": ["string", "null"], "format": "date-time", "description": "The last success that changed the state (the first, or the first after failures)"},
+                        "lastFailureAt": {"type": ["string", "null"], "format": "date-time"},
+                        "lastError": {"type": ["string", "null"]},
+                        "nextProbeAt": {"type": ["string", "null"], "format": "date-time", "description": "While the breaker is open: when one delivery is let through to probe the endpoint"}}},
                 "TestResult": {"type": "object", "required": ["success", "statusCode", "message"],
                     "properties": {"success": {"type": "boolean"}, "statusCode": {"type": ["integer", "null"]}, "message": {"type": "string"}}},
                 "EventAccepted": {"type": "object", "required": ["id", "event", "timestamp", "status", "duplicate"],
@@ -229,6 +249,15 @@ pub fn document() -> Value {
                         "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
                         "nextAttemptAt": {"type": "string", "format": "date-time", "description": "When a pending delivery is tried next"},
                         "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}}}},
+                "WebhookStats": {"type": "object", "required": ["webhookId", "from", "to", "total", "byStatus", "successRate", "attempts", "failedAttempts", "complete"],
+                    "properties": {"webhookId": {"type": "string"},
+                        "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+                        "total": {"type": "integer", "minimum": 0, "maximum": STATS_MAX_DELIVERIES},
+                        "byStatus": {"type": "object", "required": ["pending", "succeeded", "failed", "skipped"],
+                            "properties": {"pending": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "skipped": {"type": "integer"}}},
+                        "successRate": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": "succeeded / (succeeded + failed); null when none ended so"},
+                        "attempts": {"type": "integer"}, "failedAttempts": {"type": "integer"},
+                        "complete": {"type": "boolean", "description": format!("false when the window held more than {STATS_MAX_DELIVERIES} deliveries: the counts are of the newest")}}},
                 "EventType": {"type": "object", "required": ["name", "description", "category"],
                     "properties": {"name": {"type": "string"}, "description": {"type": "string"}, "category": {"type": "string"}}},
                 "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],

@@ -34,6 +34,9 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         retention_days: config.retention_days,
         recover_page: config.recover_page,
         clock: webhooks::time::Clock::default(),
+        breaker: config.breaker,
+        events_queue_url: config.events_queue_url()?.to_string(),
+        metrics: webhooks::metrics::Metrics::Stdout,
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -12,6 +12,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::Instrument;
 use webhooks::batch;
 use webhooks::messages::{DeliveryJob, decode_event, raw_payload};
+use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore, send_all};
 use webhooks::{ids, retry, time};
 
@@ -35,6 +36,20 @@ pub struct Ingest {
     pub dead_letter_url: String,
     /// Stored events expire (DynamoDB TTL) after this many days: the dedupe window.
     pub retention_days: u64,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Metrics,
+}
+
+/// The metrics ingest counts per invocation (`metrics::NAMESPACE`).
+pub mod metric {
+    /// Events fanned out completely (every job enqueued), even to no webhook.
+    pub const FANNED_OUT: &str = "EventsFannedOut";
+    /// Delivery jobs enqueued by the events fanned out.
+    pub const ENQUEUED: &str = "DeliveriesEnqueued";
+    /// Copies of events already fanned out, dropped.
+    pub const DUPLICATES: &str = "EventsDuplicate";
+    /// Events left to SQS to retry (or dead-lettered as undecodable).
+    pub const FAILED: &str = "EventsFailed";
 }
 
 /// What became of one message before its jobs are sent.
@@ -42,8 +57,10 @@ pub struct Ingest {
 enum Fanned {
     /// Claimed by this invocation; these jobs remain to be sent.
     Jobs(StoredEvent, Vec<DeliveryJob>),
-    /// Dead-lettered, a duplicate, or nothing to do.
-    Done,
+    /// Fanned out already: dropped.
+    Duplicate,
+    /// Undecodable: in the events DLQ with the reason.
+    DeadLettered,
     Failed,
 }
 
@@ -64,6 +81,7 @@ impl Ingest {
         let mut messages = Vec::new();
         let mut owner_of: Vec<String> = Vec::new();
         let mut claimed: Vec<(String, StoredEvent, Vec<String>)> = Vec::new();
+        let (mut duplicates, mut dead_lettered) = (0u64, 0u64);
         for (message_id, result) in fanned {
             match result {
                 Fanned::Jobs(event, jobs) => {
@@ -78,7 +96,8 @@ impl Ingest {
                         owner_of.push(message_id.clone());
                     }
                 }
-                Fanned::Done => {}
+                Fanned::Duplicate => duplicates += 1,
+                Fanned::DeadLettered => dead_lettered += 1,
                 Fanned::Failed => {
                     failed.insert(message_id);
                 }
@@ -94,7 +113,7 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not enqueue delivery jobs; the events will be retried");
-                failed.extend(owner_of);
+                failed.extend(owner_of.iter().cloned());
             }
         }
         for (message_id, event, webhooks) in &claimed {
@@ -126,6 +145,18 @@ impl Ingest {
         for id in &failed {
             tracing::warn!(message_id = %id, "event not fanned out completely; it will be retried");
         }
+        let tally = Tally::default();
+        let fanned_out: Vec<&String> = claimed
+            .iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !failed.contains(*id))
+            .collect();
+        tally.add(metric::FANNED_OUT, fanned_out.len() as u64);
+        let enqueued = owner_of.iter().filter(|id| fanned_out.contains(id)).count();
+        tally.add(metric::ENQUEUED, enqueued as u64);
+        tally.add(metric::DUPLICATES, duplicates);
+        tally.add(metric::FAILED, failed.len() as u64 + dead_lettered);
+        self.metrics.emit("ingest", &tally);
         batch::failures(failed)
     }
 
@@ -136,7 +167,7 @@ impl Ingest {
             Ok(decoded) => decoded,
             Err(reason) => {
                 return if self.dead_letter(message_id, body, &reason.to_string()).await {
-                    Fanned::Done
+                    Fanned::DeadLettered
                 } else {
                     Fanned::Failed
                 };
@@ -163,7 +194,7 @@ impl Ingest {
             Ok(Claim::Won(stored)) => stored,
             Ok(Claim::Duplicate(_)) => {
                 tracing::info!("duplicate event ignored: already fanned out");
-                return Fanned::Done;
+                return Fanned::Duplicate;
             }
             Ok(Claim::Busy { until_ms }) => {
                 // Back when the lease ends: then the event is fanned out (a duplicate to drop)

@@ -230,6 +230,7 @@ impl Runner {
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_url: urls.events_dlq.clone(),
             retention_days: config.retention_days,
+            metrics: Default::default(),
         };
         let dispatcher = Dispatcher {
             store,
@@ -244,6 +245,9 @@ impl Runner {
             retention_days: config.retention_days,
             recover_page: config.recover_page,
             clock: clock.clone(),
+            breaker: config.breaker,
+            events_queue_url: urls.events.clone(),
+            metrics: Default::default(),
         };
         Ok(Runner {
             db,

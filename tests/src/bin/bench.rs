@@ -1,8 +1,8 @@
 //! `cargo run --release -p webhooks-tests --bin bench [sections…] [--quick]`
 //!
 //! One table per section, measured side by side in one run (see tests/BENCH.md):
-//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`. Without names, all of
-//! them but the soak.
+//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`. Without names,
+//! all of them but the soak.
 //! `cost` and `fanout` need the emulator (`AWS_ENDPOINT_URL`); `cold` needs the release
 //! binaries (`cargo build --release --bins`). Everything listens and connects on 127.0.0.1.
 
@@ -16,6 +16,8 @@ mod dispatch;
 mod durable;
 #[path = "bench/e2e.rs"]
 mod e2e;
+#[path = "bench/health.rs"]
+mod health;
 #[path = "bench/meter.rs"]
 mod meter;
 #[path = "bench/payload.rs"]
@@ -31,8 +33,8 @@ mod table;
 
 use table::Table;
 
-const SECTIONS: [&str; 8] = [
-    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable",
+const SECTIONS: [&str; 9] = [
+    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health",
 ];
 
 fn machine() -> Table {
@@ -162,6 +164,9 @@ async fn main() {
     }
     if run("durable") {
         durable::run(quick).await.print();
+    }
+    if run("health") {
+        health::run(quick).await.print();
     }
     if run("soak") {
         soak::run(events).await.print();

@@ -92,6 +92,7 @@ fn pipeline(env: &Env) -> Pipeline {
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
         dead_letter_url: env.urls[EVENTS_DLQ.logical_id].clone(),
         retention_days: 30,
+        metrics: Default::default(),
     };
     let dispatcher = Dispatcher {
         store: store.clone(),
@@ -106,6 +107,9 @@ fn pipeline(env: &Env) -> Pipeline {
         retention_days: 30,
         recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
+        metrics: Default::default(),
     };
     Pipeline {
         meter,
@@ -155,6 +159,8 @@ async fn create_webhooks(p: &Pipeline, env: &Env, tenant: &str, n: usize) {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         })
         .collect();
     // One at a time: moto's TransactWriteItems copies the table without a lock, and a

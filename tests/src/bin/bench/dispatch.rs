@@ -69,6 +69,8 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         };
         store.create(&w).await.expect("create webhook");
         hooks.push(w.id);
@@ -112,12 +114,15 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
         queue,
         deliverer: deliverer.clone(),
         delivery_queue_url: queue_url.clone(),
-        dead_letter_url: queue_url,
+        dead_letter_url: queue_url.clone(),
         schedule: vec![5, 300],
         timeout: Duration::from_secs(15),
         retention_days: 1,
         recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: queue_url,
+        metrics: Default::default(),
     };
     Prepared { dispatcher, batches }
 }

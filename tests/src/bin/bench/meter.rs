@@ -310,6 +310,23 @@ impl WebhookStore for CountingStore {
         r
     }
 
+    async fn set_health(
+        &self,
+        tenant: &str,
+        id: &str,
+        old: &webhooks::domain::Health,
+        new: &webhooks::domain::Health,
+    ) -> Result<bool, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.set_health(tenant, id, old, new).await;
+        let took = t0.elapsed();
+        // An UpdateItem is charged on the whole item: a webhook is well under 1 KB with its
+        // health map (about 200 bytes).
+        self.meter
+            .add(took, "WebhookStore::set_health", "UpdateItem", 1, 0.0, 1.0, 0.0, 0);
+        r
+    }
+
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.delete(tenant, id).await;

@@ -128,6 +128,8 @@ pub async fn run(events: usize) -> Table {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     };
     webhooks::ports::WebhookStore::create(&store, &hook)
         .await
