@@ -24,12 +24,17 @@ infra/emulator.sh install
 infra/contract.sh install
 infra/browser.sh install
 infra/localstack.sh install
+# Issue 14: the official Standard Webhooks verifiers (PyPI and npm) for tests/tests/first_hour.rs.
+infra/standardwebhooks.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"
+# The README quick start's build (no AWS SDK) first, so that phase 2's run of it compiles
+# nothing; then the full build, whose webhooks-local the suites spawn.
+cargo build -p webhooks-local --no-default-features --quiet
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --no-run
 
