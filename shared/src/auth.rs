@@ -3,6 +3,77 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
+/// jsonwebtoken's cryptography for the one algorithm we accept, HS256, with RustCrypto's `hmac`
+/// (the crate webhook signatures use). Its built-in backends are aws-lc-rs (a long C build the
+/// local quick start would pay for) or the whole RustCrypto set (RSA, ECDSA, Ed25519) that an
+/// HS256-only service never calls. Any other algorithm is refused here as well as by the
+/// `Validation`.
+mod hs256 {
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
+    use jsonwebtoken::errors::{ErrorKind, Result};
+    use jsonwebtoken::signature::{self, Signer, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+    use sha2::Sha256;
+
+    struct Hs256(Hmac<Sha256>);
+
+    impl Hs256 {
+        fn new(alg: &Algorithm, secret: Result<&[u8]>) -> Result<Hs256> {
+            if *alg != Algorithm::HS256 {
+                return Err(ErrorKind::InvalidAlgorithm.into());
+            }
+            Hmac::new_from_slice(secret?)
+                .map(Hs256)
+                .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+        }
+    }
+
+    impl Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Hs256 {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            // Constant-time comparison.
+            mac.verify_slice(sig).map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: |alg, key: &EncodingKey| Ok(Box::new(Hs256::new(alg, key.try_get_hmac_secret())?)),
+        verifier_factory: |alg, key: &DecodingKey| Ok(Box::new(Hs256::new(alg, key.try_get_hmac_secret())?)),
+        jwk_utils: JwkUtils::new_unimplemented(),
+    };
+
+    /// Before the first token is signed or verified. A provider installed earlier (a test that
+    /// forges tokens with jsonwebtoken's own backend) is kept: it computes the same HS256.
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let _ = PROVIDER.install_default();
+        });
+    }
+}
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Tenant ids are 1 to this many bytes, printable, without `#` (a key delimiter).
@@ -66,6 +137,7 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
+        hs256::install();
         // Pinning the algorithm list to HS256 is what stops `alg: none` and HS/RS confusion:
         // the header's algorithm must be in this list, and the key is only ever an HMAC key.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -139,6 +211,7 @@ impl JwtVerifier {
 
 /// Mints an HS256 token; the local runner's `token` command and the tests use it.
 pub fn mint(secret: &[u8], claims: &Claims) -> String {
+    hs256::install();
     encode(
         &Header::new(Algorithm::HS256),
         claims,

@@ -188,7 +188,7 @@ async fn delivers_with_both_signatures(kind: Kind) {
             &tenant,
             &receiver.url("/hooks"),
             json!(["workflow.execution.*"]),
-            Some("whsec_c2VjcmV0LWtleQ=="),
+            Some("whsec_c2VjcmV0LWtleS1vZi0yNC1ieXRlcyEh"),
         )
         .await;
     let payload = json!({"id": "1", "workflowDefinitionId": "1", "status": "COMPLETED"});
@@ -202,7 +202,7 @@ async fn delivers_with_both_signatures(kind: Kind) {
     assert_eq!(body["event"], "workflow.execution.completed");
     assert_eq!(body["payload"], payload);
     assert!(signing::verify_guide_signature(
-        "whsec_c2VjcmV0LWtleQ==",
+        "whsec_c2VjcmV0LWtleS1vZi0yNC1ieXRlcyEh",
         &req.body,
         req.header("x-webhook-signature").expect("sig")
     ));
@@ -210,7 +210,12 @@ async fn delivers_with_both_signatures(kind: Kind) {
         req.header("webhook-id").expect("id"),
         req.header("webhook-timestamp").expect("ts"),
     );
-    let expected = signing::standard_signature("whsec_c2VjcmV0LWtleQ==", id, ts.parse().expect("ts"), &req.body);
+    let expected = signing::standard_signature(
+        "whsec_c2VjcmV0LWtleS1vZi0yNC1ieXRlcyEh",
+        id,
+        ts.parse().expect("ts"),
+        &req.body,
+    );
     assert_eq!(req.header("webhook-signature"), Some(expected.as_str()));
     assert_eq!(req.header("x-webhook-event"), Some("workflow.execution.completed"));
 
@@ -238,7 +243,12 @@ async fn fails_twice_then_succeeds(kind: Kind) {
     receiver.script(vec![Reply::Status(500), Reply::Status(503)]);
     let tenant = unique("acme");
     let hook = h
-        .webhook(&tenant, &receiver.url("/"), json!(["task.execution.failed"]), Some("k"))
+        .webhook(
+            &tenant,
+            &receiver.url("/"),
+            json!(["task.execution.failed"]),
+            Some("k-0123456789abcdef"),
+        )
         .await;
     h.event(&tenant, "task.execution.failed", json!({"task": 7}), None)
         .await;
@@ -567,7 +577,7 @@ async fn node_receivers_that_reserialise_verify(kind: Kind) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/node/receiver.js");
     let mut child = tokio::process::Command::new("node")
         .arg(script)
-        .env("SECRET", "guide-secret")
+        .env("SECRET", "guide-secret-0123456789")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -585,12 +595,12 @@ async fn node_receivers_that_reserialise_verify(kind: Kind) {
             &tenant,
             &format!("http://127.0.0.1:{port}/webhook"),
             json!(["progress.updated"]),
-            Some("guide-secret"),
+            Some("guide-secret-0123456789"),
         )
         .await;
     let payloads = [
         json!({"float": 1.0, "half": 0.5, "tiny": 1e-7, "huge": 1e21, "neg": -0.0, "exp": 2.5E-3}),
-        serde_json::from_str::<Value>(r#"{"big": 12345678901234567890, "max": 9007199254740993, "list": [1.10, 2e0]}"#)
+        serde_json::from_str::<Value>(r#"{"max": 9007199254740991, "min": -9007199254740991, "list": [1.10, 2e0], "bigfloat": 1.2345678901234567e30}"#)
             .expect("json"),
         json!({"unicode": "héllo wörld ✓ 😀 \u{2028}\u{2029}", "escapes": "quote\" back\\ slash/ nl\n tab\t ctl\u{1} del\u{7f}"}),
         serde_json::from_str::<Value>(
@@ -692,7 +702,7 @@ async fn large_payloads_reach_every_subscriber(kind: Kind) {
             &tenant,
             &receiver.url(&format!("/{i}")),
             json!(["system.info"]),
-            Some("k"),
+            Some("k-0123456789abcdef"),
         )
         .await;
     }

@@ -42,45 +42,72 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or_default().trim();
-            if !(essence == "application/json" || essence.ends_with("+json")) {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type must be application/json, not '{essence}'"
-                )));
-            }
-        }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > DRAIN_BYTES) {
-            return Err(ApiError::TooLarge(MAX_BODY_BYTES));
-        }
-        // Bodies a little over the limit are read to the end before the 413, so that a client
-        // still sending sees the answer instead of a reset connection.
-        let bytes = axum::body::to_bytes(req.into_body(), DRAIN_BYTES).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-            if too_large {
-                ApiError::TooLarge(MAX_BODY_BYTES)
-            } else {
-                ApiError::bad_request("", "could not read the request body")
-            }
-        })?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(ApiError::TooLarge(MAX_BODY_BYTES));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "",
-                "request body is empty; expected a JSON object",
-            ));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request("", format!("malformed JSON: {e}")))
+        read_json(req, false).await.map(JsonBody)
     }
+}
+
+/// A JSON body that may be left out: no body (or only whitespace) reads as `{}`.
+pub struct OptionalJsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req, true).await.map(OptionalJsonBody)
+    }
+}
+
+async fn read_json(req: Request<Body>, empty_ok: bool) -> Result<Value, ApiError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if !(essence == "application/json" || essence.ends_with("+json")) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type must be application/json, not '{essence}'"
+            )));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_BYTES) {
+        return Err(ApiError::TooLarge(MAX_BODY_BYTES));
+    }
+    // Bodies a little over the limit are read to the end before the 413, so that a client
+    // still sending sees the answer instead of a reset connection.
+    let bytes = axum::body::to_bytes(req.into_body(), DRAIN_BYTES).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large {
+            ApiError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            ApiError::bad_request("", "could not read the request body")
+        }
+    })?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::TooLarge(MAX_BODY_BYTES));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if empty_ok {
+            return Ok(Value::Object(serde_json::Map::new()));
+        }
+        return Err(ApiError::bad_request(
+            "",
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    // Before parsing: serde_json would keep the last of duplicate keys and round big
+    // integers without a word, and refuse a lone surrogate as if it were not JSON.
+    let losses = webhooks::jsjson::losses(&bytes);
+    if !losses.is_empty() {
+        return Err(ApiError::Invalid(
+            losses
+                .into_iter()
+                .map(|l| webhooks::domain::FieldError::new(l.path, l.message))
+                .collect(),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("", format!("malformed JSON: {e}")))
 }

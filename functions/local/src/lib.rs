@@ -4,6 +4,8 @@
 //! source mapping: batches of up to 10, delete what succeeded, leave item failures to the
 //! visibility timeout.
 
+pub mod listen;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +17,12 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
+#[cfg(feature = "aws")]
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
 use webhooks::ports::{DeliveryLog, EventStore, MAX_BATCH, Queue, QueueMessage, WebhookStore};
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
+#[cfg(feature = "aws")]
 use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
 use webhooks_dispatcher::Dispatcher;
@@ -43,6 +47,7 @@ pub fn local_config(get: impl Fn(&str) -> Option<String>) -> Result<Config, Conf
 pub enum Backend {
     Memory,
     /// DynamoDB and SQS at `AWS_ENDPOINT_URL` or AWS itself; tables and queues from the config.
+    #[cfg(feature = "aws")]
     Aws(Box<aws_config::SdkConfig>),
 }
 
@@ -50,6 +55,7 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::Memory => "in-memory (embedded)".into(),
+            #[cfg(feature = "aws")]
             Backend::Aws(_) => {
                 let endpoint = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
                 let all = endpoint("AWS_ENDPOINT_URL");
@@ -130,6 +136,7 @@ impl Runner {
                 };
                 (ports, urls, Some(q))
             }
+            #[cfg(feature = "aws")]
             Backend::Aws(sdk) => {
                 let dynamo = aws_sdk_dynamodb::Client::new(sdk);
                 let urls = QueueUrls {
