@@ -1,7 +1,7 @@
 .PHONY: run test emulator-start emulator-stop bootstrap build-lambda fmt lint
 
-# Serve the API on 127.0.0.1:$${PORT:-3000} with in-memory adapters (the quick start's build,
-# without the AWS SDK: see README "Run it locally").
+# Serve the API on 127.0.0.1:$${PORT:-3000}, keeping its data in $${DATA_DIR:-.webhooks-data}
+# (SQLite), with the quick start's build: without the AWS SDK (see README "Run it locally").
 run:
 	cargo run -p webhooks-local --no-default-features
 

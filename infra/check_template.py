@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,10 +197,31 @@ def check_tables(t: Template, specs: dict, r: Report) -> None:
         want_keys = [(spec["hashKey"], "HASH"), (spec["rangeKey"], "RANGE")]
         r.check(keys == want_keys, f"{logical_id} key schema is {want_keys}", f"got {keys}")
         attrs = sorted((a.get("AttributeName"), a.get("AttributeType")) for a in p.get("AttributeDefinitions") or [])
-        want_attrs = sorted([(spec["hashKey"], "S"), (spec["rangeKey"], "S")])
+        index = spec.get("index")
+        want_attrs = [(spec["hashKey"], "S"), (spec["rangeKey"], "S")]
+        if index:
+            want_attrs += [(index["hashKey"], "S"), (index["rangeKey"], "S")]
+        want_attrs = sorted(want_attrs)
         r.check(attrs == want_attrs, f"{logical_id} defines only attributes {want_attrs}", f"got {attrs}")
-        indexes = [k for k in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes") if p.get(k)]
-        r.check(not indexes, f"{logical_id} has no secondary indexes", f"has {indexes}")
+        r.check(not p.get("LocalSecondaryIndexes"), f"{logical_id} has no local secondary indexes", "it has some")
+        got_indexes = []
+        for g in p.get("GlobalSecondaryIndexes") or []:
+            projection = g.get("Projection") or {}
+            got_indexes.append({
+                "name": g.get("IndexName"),
+                "keys": [(k.get("AttributeName"), k.get("KeyType")) for k in g.get("KeySchema") or []],
+                "projection": projection.get("ProjectionType"),
+                "projected": sorted(projection.get("NonKeyAttributes") or []),
+            })
+        want_indexes = []
+        if index:
+            want_indexes.append({
+                "name": index["name"],
+                "keys": [(index["hashKey"], "HASH"), (index["rangeKey"], "RANGE")],
+                "projection": "INCLUDE",
+                "projected": sorted(index["projected"]),
+            })
+        r.check(got_indexes == want_indexes, f"{logical_id} global secondary indexes are {want_indexes}", f"got {got_indexes}")
         ttl_spec = p.get("TimeToLiveSpecification") or {}
         ttl = ttl_spec.get("AttributeName") if ttl_spec.get("Enabled") in (True, "true") else None
         r.check(
@@ -328,6 +350,148 @@ def check_retry_schedule(t: Template, r: Report) -> None:
     r.check(found, "a function sets RETRY_SCHEDULE_SECONDS", "none does")
 
 
+# Routes anyone may call: the UI's files and the OpenAPI document. Every other route is an API
+# route and must sit behind the JWT authorizer whenever AuthorizerIssuer is set.
+PUBLIC_ROUTES = {"GET /", "GET /ui/{proxy+}", "GET /api/openapi.json"}
+GATEWAY_CONDITION = "UseGatewayAuthorizer"
+
+
+def check_api_auth(t: Template, r: Report) -> None:
+    """Who verifies bearer tokens: ApiFunction by default, API Gateway's JWT authorizer when the
+    AuthorizerIssuer parameter is set, and then the function must be told (AUTH_MODE) and no
+    API route may be left without the authorizer (the function would refuse its requests, but
+    the template should not rely on that)."""
+    param = t.parameters.get("AuthorizerIssuer") or {}
+    r.check(param.get("Default") == "", "parameter AuthorizerIssuer defaults to empty (the function verifies tokens)", f"got {param.get('Default')!r}")
+    cond = (t.doc.get("Conditions") or {}).get(GATEWAY_CONDITION)
+    want = {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuthorizerIssuer"}, ""]}]}
+    r.check(cond == want, f"condition {GATEWAY_CONDITION} is AuthorizerIssuer != ''", f"got {cond}")
+    authorizers = t.of_type("AWS::ApiGatewayV2::Authorizer")
+    r.check(list(authorizers) == ["GatewayAuthorizer"], "one authorizer, GatewayAuthorizer", f"got {list(authorizers)}")
+    auth = authorizers.get("GatewayAuthorizer") or {}
+    props = t.props(auth)
+    r.check(auth.get("Condition") == GATEWAY_CONDITION, f"GatewayAuthorizer exists only under {GATEWAY_CONDITION}", f"got {auth.get('Condition')}")
+    r.check(props.get("AuthorizerType") == "JWT", "GatewayAuthorizer is API Gateway's JWT authorizer", f"got {props.get('AuthorizerType')}")
+    jwt = props.get("JwtConfiguration") or {}
+    r.check(
+        jwt.get("Issuer") == {"Ref": "AuthorizerIssuer"} and jwt.get("Audience") == {"Ref": "AuthorizerAudience"},
+        "GatewayAuthorizer checks iss = AuthorizerIssuer and aud in AuthorizerAudience",
+        f"got {jwt}",
+    )
+    r.check(props.get("IdentitySource") == ["$request.header.Authorization"], "GatewayAuthorizer reads the Authorization header", f"got {props.get('IdentitySource')}")
+    functions = t.of_type("AWS::Serverless::Function")
+    api_fn = functions.get("ApiFunction") or {}
+    mode = t.function_env(api_fn).get("AUTH_MODE")
+    r.check(
+        mode == {"Fn::If": [GATEWAY_CONDITION, "api-gateway", "token"]},
+        f"ApiFunction AUTH_MODE is api-gateway exactly when {GATEWAY_CONDITION}",
+        f"got {mode}",
+    )
+    integrations = t.of_type("AWS::ApiGatewayV2::Integration")
+    to_api = {i for i, res in integrations.items() if getatt_arn_target(t.props(res).get("IntegrationUri")) == "ApiFunction"}
+    routes = t.of_type("AWS::ApiGatewayV2::Route")
+    keys = {t.props(res).get("RouteKey") for res in routes.values()}
+    for key in sorted(PUBLIC_ROUTES | {"ANY /api", "ANY /api/{proxy+}"}):
+        r.check(key in keys, f"route {key} exists", f"routes {sorted(k for k in keys if k)}")
+    for route_id, res in sorted(routes.items()):
+        p = t.props(res)
+        key = p.get("RouteKey")
+        target = p.get("Target")
+        r.check(
+            any(target == {"Fn::Sub": f"integrations/${{{i}}}"} for i in to_api),
+            f"route {key} ({route_id}) goes to ApiFunction's integration",
+            f"got {target}",
+        )
+        if key in PUBLIC_ROUTES:
+            r.check(p.get("AuthorizationType") == "NONE" and "AuthorizerId" not in p, f"route {key} is public", f"got {p.get('AuthorizationType')}")
+        else:
+            r.check(
+                p.get("AuthorizationType") == {"Fn::If": [GATEWAY_CONDITION, "JWT", "NONE"]}
+                and p.get("AuthorizerId") == {"Fn::If": [GATEWAY_CONDITION, {"Ref": "GatewayAuthorizer"}, {"Ref": "AWS::NoValue"}]},
+                f"route {key} is behind GatewayAuthorizer when {GATEWAY_CONDITION}",
+                f"got {p.get('AuthorizationType')} / {p.get('AuthorizerId')}",
+            )
+    permissions = [
+        t.props(res) for res in t.of_type("AWS::Lambda::Permission").values()
+        if t.props(res).get("Principal") == "apigateway.amazonaws.com"
+    ]
+    r.check(
+        any(p.get("FunctionName") == {"Ref": "ApiFunction"} for p in permissions),
+        "API Gateway may invoke ApiFunction",
+        f"permissions {permissions}",
+    )
+
+
+def queue_alarms(t: Template, metric: str) -> dict[str, list[str]]:
+    """Queue logical id -> the alarms on its `metric` (AWS/SQS, by QueueName)."""
+    out: dict[str, list[str]] = {}
+    for alarm_id, alarm in t.of_type("AWS::CloudWatch::Alarm").items():
+        p = t.props(alarm)
+        if p.get("Namespace") != "AWS/SQS" or p.get("MetricName") != metric:
+            continue
+        for d in p.get("Dimensions") or []:
+            value = d.get("Value")
+            if d.get("Name") == "QueueName" and isinstance(value, dict) and "Fn::GetAtt" in value:
+                target = value["Fn::GetAtt"]
+                if isinstance(target, list) and target[1:] == ["QueueName"]:
+                    out.setdefault(target[0], []).append(alarm_id)
+    return out
+
+
+def emitted_metrics() -> list[str]:
+    """The names in the `pub mod metric` blocks of the dispatcher and ingest (their EMF lines)."""
+    names: list[str] = []
+    for src in ("functions/dispatcher/src/lib.rs", "functions/ingest/src/lib.rs"):
+        text = (ROOT / src).read_text(encoding="utf-8")
+        block = re.search(r"pub mod metric \{(.*?)\n\}", text, re.S)
+        if block:
+            names += re.findall(r'pub const [A-Z_]+: &str = "([A-Za-z]+)";', block.group(1))
+    return names
+
+
+def check_alarms_and_dashboard(t: Template, r: Report) -> None:
+    queues = t.of_type("AWS::SQS::Queue")
+    work = sorted(q for q, queue in queues.items() if redrive_of(t, queue)[0] is not None)
+    dlqs = sorted({redrive_of(t, queues[q])[0] for q in work})
+    ages = queue_alarms(t, "ApproximateAgeOfOldestMessage")
+    for q in work:
+        r.check(bool(ages.get(q)), f"work queue {q} has an ApproximateAgeOfOldestMessage alarm", f"alarms: {ages}")
+    visible = queue_alarms(t, "ApproximateNumberOfMessagesVisible")
+    for q in dlqs:
+        r.check(bool(visible.get(q)), f"dead-letter queue {q} has an ApproximateNumberOfMessagesVisible alarm", f"alarms: {visible}")
+    dashboards = t.of_type("AWS::CloudWatch::Dashboard")
+    r.check(len(dashboards) == 1, "one CloudWatch dashboard", f"got {sorted(dashboards)}")
+    names = emitted_metrics()
+    r.check(len(names) >= 8, "the functions' metric names are found in their `pub mod metric`", f"got {names}")
+    for dash_id, dash in dashboards.items():
+        body = t.props(dash).get("DashboardBody")
+        if isinstance(body, dict) and "Fn::Sub" in body:
+            sub = body["Fn::Sub"]
+            body = sub[0] if isinstance(sub, list) else sub
+        try:
+            # ${...} are substituted by CloudFormation; any string stands in for them here.
+            doc = json.loads(re.sub(r"\$\{[^}]+\}", "x", body)) if isinstance(body, str) else None
+        except json.JSONDecodeError as e:
+            doc = None
+            r.check(False, f"{dash_id} body is JSON", str(e))
+        if doc is None:
+            continue
+        shown = {
+            (m[0], m[1])
+            for w in doc.get("widgets", [])
+            for m in (w.get("properties") or {}).get("metrics", [])
+            if isinstance(m, list) and len(m) >= 2
+        }
+        for name in names:
+            r.check(("Webhooks", name) in shown, f"{dash_id} shows Webhooks/{name}", f"shown: {sorted(shown)}")
+        sub = t.props(dash).get("DashboardBody", {}).get("Fn::Sub") if isinstance(t.props(dash).get("DashboardBody"), dict) else None
+        variables = sub[1] if isinstance(sub, list) and len(sub) == 2 and isinstance(sub[1], dict) else {}
+        named = {v["Fn::GetAtt"][0] for v in variables.values() if isinstance(v, dict) and "Fn::GetAtt" in v}
+        r.check(("AWS/SQS", "ApproximateAgeOfOldestMessage") in shown, f"{dash_id} shows the queues' ApproximateAgeOfOldestMessage")
+        for q in work:
+            r.check(q in named, f"{dash_id} names work queue {q}", f"names {sorted(named)}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("resources_json", nargs="?", help="output of `webhooks-local resources` (default: run it)")
@@ -349,6 +513,8 @@ def main(argv: list[str]) -> int:
     check_queues(template, specs, report)
     check_functions(template, report)
     check_retry_schedule(template, report)
+    check_api_auth(template, report)
+    check_alarms_and_dashboard(template, report)
     print(f"template-check: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 

@@ -25,9 +25,12 @@ run() {
   local port="${CONTRACT_PORT:-3997}" secret="contract-jwt-secret-0123456789abcdef"
   local log="$root/.emulator/contract-runner.log"
   mkdir -p "$root/.emulator"
-  # A fresh runner (embedded backend) so the run does not depend on other suites' data.
+  # A fresh runner (the durable default, in an empty DATA_DIR) so the run does not depend on
+  # other suites' data.
+  local data="$root/.emulator/contract-data"
+  rm -rf "$data"
   env -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_SQS -u AWS_ENDPOINT_URL_DYNAMODB -u BACKEND \
-    PORT="$port" JWT_SECRET="$secret" RUST_LOG=warn "$root/target/debug/webhooks-local" >"$log" 2>&1 &
+    DATA_DIR="$data" PORT="$port" JWT_SECRET="$secret" RUST_LOG=warn "$root/target/debug/webhooks-local" >"$log" 2>&1 &
   local pid=$!
   trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 1 50); do

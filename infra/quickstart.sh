@@ -34,7 +34,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-setsid bash -e "$work/server.sh" >"$work/server.log" 2>&1 </dev/null &
+# Its own data directory (the default backend is SQLite in DATA_DIR): a fresh start, and no
+# clash with the lock of a runner the developer left running on .webhooks-data.
+DATA_DIR="$work/data" setsid bash -e "$work/server.sh" >"$work/server.log" 2>&1 </dev/null &
 server_pid=$!
 # The server block compiles on a fresh checkout: wait for it (bounded) before terminal 2.
 for _ in $(seq 1 1200); do

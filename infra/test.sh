@@ -2,7 +2,7 @@
 # The one command that runs every test (`make test`).
 #
 # Phase 1 (with the network, for package registries): install moto server, cfn-lint,
-# schemathesis and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
+# schemathesis, standardwebhooks and LocalStack (pinned, Python 3.13) from PyPI into .venv*, Node.js from Debian
 # if missing, the browser suite's Chromium (Debian), Playwright (PyPI) and axe-core (npm);
 # cargo fmt --check, clippy -D warnings, and build every binary and test.
 # Phase 2 (infra/suites.sh) runs inside a fresh network namespace with only 127.0.0.1, so no
@@ -24,7 +24,8 @@ infra/emulator.sh install
 infra/contract.sh install
 infra/browser.sh install
 infra/localstack.sh install
-# Issue 14: the official Standard Webhooks verifiers (PyPI and npm) for tests/tests/first_hour.rs.
+# The official Standard Webhooks verifiers (PyPI and npm, one venv shared with the secret-rotation
+# tests' tests/python/standard_verify.py) for tests/tests/first_hour.rs and pipeline.rs.
 infra/standardwebhooks.sh install
 
 echo "== cargo fmt --check"

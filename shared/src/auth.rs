@@ -1,13 +1,27 @@
-//! Bearer JWTs: HS256 only, `exp` required, issuer and audience checked when configured.
+//! Bearer JWTs: HS256 with a shared secret and RS256 / ES256 with an OIDC issuer's JWKS, `exp`
+//! required, issuer and audience checked when configured (always with a JWKS).
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// jsonwebtoken's cryptography for the one algorithm we accept, HS256, with RustCrypto's `hmac`
-/// (the crate webhook signatures use). Its built-in backends are aws-lc-rs (a long C build the
-/// local quick start would pay for) or the whole RustCrypto set (RSA, ECDSA, Ed25519) that an
-/// HS256-only service never calls. Any other algorithm is refused here as well as by the
+use crate::jwks::Jwks;
+
+/// jsonwebtoken's cryptography. With the `aws` feature (every Lambda build), jsonwebtoken's own
+/// aws-lc-rs backend: HS256, and RS256 / ES256 for a JWKS. Without it (the local runner's quick
+/// start), HS256 alone with RustCrypto's `hmac` (the crate webhook signatures use), so that build
+/// compiles neither aws-lc-sys nor the RustCrypto RSA/ECDSA set; `JWT_JWKS_URL` is refused at
+/// startup there (`Config::check`). Any other algorithm is refused here as well as by the
 /// `Validation`.
+#[cfg(feature = "aws")]
+mod hs256 {
+    /// jsonwebtoken picks its `aws_lc_rs` backend itself (the `aws` feature enables it).
+    pub fn install() {}
+}
+
+#[cfg(not(feature = "aws"))]
 mod hs256 {
     use hmac::{Hmac, Mac};
     use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
@@ -86,7 +100,7 @@ pub struct Principal {
     pub subject: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("missing bearer token")]
     Missing,
@@ -123,67 +137,147 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
+/// Verifies bearer tokens: HS256 with `JWT_SECRET`, and RS256 / ES256 with the keys of an
+/// OIDC issuer's JWKS (`JWT_JWKS_URL`), either or both. Each key verifies one algorithm only
+/// (HMAC for the secret, RS256 for RSA keys, ES256 for P-256 keys), chosen by the key, never by
+/// the token: that is what stops `alg: none` and HS/RS confusion.
 #[derive(Clone)]
 pub struct JwtVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    secret: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    tenant_claim: String,
+    /// API Gateway's JWT authorizer verified the token; the claims come with the request.
+    api_gateway: bool,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").finish_non_exhaustive()
+        f.debug_struct("JwtVerifier")
+            .field("jwks", &self.jwks)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
     }
 }
 
+/// The claim that names the tenant unless `JWT_TENANT_CLAIM` says otherwise (else `sub`).
+pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
+
 impl JwtVerifier {
+    /// HS256 with `secret` only.
     pub fn new(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
-        hs256::install();
-        // Pinning the algorithm list to HS256 is what stops `alg: none` and HS/RS confusion:
-        // the header's algorithm must be in this list, and the key is only ever an HMAC key.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
+        JwtVerifier {
+            secret: Some(DecodingKey::from_secret(secret)),
+            jwks: None,
+            issuer: issuer.map(str::to_string),
+            audience: audience.map(str::to_string),
+            tenant_claim: DEFAULT_TENANT_CLAIM.to_string(),
+            api_gateway: false,
+        }
+    }
+
+    /// Verifies no token itself: API Gateway's JWT authorizer did, and the api function reads
+    /// the claims it passes on in the request context (`AUTH_MODE=api-gateway`).
+    pub fn api_gateway() -> Self {
+        JwtVerifier {
+            secret: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            tenant_claim: DEFAULT_TENANT_CLAIM.to_string(),
+            api_gateway: true,
+        }
+    }
+
+    pub fn from_api_gateway(&self) -> bool {
+        self.api_gateway
+    }
+
+    /// The caller named by the claims API Gateway's authorizer verified.
+    pub fn principal_from_claims<'a>(&self, claim: impl Fn(&str) -> Option<&'a str>) -> Result<Principal, AuthError> {
+        principal(&self.tenant_claim, claim)
+    }
+
+    /// RS256 / ES256 with the keys of `jwks`, and HS256 too when `secret` is given. An issuer
+    /// and an audience are required: keys of a public IdP sign tokens for every app it serves.
+    pub fn with_jwks(secret: Option<&[u8]>, jwks: Arc<Jwks>, issuer: &str, audience: &str) -> Self {
+        JwtVerifier {
+            secret: secret.map(DecodingKey::from_secret),
+            jwks: Some(jwks),
+            issuer: Some(issuer.to_string()),
+            audience: Some(audience.to_string()),
+            tenant_claim: DEFAULT_TENANT_CLAIM.to_string(),
+            api_gateway: false,
+        }
+    }
+
+    /// Reads the tenant from `claim` instead of `tenant` (an IdP's namespaced or custom claim,
+    /// e.g. `custom:tenant`); `sub` remains the fallback.
+    pub fn tenant_claim(mut self, claim: &str) -> Self {
+        self.tenant_claim = claim.to_string();
+        self
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
         // A configured issuer or audience must be present, not merely right when present.
         let mut required = vec!["exp"];
-        if issuer.is_some() {
+        if self.issuer.is_some() {
             required.push("iss");
         }
-        if audience.is_some() {
+        if self.audience.is_some() {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
-        match issuer {
+        match &self.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
         }
-        match audience {
+        match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        JwtVerifier {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        }
+        validation
     }
 
     /// Verifies an `Authorization` header value.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Malformed);
         }
-        self.verify(token.trim())
+        self.verify(token.trim()).await
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind as K;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+        hs256::install();
+        let header = decode_header(token).map_err(|_| AuthError::Invalid("malformed token"))?;
+        let not_allowed = AuthError::Invalid("algorithm not allowed");
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => (self.secret.clone().ok_or(not_allowed)?, Algorithm::HS256),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or(not_allowed.clone())?;
+                let kid = header.kid.as_deref().ok_or(AuthError::Invalid("token has no kid"))?;
+                let key = jwks.key(kid).await.ok_or(AuthError::Invalid("unknown signing key"))?;
+                if key.alg != header.alg {
+                    return Err(not_allowed);
+                }
+                (key.key, key.alg)
+            }
+            _ => return Err(not_allowed),
+        };
+        let data = decode::<Map<String, Value>>(token, &key, &self.validation(alg)).map_err(|e| match e.kind() {
             K::ExpiredSignature => AuthError::Expired,
             K::ImmatureSignature => AuthError::NotYetValid,
             K::InvalidSignature => AuthError::Invalid("bad signature"),
@@ -193,20 +287,25 @@ impl JwtVerifier {
             K::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
             _ => AuthError::Invalid("malformed token"),
         })?;
-        let claims = data.claims;
-        let tenant = claims
-            .tenant
-            .as_deref()
-            .or(claims.sub.as_deref())
-            .ok_or(AuthError::Invalid("no tenant or sub claim"))?;
-        let tenant = crate::messages::Tenant::parse(tenant).ok_or(AuthError::Invalid(
-            "tenant must be 1-256 printable characters without '#'",
-        ))?;
-        Ok(Principal {
-            tenant,
-            subject: claims.sub,
-        })
+        let claims = &data.claims;
+        principal(&self.tenant_claim, |name| claims.get(name).and_then(Value::as_str))
     }
+}
+
+/// The caller named by verified claims: the tenant claim (`tenant` unless configured), else
+/// `sub`. Also used for the claims API Gateway's JWT authorizer verified.
+pub fn principal<'a>(tenant_claim: &str, claim: impl Fn(&str) -> Option<&'a str>) -> Result<Principal, AuthError> {
+    let sub = claim("sub");
+    let tenant = claim(tenant_claim)
+        .or(sub)
+        .ok_or(AuthError::Invalid("no tenant or sub claim"))?;
+    let tenant = crate::messages::Tenant::parse(tenant).ok_or(AuthError::Invalid(
+        "tenant must be 1-256 printable characters without '#'",
+    ))?;
+    Ok(Principal {
+        tenant,
+        subject: sub.map(str::to_string),
+    })
 }
 
 /// Mints an HS256 token; the local runner's `token` command and the tests use it.
@@ -234,52 +333,56 @@ pub fn claims_for(sub: &str, tenant: Option<&str>, ttl_seconds: u64) -> Claims {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tenant_falls_back_to_sub() {
+    #[tokio::test]
+    async fn tenant_falls_back_to_sub() {
         let v = JwtVerifier::new(b"k", None, None);
         let t = mint(b"k", &claims_for("alice", None, 60));
-        assert_eq!(v.verify(&t).expect("valid").tenant.as_str(), "alice");
+        assert_eq!(v.verify(&t).await.expect("valid").tenant.as_str(), "alice");
         let t = mint(b"k", &claims_for("alice", Some("acme"), 60));
         assert_eq!(
             v.verify_header(Some(&format!("Bearer {t}")))
+                .await
                 .expect("valid")
                 .tenant
                 .as_str(),
             "acme"
         );
-        assert_eq!(v.verify_header(None), Err(AuthError::Missing));
-        assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(v.verify_header(None).await, Err(AuthError::Missing));
+        assert_eq!(v.verify_header(Some("Basic abc")).await, Err(AuthError::Malformed));
         let t = mint(b"k", &claims_for("a#b", None, 60));
-        assert!(v.verify(&t).is_err());
+        assert!(v.verify(&t).await.is_err());
     }
 
-    #[test]
-    fn configured_issuer_and_audience_are_required() {
+    #[tokio::test]
+    async fn configured_issuer_and_audience_are_required() {
         let v = JwtVerifier::new(b"k", Some("https://issuer"), Some("webhooks"));
         let mut c = claims_for("alice", None, 60);
         assert_eq!(
-            v.verify(&mint(b"k", &c)),
+            v.verify(&mint(b"k", &c)).await,
             Err(AuthError::Invalid("missing required claim")),
             "neither iss nor aud"
         );
         c.iss = Some("https://issuer".into());
-        assert!(v.verify(&mint(b"k", &c)).is_err(), "aud missing");
+        assert!(v.verify(&mint(b"k", &c)).await.is_err(), "aud missing");
         c.aud = Some(Audience::One("webhooks".into()));
-        assert!(v.verify(&mint(b"k", &c)).is_ok());
+        assert!(v.verify(&mint(b"k", &c)).await.is_ok());
         c.iss = None;
-        assert!(v.verify(&mint(b"k", &c)).is_err(), "iss missing");
+        assert!(v.verify(&mint(b"k", &c)).await.is_err(), "iss missing");
     }
 
-    #[test]
-    fn an_audience_array_containing_ours_is_accepted() {
+    #[tokio::test]
+    async fn an_audience_array_containing_ours_is_accepted() {
         let v = JwtVerifier::new(b"k", None, Some("webhooks"));
         let mut c = claims_for("alice", None, 60);
         c.aud = Some(Audience::Many(vec!["other".into(), "webhooks".into()]));
-        assert!(v.verify(&mint(b"k", &c)).is_ok());
+        assert!(v.verify(&mint(b"k", &c)).await.is_ok());
         c.aud = Some(Audience::Many(vec!["other".into()]));
-        assert_eq!(v.verify(&mint(b"k", &c)), Err(AuthError::Invalid("wrong audience")));
+        assert_eq!(
+            v.verify(&mint(b"k", &c)).await,
+            Err(AuthError::Invalid("wrong audience"))
+        );
         // Without a configured audience, an array is still a well-formed token.
         let open = JwtVerifier::new(b"k", None, None);
-        assert!(open.verify(&mint(b"k", &c)).is_ok());
+        assert!(open.verify(&mint(b"k", &c)).await.is_ok());
     }
 }

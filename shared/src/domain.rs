@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::event_types::{EventFilter, EventType};
+pub use crate::health::{Disabled, Health};
 use crate::ssrf::{self, TargetPolicy};
 
 /// At most this many entries in `events` (before duplicates are folded).
@@ -20,7 +21,10 @@ pub const MAX_EVENT_ID_LEN: usize = 128;
 /// An event's or a test's payload, written as compact JSON, is at most this many bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Serde is the durable store's record format (`sqlite`): a field added here rides along, and
+// rows written before it read back with the field's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Webhook {
     pub id: String,
     pub tenant: String,
@@ -28,17 +32,90 @@ pub struct Webhook {
     /// Subscription filters, duplicates folded, in the order first given.
     pub events: Vec<String>,
     pub secret: Option<String>,
+    /// Secrets replaced by a rotation that still sign until they expire, newest first (at most
+    /// `MAX_PREVIOUS_SECRETS`). Expired ones may linger until the next write; nothing reads them.
+    pub previous_secrets: Vec<PreviousSecret>,
     pub active: bool,
     pub created_at: u64,
     pub updated_at: u64,
     /// Bumped by every update; stores write conditionally on it.
     pub version: u64,
+    /// Written by the dispatcher on a change of state only (see `health`), never by `update`
+    /// unless the new value differs from the old (a re-enable resets it).
+    pub health: Health,
+    /// Set when the dispatcher disabled the webhook (`active: false`); cleared on re-enable.
+    pub disabled: Option<Disabled>,
 }
+
+/// A secret that a rotation replaced, valid until `expires_at` (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at: u64,
+}
+
+/// `overlapSeconds` of a rotation when not given: a day, as Svix and Stripe default to.
+pub const DEFAULT_OVERLAP_S: u64 = 24 * 3600;
+/// The longest overlap: a week (Stripe's longest choice). Longer would keep a replaced, maybe
+/// leaked, secret valid past any sensible migration.
+pub const MAX_OVERLAP_S: u64 = 7 * 24 * 3600;
+/// At most this many replaced secrets sign beside the current one, so a delivery carries at
+/// most four `v1,` signatures.
+pub const MAX_PREVIOUS_SECRETS: usize = 3;
 
 impl Webhook {
     pub fn subscribes_to(&self, event: EventType) -> bool {
         let filters = event.matching_filters();
         self.events.iter().any(|e| filters.contains(e))
+    }
+
+    /// The previous secrets still valid at `now` (ms), newest first.
+    pub fn valid_previous(&self, now: u64) -> impl Iterator<Item = &PreviousSecret> {
+        self.previous_secrets.iter().filter(move |p| p.expires_at > now)
+    }
+
+    /// Every secret that signs a request sent at `now` (ms): the current one first, then the
+    /// previous ones still valid, newest first. Empty for an unsigned webhook.
+    pub fn signing_secrets(&self, now: u64) -> Vec<&str> {
+        match &self.secret {
+            None => Vec::new(),
+            Some(current) => std::iter::once(current.as_str())
+                .chain(self.valid_previous(now).map(|p| p.secret.as_str()))
+                .collect(),
+        }
+    }
+
+    /// The webhook after a rotation to `secret` at `now`: the secrets valid now stay valid
+    /// for `overlap_s` more (never longer than they already were), so an overlap of 0 revokes
+    /// them all at once. `None` when that would keep more than `MAX_PREVIOUS_SECRETS`.
+    pub fn rotated(&self, secret: String, overlap_s: u64, now: u64) -> Option<Webhook> {
+        let until = now + overlap_s * 1000;
+        let mut previous: Vec<PreviousSecret> = Vec::new();
+        if let Some(current) = &self.secret
+            && overlap_s > 0
+            && *current != secret
+        {
+            previous.push(PreviousSecret {
+                secret: current.clone(),
+                expires_at: until,
+            });
+        }
+        for p in self.valid_previous(now) {
+            let expires_at = p.expires_at.min(until);
+            if expires_at > now && p.secret != secret && previous.iter().all(|q| q.secret != p.secret) {
+                previous.push(PreviousSecret {
+                    secret: p.secret.clone(),
+                    expires_at,
+                });
+            }
+        }
+        (previous.len() <= MAX_PREVIOUS_SECRETS).then(|| Webhook {
+            secret: Some(secret),
+            previous_secrets: previous,
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        })
     }
 }
 
@@ -79,16 +156,42 @@ pub struct WebhookPatch {
 
 impl WebhookPatch {
     pub fn apply(&self, w: &Webhook, now: u64) -> Webhook {
+        // Re-enabling starts over: the disable's reason goes, and the health its failures
+        // built up is reset (else the breaker would still be open).
+        let reenabled = self.active == Some(true) && !w.active;
         Webhook {
             url: self.url.clone().unwrap_or_else(|| w.url.clone()),
             events: self.events.clone().unwrap_or_else(|| w.events.clone()),
             secret: self.secret.clone().unwrap_or_else(|| w.secret.clone()),
+            // Setting or removing the secret here replaces it at once: rotate-secret is the
+            // way to keep the old one valid for a while.
+            previous_secrets: match self.secret {
+                Some(_) => Vec::new(),
+                None => w.previous_secrets.clone(),
+            },
             active: self.active.unwrap_or(w.active),
             updated_at: now,
             version: w.version + 1,
+            health: if reenabled {
+                Health {
+                    rev: w.health.rev + 1,
+                    ..Health::default()
+                }
+            } else {
+                w.health.clone()
+            },
+            disabled: if reenabled { None } else { w.disabled.clone() },
             ..w.clone()
         }
     }
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret`: the new secret (`None`: generate one) and how long
+/// the secrets valid now stay valid beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateRequest {
+    pub secret: Option<String>,
+    pub overlap_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +336,12 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
 }
 
 fn parse_secret(f: &mut Fields, v: &Value, nullable: bool) -> Option<Option<String>> {
-    let hint = "omit it to have one generated, or send null for unsigned deliveries";
+    // A rotation cannot switch signing off (`nullable` false): say only what it accepts.
+    let hint = if nullable {
+        "omit it to have one generated, or send null for unsigned deliveries"
+    } else {
+        "omit it to have one generated"
+    };
     let problem = match v {
         Value::Null if nullable => return Some(None),
         Value::String(s) if s.len() < MIN_SECRET_LEN => {
@@ -361,13 +469,22 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
 }
 
 /// `PUT /api/webhooks/{id}`: any of `{url, events, secret, active}`. The read-only fields of
-/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`) are ignored, so a client can send
-/// back what it got.
+/// a webhook (`id`, `createdAt`, `updatedAt`, `hasSecret`, `previousSecrets`, `health`,
+/// `disabledReason`, `disabledAt`) are ignored, so a client can send back what it got.
 pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, Invalid> {
     let mut f = Fields::of(body)?;
     f.reject_unknown(
         &["url", "events", "secret", "active"],
-        &["id", "createdAt", "updatedAt", "hasSecret"],
+        &[
+            "id",
+            "createdAt",
+            "updatedAt",
+            "hasSecret",
+            "previousSecrets",
+            "health",
+            "disabledReason",
+            "disabledAt",
+        ],
     );
     let mut patch = WebhookPatch::default();
     let mut ok = true;
@@ -395,6 +512,35 @@ pub fn parse_update(body: &Value, policy: TargetPolicy) -> Result<WebhookPatch, 
         ok &= patch.active.is_some();
     }
     f.finish(ok.then_some(patch))
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret`: `{secret?, overlapSeconds?}`; an absent or empty
+/// body rotates to a generated secret with the default overlap.
+pub fn parse_rotate(body: &Value) -> Result<RotateRequest, Invalid> {
+    let mut f = Fields::of(body)?;
+    f.reject_unknown(&["secret", "overlapSeconds"], &[]);
+    let secret = match f.present("secret") {
+        Some(v) => parse_secret(&mut f, v, false),
+        None => Some(None),
+    };
+    let overlap_s = match f.present("overlapSeconds") {
+        None => Some(DEFAULT_OVERLAP_S),
+        Some(v) => match v.as_u64().filter(|s| *s <= MAX_OVERLAP_S) {
+            Some(s) => Some(s),
+            None => {
+                f.errors.push(FieldError::new(
+                    "overlapSeconds",
+                    format!("must be a whole number of seconds from 0 to {MAX_OVERLAP_S} (7 days)"),
+                ));
+                None
+            }
+        },
+    };
+    let value = match (secret, overlap_s) {
+        (Some(secret), Some(overlap_s)) => Some(RotateRequest { secret, overlap_s }),
+        _ => None,
+    };
+    f.finish(value)
 }
 
 /// `POST /api/webhooks/test`: `{url, event, payload, secret?}`. The URL gets the syntactic
@@ -473,10 +619,75 @@ pub fn parse_registered_test(body: &Value, webhook: &Webhook) -> Result<(EventTy
     f.finish(value)
 }
 
+/// `POST /api/webhooks/{id}/recover`: `{since, until?}`, ISO-8601 times of events; `until`
+/// defaults to `now_ms` and may not be before `since`. Returns the window in ms, inclusive.
+pub fn parse_recover(body: &Value, now_ms: u64) -> Result<(u64, u64), Invalid> {
+    let mut f = Fields::of(body)?;
+    f.reject_unknown(&["since", "until"], &[]);
+    let time = |f: &mut Fields, name: &str, required: bool| match f.string(name, required) {
+        Some(s) => match crate::time::parse_iso(s) {
+            Some(ms) => Some(Some(ms)),
+            None => {
+                f.errors.push(FieldError::new(
+                    name,
+                    "must be an ISO-8601 time such as 2025-05-21T21:27:09.442Z",
+                ));
+                None
+            }
+        },
+        None if f.errors.iter().any(|e| e.field == name) => None,
+        None => Some(None),
+    };
+    let since = time(&mut f, "since", true).flatten();
+    let until = time(&mut f, "until", false).map(|u| u.unwrap_or(now_ms));
+    let value = match (since, until) {
+        (Some(since), Some(until)) if until < since => {
+            f.errors.push(FieldError::new("until", "must not be before since"));
+            None
+        }
+        (Some(since), Some(until)) => Some((since, until)),
+        _ => None,
+    };
+    f.finish(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn recover_takes_a_window() {
+        let now = 1_747_862_829_442;
+        assert_eq!(
+            parse_recover(&json!({"since": "2025-05-21T21:27:09.442Z"}), now + 5),
+            Ok((now, now + 5))
+        );
+        assert_eq!(
+            parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "until": "2025-05-21T21:27:09.443Z"}),
+                0
+            ),
+            Ok((now, now + 1))
+        );
+        assert_eq!(fields(parse_recover(&json!({}), now)), vec!["since"]);
+        assert_eq!(fields(parse_recover(&json!({"since": "soon"}), now)), vec!["since"]);
+        assert_eq!(fields(parse_recover(&json!({"since": 5}), now)), vec!["since"]);
+        assert_eq!(
+            fields(parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "until": "2025-05-20T00:00:00Z"}),
+                now
+            )),
+            vec!["until"]
+        );
+        assert_eq!(
+            fields(parse_recover(
+                &json!({"since": "2025-05-21T21:27:09.442Z", "x": 1}),
+                now
+            )),
+            vec!["x"]
+        );
+    }
 
     const P: TargetPolicy = TargetPolicy {
         allow_http: false,
@@ -590,6 +801,109 @@ mod tests {
             fields(parse_update(&json!({"active": "yes", "events": []}), P)),
             vec!["events", "active"]
         );
+    }
+
+    #[test]
+    fn rotate_bodies() {
+        assert_eq!(
+            parse_rotate(&json!({})).expect("valid"),
+            RotateRequest {
+                secret: None,
+                overlap_s: DEFAULT_OVERLAP_S
+            }
+        );
+        let r = parse_rotate(&json!({"secret": "new-secret-0123456789", "overlapSeconds": 0})).expect("valid");
+        assert_eq!((r.secret.as_deref(), r.overlap_s), (Some("new-secret-0123456789"), 0));
+        // The same rules as at registration: at least MIN_SECRET_LEN characters.
+        let short = "s".repeat(MIN_SECRET_LEN - 1);
+        assert_eq!(fields(parse_rotate(&json!({"secret": short}))), vec!["secret"]);
+        assert_eq!(
+            parse_rotate(&json!({"overlapSeconds": MAX_OVERLAP_S}))
+                .expect("valid")
+                .overlap_s,
+            MAX_OVERLAP_S
+        );
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("60"),
+            json!(MAX_OVERLAP_S + 1),
+            Value::Null,
+        ] {
+            assert_eq!(
+                fields(parse_rotate(&json!({"overlapSeconds": bad}))),
+                vec!["overlapSeconds"]
+            );
+        }
+        assert_eq!(
+            fields(parse_rotate(&json!({"secret": null, "extra": 1}))),
+            vec!["extra", "secret"]
+        );
+        assert_eq!(fields(parse_rotate(&json!({"secret": ""}))), vec!["secret"]);
+    }
+
+    fn hook(secret: Option<&str>) -> Webhook {
+        Webhook {
+            id: "wh_1".into(),
+            tenant: "t".into(),
+            url: "https://x.com".into(),
+            events: vec!["*".into()],
+            secret: secret.map(str::to_string),
+            previous_secrets: Vec::new(),
+            active: true,
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+            ..Webhook::default()
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secrets_for_the_overlap_only() {
+        let now = 1_000_000;
+        let a = hook(Some("a"));
+        let b = a.rotated("b".into(), 60, now).expect("rotated");
+        assert_eq!(b.version, 2);
+        assert_eq!(b.signing_secrets(now), vec!["b", "a"]);
+        assert_eq!(b.signing_secrets(now + 59_999), vec!["b", "a"]);
+        assert_eq!(
+            b.signing_secrets(now + 60_000),
+            vec!["b"],
+            "expired at the end of the overlap"
+        );
+        // A second rotation keeps both, never extending the first overlap.
+        let c = b.rotated("c".into(), 3600, now + 1000).expect("rotated");
+        assert_eq!(c.signing_secrets(now + 1000), vec!["c", "b", "a"]);
+        assert_eq!(c.previous_secrets[1].expires_at, now + 60_000);
+        // An overlap of 0 revokes every old secret at once.
+        let d = c.rotated("d".into(), 0, now + 2000).expect("rotated");
+        assert_eq!(d.signing_secrets(now + 2000), vec!["d"]);
+        assert!(d.previous_secrets.is_empty());
+        // Bounded: a fourth secret still valid beside the current one is refused.
+        let full = c
+            .rotated("d".into(), 3600, now + 2000)
+            .expect("three previous")
+            .rotated("e".into(), 3600, now + 3000);
+        assert!(full.is_none());
+        // An unsigned webhook gets its first secret, with nothing to keep.
+        let u = hook(None).rotated("s".into(), 60, now).expect("rotated");
+        assert_eq!(u.signing_secrets(now), vec!["s"]);
+        // Rotating to the secret already in use keeps no duplicate.
+        assert_eq!(
+            a.rotated("a".into(), 60, now).expect("same").signing_secrets(now),
+            vec!["a"]
+        );
+        // PUT with a secret replaces it at once.
+        let patch = WebhookPatch {
+            secret: Some(Some("z".into())),
+            ..Default::default()
+        };
+        assert_eq!(patch.apply(&b, now).signing_secrets(now), vec!["z"]);
+        let keep = WebhookPatch {
+            active: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(keep.apply(&b, now).signing_secrets(now), vec!["b", "a"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! DynamoDB adapters.
 //!
 //! Webhooks table (`WEBHOOKS_TABLE`), keys `pk`/`sk` (strings):
-//! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself
+//! - webhook:      pk `T#{tenant}`,          sk `W#{id}`: the webhook itself, with the secrets
+//!   a rotation replaced in `previousSecrets` (a list of `{secret, expiresAt}`) while any is kept
 //! - subscription: pk `S#{tenant}#{event type}`, sk `W#{id}`: one per event type an *active*
 //!   webhook's filters match (wildcards expanded)
 //!
@@ -13,14 +14,16 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
-use crate::domain::Webhook;
+use crate::domain::{Disabled, Health, PreviousSecret, Webhook};
 use crate::event_types::{EVENT_TYPES, EventType};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
-    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, Page, StoreError, StoredEvent, WebhookStore,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
+    EventSummary, MAX_RECORDED_FAN_OUT, Page, StoreError, StoredEvent, WebhookStore,
 };
+use crate::resources::EVENTS_BY_TIME;
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -96,11 +99,68 @@ fn to_item(w: &Webhook) -> Item {
     if let Some(secret) = &w.secret {
         item.insert("secret".into(), s(secret));
     }
+    if !w.previous_secrets.is_empty() {
+        let previous = w
+            .previous_secrets
+            .iter()
+            .map(|p| {
+                AttributeValue::M(HashMap::from([
+                    ("secret".to_string(), s(&p.secret)),
+                    ("expiresAt".to_string(), n(p.expires_at)),
+                ]))
+            })
+            .collect();
+        item.insert("previousSecrets".into(), AttributeValue::L(previous));
+    }
     item.insert("active".into(), AttributeValue::Bool(w.active));
     item.insert("createdAt".into(), n(w.created_at));
     item.insert("updatedAt".into(), n(w.updated_at));
     item.insert("version".into(), n(w.version));
+    if let Some(d) = &w.disabled {
+        item.insert("disabledReason".into(), s(&d.reason));
+        item.insert("disabledAt".into(), n(d.at));
+    }
     item
+}
+
+/// The webhook's health, one map attribute (`health`) of its item: written on its own by a
+/// conditional UpdateItem on `health.rev`, so the dispatcher never races a user's update of
+/// the other attributes, and read with the webhook at no extra cost.
+fn health_to_av(h: &Health) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("rev".to_string(), n(h.rev)),
+        ("failures".to_string(), n(h.consecutive_failures)),
+        ("probes".to_string(), n(h.probes)),
+    ]);
+    let mut opt = |k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), n(v));
+        }
+    };
+    opt("failingSince", h.failing_since);
+    opt("lastSuccessAt", h.last_success_at);
+    opt("lastFailureAt", h.last_failure_at);
+    opt("breakerUntil", h.breaker_until);
+    if let Some(e) = &h.last_error {
+        m.insert("lastError".into(), s(e));
+    }
+    AttributeValue::M(m)
+}
+
+fn health_from_av(v: Option<&AttributeValue>) -> Health {
+    let Some(m) = v.and_then(|v| v.as_m().ok()) else {
+        return Health::default();
+    };
+    Health {
+        rev: get_n(m, "rev").unwrap_or(0),
+        consecutive_failures: get_n(m, "failures").unwrap_or(0) as u32,
+        failing_since: get_n(m, "failingSince"),
+        last_success_at: get_n(m, "lastSuccessAt"),
+        last_failure_at: get_n(m, "lastFailureAt"),
+        last_error: get_s(m, "lastError"),
+        breaker_until: get_n(m, "breakerUntil"),
+        probes: get_n(m, "probes").unwrap_or(0) as u32,
+    }
 }
 
 fn from_item(item: &Item) -> Result<Webhook, StoreError> {
@@ -115,6 +175,20 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
         url: get_s(item, "url").ok_or_else(|| bad("url"))?,
         events,
         secret: get_s(item, "secret"),
+        previous_secrets: match item.get("previousSecrets") {
+            None => Vec::new(),
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .map(|v| {
+                    let m = v.as_m().map_err(|_| bad("previousSecrets"))?;
+                    Ok(PreviousSecret {
+                        secret: get_s(m, "secret").ok_or_else(|| bad("previousSecrets"))?,
+                        expires_at: get_n(m, "expiresAt").ok_or_else(|| bad("previousSecrets"))?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            Some(_) => return Err(bad("previousSecrets")),
+        },
         active: item
             .get("active")
             .and_then(|v| v.as_bool().ok())
@@ -123,6 +197,11 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
         created_at: get_n(item, "createdAt").ok_or_else(|| bad("createdAt"))?,
         updated_at: get_n(item, "updatedAt").ok_or_else(|| bad("updatedAt"))?,
         version: get_n(item, "version").ok_or_else(|| bad("version"))?,
+        health: health_from_av(item.get("health")),
+        disabled: match (get_s(item, "disabledReason"), get_n(item, "disabledAt")) {
+            (Some(reason), Some(at)) => Some(Disabled { reason, at }),
+            _ => None,
+        },
     })
 }
 
@@ -163,6 +242,46 @@ impl DynamoWebhookStore {
             }
         }
         Ok(TransactWriteItem::builder().put(put.build().map_err(backend)?).build())
+    }
+
+    /// The webhook's item updated from `old` to `new` in place, conditional on `old.version`:
+    /// every attribute `new` has is set, every one only `old` had is removed, and `health` is
+    /// written only when `new` changes it (an UpdateItem rather than a Put, so the health the
+    /// dispatcher wrote since `old` was read is kept).
+    fn update_op(&self, old: &Webhook, new: &Webhook) -> Result<TransactWriteItem, StoreError> {
+        let (before, after) = (to_item(old), to_item(new));
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":v".to_string(), n(old.version))]);
+        let mut sets = Vec::new();
+        for (i, (k, v)) in after.iter().filter(|(k, _)| *k != "pk" && *k != "sk").enumerate() {
+            names.insert(format!("#a{i}"), k.clone());
+            values.insert(format!(":a{i}"), v.clone());
+            sets.push(format!("#a{i} = :a{i}"));
+        }
+        if new.health != old.health {
+            names.insert("#h".into(), "health".into());
+            values.insert(":h".into(), health_to_av(&new.health));
+            sets.push("#h = :h".into());
+        }
+        let mut removes = Vec::new();
+        for (i, k) in before.keys().filter(|k| !after.contains_key(*k)).enumerate() {
+            names.insert(format!("#r{i}"), k.clone());
+            removes.push(format!("#r{i}"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(webhook_key(&new.tenant, &new.id)))
+            .update_expression(expression)
+            .condition_expression("version = :v")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(backend)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     fn delete_op(&self, key: Item, condition: Option<(&str, Item)>) -> Result<TransactWriteItem, StoreError> {
@@ -251,8 +370,7 @@ impl WebhookStore for DynamoWebhookStore {
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
-        let condition = HashMap::from([(":v".to_string(), n(old.version))]);
-        let mut ops = vec![self.put(to_item(new), Some(("version = :v", condition)))?];
+        let mut ops = vec![self.update_op(old, new)?];
         let (before, after) = (subscription_filters(old), subscription_filters(new));
         for gone in before.difference(&after) {
             ops.push(self.delete_op(subscription_key(&old.tenant, gone, &old.id), None)?);
@@ -290,6 +408,28 @@ impl WebhookStore for DynamoWebhookStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError> {
+        let condition = if old.rev == 0 {
+            "attribute_exists(pk) AND (attribute_not_exists(#h) OR #h.#rev = :rev)"
+        } else {
+            "attribute_exists(pk) AND #h.#rev = :rev"
+        };
+        conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(webhook_key(tenant, id)))
+                .update_expression("SET #h = :h")
+                .condition_expression(condition)
+                .expression_attribute_names("#h", "health")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":h", health_to_av(new))
+                .expression_attribute_values(":rev", n(old.rev))
+                .send()
+                .await,
+        )
     }
 
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError> {
@@ -583,10 +723,18 @@ impl DeliveryLog for DynamoDeliveryLog {
             .filter(|d| d.as_ref().map_or(true, |d| Some(d.id.as_str()) != before))
             .collect::<Result<Vec<_>, _>>()?;
         items.truncate(limit + 1);
-        let next = (items.len() > limit).then(|| {
+        // A Query stops at 1 MB of items (delivery records with many attempts are large), so
+        // fewer than `limit` items can still leave more behind: DynamoDB says so with a
+        // LastEvaluatedKey, and the page ends with a cursor anyway.
+        let cut_short = out.last_evaluated_key().is_some_and(|k| !k.is_empty());
+        let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
+            items.last().map(|d| d.id.clone())
+        } else if cut_short {
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 }
@@ -614,6 +762,11 @@ impl DynamoEventStore {
 
 const FANNING: &str = "fanning";
 const FANNED: &str = "fanned";
+
+/// The events-by-time index's sort key: fixed-width milliseconds, so it sorts by time then id.
+fn event_time_key(timestamp_ms: u64, id: &str) -> String {
+    format!("{timestamp_ms:015}#{id}")
+}
 
 fn event_key(tenant: &Tenant, event_id: &EventId) -> Item {
     HashMap::from([
@@ -649,6 +802,7 @@ impl EventStore for DynamoEventStore {
                 "SET tenant = if_not_exists(tenant, :tenant), #id = if_not_exists(#id, :id), \
                  #ev = if_not_exists(#ev, :ev), #ts = if_not_exists(#ts, :ts), \
                  #payload = if_not_exists(#payload, :payload), expiresAt = if_not_exists(expiresAt, :exp), \
+                 gsi1pk = if_not_exists(gsi1pk, :gpk), gsi1sk = if_not_exists(gsi1sk, :gsk), \
                  #state = :fanning, #owner = :owner, #lease = :lease",
             )
             .condition_expression("attribute_not_exists(pk) OR (#state = :fanning AND #lease <= :now)")
@@ -669,6 +823,8 @@ impl EventStore for DynamoEventStore {
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":lease", n(now_ms + lease_ms))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":gpk", s(format!("EV#{}", event.tenant)))
+            .expression_attribute_values(":gsk", s(event_time_key(event.timestamp_ms, event.id.as_str())))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
@@ -696,13 +852,22 @@ impl EventStore for DynamoEventStore {
         }
     }
 
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        owner: &str,
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
+        let kept = webhooks.iter().take(MAX_RECORDED_FAN_OUT).map(s).collect();
         conditional(
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(event_key(tenant, id)))
-                .update_expression("SET #state = :fanned REMOVE #lease")
+                .update_expression("SET #state = :fanned, webhooks = :webhooks, fanOut = :count REMOVE #lease")
+                .expression_attribute_values(":webhooks", AttributeValue::L(kept))
+                .expression_attribute_values(":count", n(webhooks.len()))
                 .condition_expression("#owner = :owner")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#owner", "owner")
@@ -735,16 +900,113 @@ impl EventStore for DynamoEventStore {
         .map(|_| ())
     }
 
-    async fn get(
+    async fn get(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<Option<EventRecord>, StoreError> {
+        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
+        Ok(item.as_ref().and_then(|item| {
+            let (event, fanned, _) = event_from_item(item)?;
+            let webhooks: Vec<String> = match item.get("webhooks") {
+                Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+                _ => Vec::new(),
+            };
+            let fan_out = get_n(item, "fanOut").map_or(webhooks.len(), |c| c as usize);
+            Some(EventRecord {
+                event,
+                fanned,
+                webhooks,
+                fan_out,
+            })
+        }))
+    }
+
+    async fn list(
         &self,
         tenant: &Tenant,
-        id: &EventId,
-        consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
-        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
-        Ok(item
-            .as_ref()
-            .and_then(event_from_item)
-            .map(|(e, fanned, _)| (e, fanned)))
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        // BETWEEN is inclusive: the cursor's own event is dropped below. '~' sorts after every
+        // digit and '#', so without a cursor the first page starts at the newest.
+        let hi = before.map_or_else(|| "~".to_string(), |b| event_time_key(b.timestamp_ms, b.id.as_str()));
+        let lo = format!("{:015}", query.since_ms);
+        let mut items: Vec<EventSummary> = Vec::new();
+        let mut start: Option<Item> = None;
+        let mut last_seen: Option<EventCursor> = None;
+        // A type filter is applied after DynamoDB's Limit, so a page may take several Queries;
+        // at most this many, then the page ends short with a cursor where it stopped.
+        for _ in 0..MAX_LIST_QUERIES {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(EVENTS_BY_TIME.name)
+                .key_condition_expression("gsi1pk = :pk AND gsi1sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(format!("EV#{tenant}")))
+                .expression_attribute_values(":lo", s(&lo))
+                .expression_attribute_values(":hi", s(&hi))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit + 2).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(event) = query.event {
+                request = request
+                    .filter_expression("#ev = :ev")
+                    .expression_attribute_names("#ev", "event")
+                    .expression_attribute_values(":ev", s(event.as_str()));
+            }
+            let out = request.send().await.map_err(backend)?;
+            for item in out.items() {
+                let Some(summary) = summary_from_item(item) else {
+                    continue;
+                };
+                if before.is_some_and(|b| b.timestamp_ms == summary.timestamp_ms && b.id == summary.id) {
+                    continue;
+                }
+                items.push(summary);
+            }
+            last_seen = out
+                .last_evaluated_key()
+                .and_then(|k| get_s(k, "gsi1sk"))
+                .and_then(|sk| cursor_of_time_key(&sk));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() && items.len() <= limit => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| {
+                EventCursor {
+                    timestamp_ms: e.timestamp_ms,
+                    id: e.id.clone(),
+                }
+                .encode()
+            })
+        } else if start.is_some() {
+            // Stopped by the bound on Queries, with more to examine: go on from there.
+            last_seen.map(|c| c.encode())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
+}
+
+/// Queries one page of an event listing may take (see `DynamoEventStore::list`).
+const MAX_LIST_QUERIES: usize = 5;
+
+fn cursor_of_time_key(sk: &str) -> Option<EventCursor> {
+    let (ts, id) = sk.split_once('#')?;
+    Some(EventCursor {
+        timestamp_ms: ts.parse().ok()?,
+        id: EventId::parse(id)?,
+    })
+}
+
+fn summary_from_item(item: &Item) -> Option<EventSummary> {
+    Some(EventSummary {
+        id: EventId::parse(&get_s(item, "id")?)?,
+        event: EventType::parse(&get_s(item, "event")?)?,
+        timestamp_ms: get_n(item, "ts")?,
+        fanned: get_s(item, "state").as_deref() != Some(FANNING),
+    })
 }

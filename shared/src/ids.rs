@@ -40,6 +40,17 @@ pub fn encode(mut value: u128) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The value of 26 Crockford base32 characters (`encode`'s inverse).
+pub fn decode(s: &str) -> Option<u128> {
+    if s.len() != 26 {
+        return None;
+    }
+    s.bytes().try_fold(0u128, |v, b| {
+        let digit = CROCKFORD.iter().position(|c| *c == b)?;
+        Some((v << 5) | digit as u128)
+    })
+}
+
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid_at(crate::time::now_ms()))
 }
@@ -67,5 +78,6 @@ mod tests {
         assert!(is_id("wh", &new_id("wh")));
         assert!(!is_id("wh", "wh_123"));
         assert!(!is_id("wh", &new_id("dl")));
+        assert_eq!(decode(&encode(u128::MAX - 7)), Some(u128::MAX - 7));
     }
 }

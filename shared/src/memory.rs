@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::domain::Webhook;
+use crate::domain::{Health, Webhook};
 use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
-    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_BATCH, MAX_VISIBILITY_S, OutgoingMessage,
-    Page, Queue, QueueError, QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
+    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, MAX_VISIBILITY_S, OutgoingMessage, Page, Queue, QueueError,
+    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
 };
 
 /// A poisoned lock only means another thread panicked while holding it (in a test); the data
@@ -78,9 +79,25 @@ impl WebhookStore for MemoryWebhookStore {
             None => Err(StoreError::NotFound),
             Some(current) if current.version != old.version => Err(StoreError::Conflict),
             Some(current) => {
-                *current = new.clone();
+                let health = if new.health == old.health {
+                    current.health.clone()
+                } else {
+                    new.health.clone()
+                };
+                *current = Webhook { health, ..new.clone() };
                 Ok(())
             }
+        }
+    }
+
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        match items.get_mut(&(tenant.to_string(), id.to_string())) {
+            Some(current) if current.health.rev == old.rev => {
+                current.health = new.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -225,6 +242,8 @@ struct EventEntry {
     fanned: bool,
     owner: String,
     lease_until: u64,
+    webhooks: Vec<String>,
+    fan_out: usize,
 }
 
 /// Events, claimed and stored as the DynamoDB adapter does it.
@@ -265,6 +284,8 @@ impl EventStore for MemoryEventStore {
                         fanned: false,
                         owner: owner.to_string(),
                         lease_until: now_ms + lease_ms,
+                        webhooks: Vec::new(),
+                        fan_out: 0,
                     },
                 );
                 Ok(Claim::Won(event.clone()))
@@ -281,11 +302,19 @@ impl EventStore for MemoryEventStore {
         }
     }
 
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        owner: &str,
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
         if let Some(e) = lock(&self.events).get_mut(&(tenant.clone(), id.clone()))
             && e.owner == owner
         {
             e.fanned = true;
+            e.webhooks = webhooks.iter().take(MAX_RECORDED_FAN_OUT).cloned().collect();
+            e.fan_out = webhooks.len();
         }
         Ok(())
     }
@@ -300,15 +329,54 @@ impl EventStore for MemoryEventStore {
         Ok(())
     }
 
-    async fn get(
-        &self,
-        tenant: &Tenant,
-        id: &EventId,
-        _consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+    async fn get(&self, tenant: &Tenant, id: &EventId, _consistent: bool) -> Result<Option<EventRecord>, StoreError> {
         Ok(lock(&self.events)
             .get(&(tenant.clone(), id.clone()))
-            .map(|e| (e.event.clone(), e.fanned)))
+            .map(|e| EventRecord {
+                event: e.event.clone(),
+                fanned: e.fanned,
+                webhooks: e.webhooks.clone(),
+                fan_out: e.fan_out,
+            }))
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        let all = lock(&self.events);
+        let mut items: Vec<EventSummary> = all
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, e)| &e.event)
+            .filter(|e| e.timestamp_ms >= query.since_ms && query.event.is_none_or(|t| t == e.event))
+            .filter(|e| before.is_none_or(|b| (e.timestamp_ms, e.id.as_str()) < (b.timestamp_ms, b.id.as_str())))
+            .map(|e| EventSummary {
+                id: e.id.clone(),
+                event: e.event,
+                timestamp_ms: e.timestamp_ms,
+                fanned: all.get(&(e.tenant.clone(), e.id.clone())).is_some_and(|x| x.fanned),
+            })
+            .collect();
+        items.sort_by(|a, b| (b.timestamp_ms, b.id.as_str()).cmp(&(a.timestamp_ms, a.id.as_str())));
+        items.truncate(limit + 1);
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|e| {
+                    EventCursor {
+                        timestamp_ms: e.timestamp_ms,
+                        id: e.id.clone(),
+                    }
+                    .encode()
+                })
+                .unwrap_or_default()
+        });
+        Ok(Page { items, next })
     }
 }
 

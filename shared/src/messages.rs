@@ -225,7 +225,10 @@ pub struct DeliveryJob {
     /// higher for a redriven or resent delivery.
     #[serde(default)]
     pub cycle: u32,
-    pub payload: Box<RawValue>,
+    /// Absent on a resend or recover job: the dispatcher reads it from the stored event (the
+    /// claim check), so those jobs stay small and the API reads no event per delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
 }
 
 impl DeliveryJob {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::domain::Webhook;
+use crate::domain::{Health, Webhook};
 use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 
@@ -38,17 +38,24 @@ pub trait WebhookStore: Send + Sync {
     /// The tenant's webhooks in creation order, `limit` at a time, after the cursor `after`.
     async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError>;
     /// Replaces `old` with `new` if the stored webhook still has `old.version`: `Conflict` when
-    /// it changed, `NotFound` when it is gone (a deleted webhook is never written back).
+    /// it changed, `NotFound` when it is gone (a deleted webhook is never written back). The
+    /// stored `health` is left as it is (the dispatcher may have changed it since `old` was
+    /// read) unless `new.health` differs from `old.health`, as when a re-enable resets it.
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError>;
+    /// Writes the webhook's health if the stored health still has `old.rev` (compare and set,
+    /// without touching `version`, so it never races a user's update): `Ok(false)` when it
+    /// changed or the webhook is gone (a deleted webhook is never written back).
+    async fn set_health(&self, tenant: &str, id: &str, old: &Health, new: &Health) -> Result<bool, StoreError>;
     /// `NotFound` if there was nothing to delete.
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError>;
     /// Ids of the tenant's active webhooks whose filters match `event`, found by key.
     async fn subscribers(&self, tenant: &str, event: EventType) -> Result<Vec<String>, StoreError>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
+    #[default]
     Pending,
     Succeeded,
     Failed,
@@ -92,8 +99,10 @@ pub struct Attempt {
     pub response_body: Option<String>,
 }
 
-/// The delivery of one event to one webhook, and its attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The delivery of one event to one webhook, and its attempts. Serde is the durable store's
+/// record format (see `Webhook`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Delivery {
     pub id: String,
     pub tenant: String,
@@ -169,8 +178,9 @@ pub trait DeliveryLog: Send + Sync {
 /// An accepted event, stored once: the dedupe claim of its id, the source of its payload for
 /// every delivery, resend and recovery, and what its deliveries' ids are derived from.
 /// Immutable once claimed: a later copy of the same id gets this record back, so the first
-/// accepted submission's timestamp and payload win.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// accepted submission's timestamp and payload win. Serde is the durable store's record format:
+/// a field added later needs `#[serde(default)]` to read rows written before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub tenant: Tenant,
     pub id: EventId,
@@ -194,6 +204,79 @@ pub enum Claim {
     Busy { until_ms: u64 },
 }
 
+/// An event as stored, with what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event: StoredEvent,
+    /// True once every job of the fan-out was enqueued.
+    pub fanned: bool,
+    /// The webhooks the event was fanned out to (the first `MAX_RECORDED_FAN_OUT`); their
+    /// delivery ids follow from `retry::delivery_id`.
+    pub webhooks: Vec<String>,
+    /// How many webhooks it was fanned out to (more than `webhooks.len()` past the cap).
+    pub fan_out: usize,
+}
+
+/// The webhook ids an event record keeps: enough for any real fan-out, and bounded so that the
+/// record stays under DynamoDB's 400 KB item limit with a 128 KiB payload (1,000 ids of 29
+/// bytes are 29 KB).
+pub const MAX_RECORDED_FAN_OUT: usize = 1000;
+
+/// One line of an event listing (the payload is left out: a page of 100 events of 128 KiB
+/// each would be over Lambda's 6 MB response limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub id: EventId,
+    pub event: EventType,
+    pub timestamp_ms: u64,
+    pub fanned: bool,
+}
+
+/// A position in a tenant's event listing: events are ordered by (timestamp, id), newest
+/// first. Written as 15 digits of milliseconds then the id in unpadded base64url, so a cursor
+/// is URL-safe whatever the producer's id contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    pub timestamp_ms: u64,
+    pub id: EventId,
+}
+
+impl EventCursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        format!(
+            "{:015}{}",
+            self.timestamp_ms,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.id.as_str())
+        )
+    }
+
+    pub fn parse(s: &str) -> Option<EventCursor> {
+        use base64::Engine;
+        // An id is at most 128 characters of at most 4 UTF-8 bytes: 683 base64 characters.
+        if s.len() <= 15 || s.len() > 15 + 683 {
+            return None;
+        }
+        let (ts, id) = s.split_at(15);
+        if !ts.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id).ok()?;
+        Some(EventCursor {
+            timestamp_ms: ts.parse().ok()?,
+            id: EventId::parse(std::str::from_utf8(&id).ok()?)?,
+        })
+    }
+}
+
+/// Which of a tenant's events a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventQuery {
+    /// Only events at or after this time (ms).
+    pub since_ms: u64,
+    pub event: Option<EventType>,
+}
+
 /// Where events are stored and claimed. The claim is a conditional write, so of two copies of
 /// one event id racing in one batch or in two functions, exactly one fans out.
 #[async_trait]
@@ -201,19 +284,27 @@ pub trait EventStore: Send + Sync {
     /// Claims the event's id for `owner` until `now_ms + lease_ms`: stores the event if it is
     /// new, or takes over a claim whose lease ran out (its owner failed or gave it back).
     async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError>;
-    /// Marks the event fanned out; a no-op when `owner` no longer holds the claim.
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError>;
+    /// Marks the event fanned out to `webhooks` (the first `MAX_RECORDED_FAN_OUT` are kept,
+    /// and their number); a no-op when `owner` no longer holds the claim.
+    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str, webhooks: &[String])
+    -> Result<(), StoreError>;
     /// Gives the claim back at once (the fan-out failed), so that the retry need not wait for
     /// the lease; a no-op when `owner` no longer holds it.
     async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError>;
-    /// The stored event and whether it was fanned out. `consistent: false` is a cheaper read
-    /// that may miss a claim made within the last second.
-    async fn get(
+    /// The stored event and its fan-out. `consistent: false` is a cheaper read that may miss
+    /// a claim made within the last second.
+    async fn get(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<Option<EventRecord>, StoreError>;
+    /// The tenant's events matching `query`, newest first, `limit` at most, older than the
+    /// cursor `before`. A page may hold fewer than `limit` events and still have a `next`
+    /// (a type filter examines a bounded number of events per call). Eventually consistent:
+    /// an event claimed within the last second may be missing.
+    async fn list(
         &self,
         tenant: &Tenant,
-        id: &EventId,
-        consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError>;
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError>;
 }
 
 /// A message to send; `id` names it within one batch.

@@ -3,7 +3,8 @@
 
 #[cfg(feature = "aws")]
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 #[cfg(feature = "aws")]
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -21,7 +22,27 @@ pub struct TableSpec {
     pub hash_key: &'static str,
     pub range_key: &'static str,
     pub ttl_attribute: Option<&'static str>,
+    pub index: Option<IndexSpec>,
 }
+
+/// A global secondary index (string keys, `INCLUDE` projection of `projected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: &'static str,
+    pub hash_key: &'static str,
+    pub range_key: &'static str,
+    pub projected: &'static [&'static str],
+}
+
+/// A tenant's events by time (`dynamo::DynamoEventStore::list`): pk `EV#{tenant}`, sk
+/// `{timestamp ms, 15 digits}#{event id}`; sparse (only event items have the keys). It
+/// projects what a listing shows and never the payload.
+pub const EVENTS_BY_TIME: IndexSpec = IndexSpec {
+    name: "events-by-time",
+    hash_key: "gsi1pk",
+    range_key: "gsi1sk",
+    projected: &["id", "event", "ts", "state"],
+};
 
 pub const WEBHOOKS_TABLE: TableSpec = TableSpec {
     logical_id: "WebhooksTable",
@@ -29,6 +50,7 @@ pub const WEBHOOKS_TABLE: TableSpec = TableSpec {
     hash_key: "pk",
     range_key: "sk",
     ttl_attribute: None,
+    index: None,
 };
 
 pub const DELIVERIES_TABLE: TableSpec = TableSpec {
@@ -37,6 +59,7 @@ pub const DELIVERIES_TABLE: TableSpec = TableSpec {
     hash_key: "pk",
     range_key: "sk",
     ttl_attribute: Some("expiresAt"),
+    index: Some(EVENTS_BY_TIME),
 };
 
 pub const TABLES: [TableSpec; 2] = [WEBHOOKS_TABLE, DELIVERIES_TABLE];
@@ -115,16 +138,33 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, n
             .build()
             .map_err(backend)
     };
-    let created = client
+    let mut request = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr(spec.hash_key)?)
         .attribute_definitions(attr(spec.range_key)?)
         .key_schema(key(spec.hash_key, KeyType::Hash)?)
-        .key_schema(key(spec.range_key, KeyType::Range)?)
-        .send()
-        .await;
+        .key_schema(key(spec.range_key, KeyType::Range)?);
+    if let Some(index) = spec.index {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(index.projected.iter().map(|a| a.to_string()).collect()))
+            .build();
+        request = request
+            .attribute_definitions(attr(index.hash_key)?)
+            .attribute_definitions(attr(index.range_key)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .key_schema(key(index.hash_key, KeyType::Hash)?)
+                    .key_schema(key(index.range_key, KeyType::Range)?)
+                    .projection(projection)
+                    .build()
+                    .map_err(backend)?,
+            );
+    }
+    let created = request.send().await;
     if let Err(e) = created {
         let existing = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
         if !existing {
@@ -237,6 +277,9 @@ pub fn specs_json() -> serde_json::Value {
             serde_json::json!({
                 "logicalId": t.logical_id, "defaultName": t.default_name,
                 "hashKey": t.hash_key, "rangeKey": t.range_key, "ttlAttribute": t.ttl_attribute,
+                "index": t.index.map(|i| serde_json::json!({
+                    "name": i.name, "hashKey": i.hash_key, "rangeKey": i.range_key, "projected": i.projected,
+                })),
             })
         })
         .collect();

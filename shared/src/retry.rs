@@ -39,6 +39,20 @@ pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: &str, event_ms: u64
     format!("dl_{}", crate::ids::encode(value))
 }
 
+/// The event time a delivery id carries (its first 48 bits), so a delivery record alone
+/// says when its event happened; `None` for a string that is not a delivery id.
+pub fn delivery_time(delivery_id: &str) -> Option<u64> {
+    if !crate::ids::is_id("dl", delivery_id) {
+        return None;
+    }
+    crate::ids::decode(&delivery_id[3..]).map(|v| (v >> 80) as u64)
+}
+
+/// The smallest delivery id of an event at `ms` or later: a bound for a window of the log.
+pub fn delivery_id_bound(ms: u64) -> String {
+    format!("dl_{}", crate::ids::encode((ms as u128 & 0xFFFF_FFFF_FFFF) << 80))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +84,8 @@ mod tests {
         assert_ne!(delivery_id("t", "ew", "", 1000), delivery_id("t", "e", "w", 1000));
         assert!(delivery_id("t", "e", "w", 1000) < delivery_id("t", "e", "w", 2000));
         assert!(crate::ids::is_id("dl", &a));
+        assert_eq!(delivery_time(&a), Some(1000));
+        assert!(delivery_id_bound(1000) <= a && a < delivery_id_bound(1001));
+        assert_eq!(delivery_time("wh_123"), None);
     }
 }

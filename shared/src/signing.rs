@@ -130,6 +130,18 @@ impl Envelope<'_> {
     /// Builds the body and every header. `now_s` is the attempt time (Standard Webhooks'
     /// timestamp is for replay protection, so it is the time of sending, not of the event).
     pub fn sign(&self, secret: Option<&str>, now_s: u64) -> SignedRequest {
+        self.sign_with(secret.as_slice(), now_s)
+    }
+
+    /// Signs with every secret valid now (`Webhook::signing_secrets`: the current one first,
+    /// then the ones a rotation replaced, newest first). `webhook-signature` carries one `v1,`
+    /// signature per secret, space-separated, as the Standard Webhooks spec allows, so a
+    /// receiver holding any one of them verifies. `X-Webhook-Signature` is one hex value (the
+    /// guide's receiver compares it whole), by the *oldest* valid secret: a receiver that was
+    /// not touched keeps verifying until the overlap ends, and one that tries its old and new
+    /// secret in turn verifies before and after; the new secret alone takes over when the
+    /// old one expires.
+    pub fn sign_with(&self, secrets: &[&str], now_s: u64) -> SignedRequest {
         let body = delivery_body_rendered(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
         let mut headers = vec![
             ("content-type", "application/json".to_string()),
@@ -139,9 +151,13 @@ impl Envelope<'_> {
             (HEADER_SW_ID, self.id.to_string()),
             (HEADER_SW_TIMESTAMP, now_s.to_string()),
         ];
-        if let Some(secret) = secret {
-            headers.push((HEADER_SIGNATURE, guide_signature(secret, &body)));
-            headers.push((HEADER_SW_SIGNATURE, standard_signature(secret, self.id, now_s, &body)));
+        if let Some(oldest) = secrets.last() {
+            headers.push((HEADER_SIGNATURE, guide_signature(oldest, &body)));
+            let standard: Vec<String> = secrets
+                .iter()
+                .map(|s| standard_signature(s, self.id, now_s, &body))
+                .collect();
+            headers.push((HEADER_SW_SIGNATURE, standard.join(" ")));
         }
         SignedRequest { body, headers }
     }
@@ -172,6 +188,40 @@ mod tests {
             String::from_utf8(body).expect("utf8"),
             r#"{"event":"workflow.execution.completed","timestamp":"2025-05-21T21:27:09.442Z","payload":{"id":"1","status":"COMPLETED","n":1}}"#
         );
+    }
+
+    #[test]
+    fn during_a_rotation_every_secret_signs_and_the_oldest_signs_the_guides_header() {
+        let env = Envelope {
+            id: "msg_1",
+            event: "system.info",
+            timestamp_ms: 1_747_862_829_000,
+            payload: "{}",
+        };
+        let header = |r: &SignedRequest, name: &str| r.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let both = env.sign_with(&["new", "old"], 1_747_862_830);
+        let sw = header(&both, HEADER_SW_SIGNATURE).expect("signed");
+        assert_eq!(
+            sw,
+            format!(
+                "{} {}",
+                standard_signature("new", "msg_1", 1_747_862_830, &both.body),
+                standard_signature("old", "msg_1", 1_747_862_830, &both.body)
+            )
+        );
+        assert!(verify_guide_signature(
+            "old",
+            &both.body,
+            &header(&both, HEADER_SIGNATURE).expect("guide")
+        ));
+        let one = env.sign(Some("new"), 1_747_862_830);
+        assert!(verify_guide_signature(
+            "new",
+            &one.body,
+            &header(&one, HEADER_SIGNATURE).expect("guide")
+        ));
+        let none = env.sign(None, 1_747_862_830);
+        assert!(header(&none, HEADER_SIGNATURE).is_none() && header(&none, HEADER_SW_SIGNATURE).is_none());
     }
 
     #[test]

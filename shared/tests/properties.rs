@@ -53,6 +53,7 @@ fn key() -> impl Strategy<Value = String> {
         Just("events".to_string()),
         Just("secret".to_string()),
         Just("active".to_string()),
+        Just("overlapSeconds".to_string()),
         Just("event".to_string()),
         Just("payload".to_string()),
         Just("tenant".to_string()),
@@ -74,6 +75,16 @@ fn has_unsafe_integer(v: &Value) -> bool {
         Value::Object(map) => map.values().any(has_unsafe_integer),
         _ => false,
     }
+}
+
+/// Verification is async for the JWKS path; the HS256 path never waits, so a current-thread
+/// runtime is enough.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 proptest! {
@@ -118,13 +129,20 @@ proptest! {
             Err(errors) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| !e.message.is_empty())),
         }
         let _ = parse_update(&v, GUARDED);
+        match webhooks::domain::parse_rotate(&v) {
+            Ok(r) => {
+                prop_assert!(r.overlap_s <= webhooks::domain::MAX_OVERLAP_S);
+                prop_assert!(r.secret.as_ref().is_none_or(|s| !s.is_empty() && s.len() <= MAX_SECRET_LEN));
+            }
+            Err(errors) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| !e.message.is_empty())),
+        }
     }
 
     #[test]
     fn jwt_path_refuses_junk_without_panicking(token in "\\PC{0,300}", header in "\\PC{0,40}") {
         let v = JwtVerifier::new(b"k", Some("iss"), Some("aud"));
-        prop_assert!(v.verify(&token).is_err());
-        let _ = v.verify_header(Some(&header));
+        prop_assert!(block_on(v.verify(&token)).is_err());
+        let _ = block_on(v.verify_header(Some(&header)));
     }
 
     #[test]
@@ -137,7 +155,7 @@ proptest! {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"k").expect("key");
         mac.update(input.as_bytes());
         let token = format!("{input}.{}", B.encode(mac.finalize().into_bytes()));
-        prop_assert!(JwtVerifier::new(b"k", None, None).verify(&token).is_err());
+        prop_assert!(block_on(JwtVerifier::new(b"k", None, None).verify(&token)).is_err());
     }
 
     #[test]

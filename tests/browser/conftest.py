@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -86,7 +88,10 @@ class Runner:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.log_path = SCREENSHOTS / "runner.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL") and k != "BACKEND"}
+        # The durable default, in an empty data directory of its own.
+        self.data_dir = tempfile.mkdtemp(prefix="webhooks-browser-")
         env.update(
+            DATA_DIR=self.data_dir,
             PORT=str(self.port),
             JWT_SECRET=JWT_SECRET,
             # Three attempts a second or so apart, so a failing receiver's story fits a test.
@@ -146,6 +151,7 @@ class Runner:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

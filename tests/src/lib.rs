@@ -31,6 +31,35 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A fresh directory under the system's temporary directory (a `DATA_DIR` for one test),
+/// removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The durable store's database in a fresh directory; keep the directory while it is used.
+pub fn sqlite_db() -> (TempDir, std::sync::Arc<webhooks::sqlite::Db>) {
+    let dir = TempDir::new("webhooks-data");
+    let db = webhooks::sqlite::Db::open(dir.path()).expect("open the durable store");
+    (dir, db)
+}
+
 /// The emulator's SDK configuration: `AWS_ENDPOINT_URL`, or the per-service
 /// `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SQS` (LocalStack's SQS beside moto's
 /// DynamoDB). With no endpoint set the test FAILS: an emulator suite that passes without an
@@ -170,6 +199,11 @@ impl Receiver {
             .extend(replies);
     }
 
+    /// What the receiver answers from now on, once the script is used up.
+    pub fn set_default(&self, reply: Reply) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).default = Some(reply);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).seen.clone()
     }
@@ -210,4 +244,64 @@ pub fn closed_port() -> u16 {
     let port = l.local_addr().expect("addr").port();
     drop(l);
     port
+}
+
+/// The Python of the venv with the official `standardwebhooks` library (`make test` installs it
+/// into `.venv-standardwebhooks`; `STANDARDWEBHOOKS_PYTHON` points elsewhere).
+pub fn standard_webhooks_python() -> String {
+    std::env::var("STANDARDWEBHOOKS_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-standardwebhooks/bin/python").to_string())
+}
+
+/// The secret as a Standard Webhooks library takes it: a `whsec_` secret as it is, any other
+/// as `whsec_` + base64 of its bytes (what the README tells receivers to do).
+pub fn as_standard_secret(secret: &str) -> String {
+    use base64::Engine;
+    if secret.starts_with("whsec_") {
+        secret.to_string()
+    } else {
+        format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(secret))
+    }
+}
+
+/// Verifies each (secret, request) with the official `standardwebhooks` library from PyPI,
+/// run in Python (`tests/python/standard_verify.py`): "ok", or the library's error.
+pub async fn standard_webhooks_verify(cases: &[(&str, &Received)]) -> Vec<String> {
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+    let input: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(secret, r)| {
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), serde_json::Value::from(v.to_str().ok()?))))
+                .collect();
+            serde_json::json!({
+                "secret": as_standard_secret(secret),
+                "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+                "headers": headers,
+            })
+        })
+        .collect();
+    let python = standard_webhooks_python();
+    let mut child = tokio::process::Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/standard_verify.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python} with standardwebhooks must be installed (make test installs it): {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(serde_json::Value::from(input).to_string().as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("python finished")
+        .expect("python ran");
+    assert!(out.status.success(), "standard_verify.py failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("a JSON array of verdicts")
 }

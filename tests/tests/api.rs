@@ -30,12 +30,15 @@ const STRICT: TargetPolicy = TargetPolicy {
 fn app_with(store: Arc<dyn WebhookStore>, policy: TargetPolicy, verifier: JwtVerifier) -> Router {
     let queue = Arc::new(MemoryQueue::new());
     let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
+    let delivery_queue_url = queue.create_queue("jobs", Duration::from_secs(30), None);
     router(AppState {
         store,
         log: Arc::new(MemoryDeliveryLog::new()),
         events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         events_queue_url,
+        delivery_queue_url,
+        recover_page: 100,
         verifier: Arc::new(verifier),
         deliverer: Deliverer::new(policy).expect("client"),
         test_timeout: Duration::from_secs(1),
@@ -251,6 +254,187 @@ async fn crud_over_dynamodb() {
     create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("table");
     let store = Arc::new(DynamoWebhookStore::new(client, table));
     crud_scenario(&app_with(store, STRICT, JwtVerifier::new(JWT_SECRET, None, None))).await;
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret` on any store: generated or chosen secrets, shown
+/// once; the replaced ones listed with their expiry and never shown; bounds and bad bodies
+/// refused without a change; tenant-isolated; and conditional, so racing PUTs lose nothing.
+async fn rotation_scenario(app: &Router) {
+    let alice = bearer(&unique("alice"));
+    let created = call(
+        app,
+        "POST",
+        "/api/webhooks",
+        Some(&alice),
+        Some(r#"{"url":"https://example.com/hook","events":["system.info"],"secret":"first-secret-chosen-by-the-user-0001"}"#),
+    )
+    .await;
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let rotate = format!("/api/webhooks/{id}/rotate-secret");
+    let path = format!("/api/webhooks/{id}");
+    let get = || call(app, "GET", &path, Some(&alice), None);
+
+    // No body at all: a generated secret and the default overlap of a day.
+    let r = call(app, "POST", &rotate, Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let generated = r.body["secret"].as_str().expect("shown once");
+    assert!(
+        generated.starts_with("whsec_") && generated.len() == 6 + 44,
+        "{generated}"
+    );
+    let expires = r.body["previousSecrets"][0]["expiresAt"].clone();
+    assert!(is_iso_ms(&expires));
+    let in_a_day = webhooks::time::parse_iso(expires.as_str().unwrap_or_default()).unwrap_or_default();
+    let now = webhooks::time::now_ms();
+    assert!(in_a_day > now + 86_300_000 && in_a_day <= now + 86_400_000, "{expires}");
+    let r = call(
+        app,
+        "POST",
+        &rotate,
+        Some(&alice),
+        Some(r#"{"secret":"chosen-secret-of-the-user-0123456789","overlapSeconds":60}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["secret"], "chosen-secret-of-the-user-0123456789");
+    assert_eq!(r.body["previousSecrets"].as_array().map(Vec::len), Some(2));
+    let shown = get().await.body;
+    assert_eq!(shown.get("secret"), None);
+    for s in [
+        "first-secret-chosen-by-the-user-0001",
+        generated,
+        "chosen-secret-of-the-user-0123456789",
+    ] {
+        assert!(!shown.to_string().contains(s), "GET shows no secret");
+    }
+    assert_eq!(shown["previousSecrets"], r.body["previousSecrets"]);
+    // What GET returned can be sent back: the rotation state is read-only and kept.
+    let put = call(
+        app,
+        "PUT",
+        &format!("/api/webhooks/{id}"),
+        Some(&alice),
+        Some(&shown.to_string()),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["previousSecrets"], shown["previousSecrets"]);
+
+    // Bounded: a third replaced secret is kept, a fourth is refused and changes nothing.
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = get().await.body;
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("overlapSeconds 0"),
+        "{}",
+        r.body
+    );
+    for (bad, field) in [
+        (r#"{"overlapSeconds":-1}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":604801}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":"60"}"#, "overlapSeconds"),
+        (r#"{"overlapSeconds":1.5}"#, "overlapSeconds"),
+        (r#"{"secret":""}"#, "secret"),
+        (r#"{"secret":null}"#, "secret"),
+        (r#"{"secret":7}"#, "secret"),
+        (r#"{"colour":1}"#, "colour"),
+        ("[]", ""),
+    ] {
+        let r = call(app, "POST", &rotate, Some(&alice), Some(bad)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["field"], field, "{bad}");
+    }
+    let long = json!({"secret": "s".repeat(webhooks::domain::MAX_SECRET_LEN + 1)}).to_string();
+    let r = call(app, "POST", &rotate, Some(&alice), Some(&long)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = call(app, "POST", &rotate, Some(&alice), Some("{not json")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(get().await.body, before, "refused rotations change nothing");
+
+    // Another tenant, an unknown id: 404 and nothing rotated.
+    let mallory = bearer(&unique("mallory"));
+    assert_eq!(
+        call(app, "POST", &rotate, Some(&mallory), Some("{}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(
+        app,
+        "POST",
+        "/api/webhooks/wh_01jz0000000000000000000000/rotate-secret",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(get().await.body, before);
+
+    // An overlap of 0 revokes every replaced secret at once (a leaked secret).
+    let r = call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":0}"#)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["previousSecrets"], json!([]));
+
+    // Rotations racing PUTs: each is applied to what the other wrote, none is lost.
+    let events = r#"{"events":["system.warning"]}"#;
+    let (a, b, c, d) = tokio::join!(
+        call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":3600}"#)),
+        call(app, "PUT", &path, Some(&alice), Some(events)),
+        call(app, "POST", &rotate, Some(&alice), Some(r#"{"overlapSeconds":3600}"#)),
+        call(app, "PUT", &path, Some(&alice), Some(r#"{"active":false}"#)),
+    );
+    for r in [&a, &b, &c, &d] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let end = get().await.body;
+    assert_eq!(end["events"], json!(["system.warning"]));
+    assert_eq!(end["active"], false);
+    assert_eq!(
+        end["previousSecrets"].as_array().map(Vec::len),
+        Some(2),
+        "both rotations kept: {end}"
+    );
+
+    // An unsigned webhook (`"secret": null`, the explicit opt-out) gets its first secret.
+    let created = call(
+        app,
+        "POST",
+        "/api/webhooks",
+        Some(&alice),
+        Some(r#"{"url":"https://example.com/hook","events":["*"],"secret":null}"#),
+    )
+    .await;
+    let unsigned = created.body["id"].as_str().expect("id");
+    let r = call(
+        app,
+        "POST",
+        &format!("/api/webhooks/{unsigned}/rotate-secret"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.body["hasSecret"].clone(), r.body["previousSecrets"].clone()),
+        (json!(true), json!([]))
+    );
+}
+
+#[tokio::test]
+async fn rotation_over_the_memory_store() {
+    rotation_scenario(&app(STRICT)).await;
+}
+
+#[tokio::test]
+async fn rotation_over_dynamodb() {
+    let Some(sdk) = emulator().await else { return };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("webhooks");
+    create_table(&client, &WEBHOOKS_TABLE, &table).await.expect("table");
+    let store = Arc::new(DynamoWebhookStore::new(client, table));
+    rotation_scenario(&app_with(store, STRICT, JwtVerifier::new(JWT_SECRET, None, None))).await;
 }
 
 #[tokio::test]
@@ -565,6 +749,11 @@ async fn every_route_needs_a_valid_token() {
         ("GET", "/api/webhooks/wh_01jz0000000000000000000000", None),
         ("PUT", "/api/webhooks/wh_01jz0000000000000000000000", Some("{}")),
         ("DELETE", "/api/webhooks/wh_01jz0000000000000000000000", None),
+        (
+            "POST",
+            "/api/webhooks/wh_01jz0000000000000000000000/rotate-secret",
+            Some("{}"),
+        ),
         (
             "POST",
             "/api/webhooks/test",
@@ -919,4 +1108,159 @@ async fn the_openapi_document_is_checked_in_served_and_true_to_the_router() {
         }
     }
     assert_eq!(routed, webhooks_api::openapi::OPERATIONS.len());
+}
+
+/// `GET /api/webhooks/{id}/stats` counts the last 24 h of the delivery log by status, leaves
+/// older deliveries and other webhooks out, and reads at most 1000 deliveries (then says the
+/// counts are incomplete); another tenant gets 404.
+#[tokio::test]
+async fn stats_count_the_last_day_of_the_delivery_log() {
+    use webhooks::ports::{Attempt, Delivery, DeliveryLog, DeliveryStatus};
+    let store: Arc<dyn WebhookStore> = Arc::new(MemoryWebhookStore::new());
+    let log: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new());
+    let queue = Arc::new(MemoryQueue::new());
+    let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
+    let delivery_queue_url = queue.create_queue("jobs", Duration::from_secs(30), None);
+    let app = router(AppState {
+        store,
+        log: log.clone(),
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
+        queue,
+        events_queue_url,
+        delivery_queue_url,
+        recover_page: 100,
+        verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
+        deliverer: Deliverer::new(TargetPolicy::PERMISSIVE).expect("client"),
+        test_timeout: Duration::from_secs(1),
+    });
+    let tenant = unique("acme");
+    let t = bearer(&tenant);
+    let mut hooks = Vec::new();
+    for _ in 0..2 {
+        let created = call(
+            &app,
+            "POST",
+            "/api/webhooks",
+            Some(&t),
+            Some(r#"{"url":"https://example.com/h","events":["*"]}"#),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        hooks.push(created.body["id"].as_str().expect("id").to_string());
+    }
+    let now = webhooks::time::now_ms();
+    let add = |hook: String, event_ms: u64, n: u64, status: DeliveryStatus, code: u16| {
+        let (log, tenant) = (log.clone(), tenant.clone());
+        async move {
+            let event_id = format!("evt-{event_ms}-{n}");
+            let d = Delivery {
+                id: webhooks::retry::delivery_id(&tenant, &event_id, &hook, event_ms),
+                tenant: tenant.clone(),
+                webhook_id: hook,
+                event_id,
+                event: "system.info".into(),
+                status: DeliveryStatus::Pending,
+                created_at: event_ms,
+                updated_at: event_ms,
+                attempts: Vec::new(),
+                note: None,
+                expires_at: event_ms / 1000 + 86_400,
+                cycle: 0,
+                cycle_start: 0,
+                next_attempt_at: None,
+            };
+            if status == DeliveryStatus::Skipped {
+                log.finish(&d, status, "webhook is inactive", event_ms)
+                    .await
+                    .expect("finish");
+                return;
+            }
+            let attempt = Attempt {
+                attempt: 1,
+                at: event_ms,
+                status_code: Some(code),
+                duration_ms: 3,
+                message: String::new(),
+                response_body: None,
+            };
+            let (after, next) = match status {
+                DeliveryStatus::Succeeded => (DeliveryStatus::Succeeded, None),
+                _ => (DeliveryStatus::Pending, Some(event_ms + 1000)),
+            };
+            log.record_attempt(&d, &attempt, after, next, event_ms)
+                .await
+                .expect("record");
+            if status == DeliveryStatus::Failed {
+                log.finish(&d, status, "gave up", event_ms).await.expect("finish");
+            }
+        }
+    };
+    let hour = 3_600_000;
+    for n in 0..6 {
+        add(hooks[0].clone(), now - hour - n, n, DeliveryStatus::Succeeded, 200).await;
+    }
+    add(hooks[0].clone(), now - 2 * hour, 0, DeliveryStatus::Failed, 500).await;
+    add(hooks[0].clone(), now - 3 * hour, 0, DeliveryStatus::Failed, 503).await;
+    add(hooks[0].clone(), now - 4 * hour, 0, DeliveryStatus::Pending, 500).await;
+    add(hooks[0].clone(), now - 5 * hour, 0, DeliveryStatus::Skipped, 0).await;
+    // Outside the window, and another webhook's.
+    add(hooks[0].clone(), now - 25 * hour, 0, DeliveryStatus::Failed, 500).await;
+    add(hooks[1].clone(), now - hour, 0, DeliveryStatus::Failed, 500).await;
+
+    let stats = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[0]),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let b = &stats.body;
+    assert_eq!(
+        b["byStatus"],
+        json!({"pending": 1, "succeeded": 6, "failed": 2, "skipped": 1}),
+        "{b}"
+    );
+    assert_eq!(b["total"], 10);
+    assert_eq!(b["successRate"], json!(0.75));
+    assert_eq!(b["attempts"], 9);
+    assert_eq!(b["failedAttempts"], 3);
+    assert_eq!(b["complete"], true);
+
+    // Bounded: past 1000 deliveries in the window the newest 1000 are counted.
+    for n in 0..1000 {
+        add(hooks[1].clone(), now - 60_000 - n, n, DeliveryStatus::Succeeded, 200).await;
+    }
+    let stats = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[1]),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(stats.body["total"], 1000, "{}", stats.body);
+    assert_eq!(stats.body["complete"], false);
+    assert_eq!(stats.body["byStatus"]["succeeded"], 1000, "the newest are counted");
+    assert_eq!(stats.body["successRate"], json!(1.0));
+
+    let other = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{}/stats", hooks[0]),
+        Some(&bearer(&unique("other"))),
+        None,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let empty = call(
+        &app,
+        "GET",
+        "/api/webhooks/wh_01jz0000000000000000000000/stats",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::NOT_FOUND);
 }

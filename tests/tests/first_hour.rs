@@ -587,6 +587,7 @@ async fn token_and_listen_errors_name_the_flag() {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let who = webhooks::auth::JwtVerifier::new(JWT_SECRET, None, None)
         .verify(&token)
+        .await
         .expect("a valid token");
     assert_eq!(who.tenant.as_str(), "acme");
 }

@@ -197,3 +197,71 @@ async fn a_missing_setting_fails_at_cold_start_and_names_itself() {
     );
     assert!(text.contains("DELIVERY_QUEUE_URL is required"), "{text}");
 }
+
+/// `AUTH_MODE=api-gateway`: API Gateway's JWT authorizer (here a Cognito ID token's claims, as
+/// HTTP API v2 passes them) verified the token; the api binary takes the tenant from the claim
+/// it is told (`JWT_TENANT_CLAIM=custom:tenant`) and needs no `JWT_SECRET`. A request without
+/// the authorizer's claims is refused, even with a token that would verify: fail closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_binary_reads_the_claims_of_api_gateways_jwt_authorizer() {
+    let Some(sdk) = emulator().await else { return };
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = unique("webhooks");
+    create_table(&dynamo, &WEBHOOKS_TABLE, &table).await.expect("table");
+    let mut env: Vec<(String, String)> = [
+        ("AUTH_MODE", "api-gateway".to_string()),
+        ("JWT_TENANT_CLAIM", "custom:tenant".to_string()),
+        ("WEBHOOKS_TABLE", table),
+        ("DELIVERIES_TABLE", unique("deliveries")),
+        ("EVENTS_QUEUE_URL", "http://127.0.0.1:9/unused".to_string()),
+        ("DELIVERY_QUEUE_URL", "http://127.0.0.1:9/unused".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for k in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.to_string(), v));
+        }
+    }
+    let mut api = start("api", &env).await;
+    let tenant = unique("acme");
+    let mut post = fill(
+        "apigw-http-v2-jwt-authorizer.json",
+        &[("TOKEN", "verified-by-api-gateway"), ("TENANT", &tenant)],
+    );
+    let body = json!({"url": "https://example.com/hook", "events": ["*"]}).to_string();
+    post["requestContext"]["http"]["method"] = json!("POST");
+    post["headers"]["content-type"] = json!("application/json");
+    post["headers"]["content-length"] = json!(body.len().to_string());
+    post["body"] = json!(body);
+    let res = response(api.api.invoke(post, WITHIN).await);
+    assert_eq!(res["statusCode"], 201, "{res}");
+    let get = fill(
+        "apigw-http-v2-jwt-authorizer.json",
+        &[("TOKEN", "verified-by-api-gateway"), ("TENANT", &tenant)],
+    );
+    let res = response(api.api.invoke(get, WITHIN).await);
+    let list: Value = serde_json::from_str(res["body"].as_str().expect("body")).expect("json");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "the tenant of custom:tenant: {res}"
+    );
+    let other = fill(
+        "apigw-http-v2-jwt-authorizer.json",
+        &[("TOKEN", "verified-by-api-gateway"), ("TENANT", &unique("other"))],
+    );
+    let res = response(api.api.invoke(other, WITHIN).await);
+    assert_eq!(res["body"], "[]", "another tenant sees nothing");
+    let no_authorizer = fill("apigw-http-v2-get.json", &[("TOKEN", &token(&tenant))]);
+    let res = response(api.api.invoke(no_authorizer, WITHIN).await);
+    assert_eq!(res["statusCode"], 401, "{res}");
+    let _ = api.child.kill().await;
+}

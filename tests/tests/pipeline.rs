@@ -1,6 +1,7 @@
 //! The delivery pipeline end to end: `POST /api/events` or a producer's SQS message, ingest,
 //! the delivery queue, the dispatcher, a real receiver on 127.0.0.1, and the delivery log.
-//! Every scenario runs on the embedded backend and on the emulator's DynamoDB + SQS.
+//! Every scenario runs on the in-memory backend, on the durable one (SQLite in a fresh data
+//! directory) and on the emulator's DynamoDB + SQS.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,13 +12,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use webhooks::ports::{OutgoingMessage, Queue};
 use webhooks::signing;
 use webhooks_local::{Backend, QueueUrls, Runner, local_config};
-use webhooks_tests::{JWT_SECRET, Receiver, Reply, bearer, closed_port, emulator, emulator_resources, unique};
+use webhooks_tests::{
+    JWT_SECRET, Receiver, Reply, TempDir, bearer, closed_port, emulator, emulator_resources, standard_webhooks_verify,
+    unique,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Memory,
+    Durable,
     Emulator,
 }
 
@@ -32,6 +37,11 @@ struct Harness {
     log: Arc<dyn webhooks::ports::DeliveryLog>,
     clock: webhooks::time::Clock,
     memory: Option<Arc<webhooks::memory::MemoryQueue>>,
+    /// The durable backend's data directory, removed when the harness goes.
+    _data: Option<TempDir>,
+    /// The emulator's tables and queues (`WEBHOOKS_TABLE` … `DELIVERY_DLQ_URL`), for tests
+    /// that start the `webhooks-local` binary on them; empty on the embedded backends.
+    env: Vec<(String, String)>,
 }
 
 /// A local runner on 127.0.0.1:0 with its pipeline running. `vars` override the environment
@@ -42,7 +52,7 @@ async fn harness(kind: Kind, vars: &[(&str, &str)]) -> Option<Harness> {
 
 /// The same, with the queue pollers running or not (then the test invokes the handlers).
 async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Option<Harness> {
-    let runner = runner(kind, vars).await?;
+    let (runner, data, env) = runner(kind, vars).await?;
     let queue = runner.state.queue.clone();
     let urls = runner.urls.clone();
     let (ingest, dispatcher, clock, memory) = (
@@ -70,22 +80,35 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         log,
         clock,
         memory,
+        _data: data,
+        env,
     })
 }
 
-async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Runner> {
+type Built = (Runner, Option<TempDir>, Vec<(String, String)>);
+
+async fn runner(kind: Kind, vars: &[(&str, &str)]) -> Option<Built> {
     let mut vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.push(("JWT_SECRET".into(), String::from_utf8_lossy(JWT_SECRET).into_owned()));
+    let mut data = None;
+    let mut env = Vec::new();
     let backend = match kind {
         Kind::Memory => Backend::Memory,
+        Kind::Durable => {
+            let dir = TempDir::new("pipeline-data");
+            let backend = Backend::Sqlite(dir.path().to_path_buf());
+            data = Some(dir);
+            backend
+        }
         Kind::Emulator => {
             let sdk = emulator().await?;
-            vars.extend(emulator_resources(&sdk).await);
+            env = emulator_resources(&sdk).await;
+            vars.extend(env.clone());
             Backend::Aws(Box::new(sdk))
         }
     };
     let config = local_config(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).expect("config");
-    Some(Runner::new(&config, JWT_SECRET, &backend).expect("runner"))
+    Some((Runner::new(&config, JWT_SECRET, &backend).expect("runner"), data, env))
 }
 
 impl Harness {
@@ -112,6 +135,40 @@ impl Harness {
             .expect("send");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GET that also returns the `Link: <…>; rel="next"` target, if any.
+    async fn get_page(&self, tenant: &str, path: &str) -> (u16, Value, Option<String>) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", bearer(tenant))
+            .send()
+            .await
+            .expect("send");
+        let status = res.status().as_u16();
+        let next = res
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix('<'))
+            .and_then(|v| v.split_once(">; rel=\"next\""))
+            .map(|(target, _)| target.to_string());
+        (status, res.json().await.unwrap_or(Value::Null), next)
+    }
+
+    /// Every item of a paginated listing, following the Link header (bounded).
+    async fn walk(&self, tenant: &str, first: &str) -> (Vec<Value>, usize) {
+        let (mut items, mut pages, mut path) = (Vec::new(), 0, Some(first.to_string()));
+        while let Some(p) = path.take() {
+            pages += 1;
+            assert!(pages <= 50, "the listing never ended");
+            let (status, body, next) = self.get_page(tenant, &p).await;
+            assert_eq!(status, 200, "{p}: {body}");
+            items.extend(body.as_array().expect("a page").iter().cloned());
+            path = next;
+        }
+        (items, pages)
     }
 
     async fn webhook(&self, tenant: &str, url: &str, events: Value, secret: Option<&str>) -> String {
@@ -1093,7 +1150,8 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
         ("PORT".into(), "0".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
-    let mut check: Option<webhooks::dynamo::DynamoDeliveryLog> = None;
+    let mut check: Option<Box<dyn webhooks::ports::DeliveryLog>> = None;
+    let data = TempDir::new("sigterm-data");
     if let Kind::Emulator = kind {
         let Some(sdk) = emulator().await else { return };
         let resources = emulator_resources(&sdk).await;
@@ -1102,14 +1160,18 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
             .find(|(k, _)| k == "DELIVERIES_TABLE")
             .map(|(_, v)| v.clone())
             .expect("deliveries table");
-        check = Some(webhooks::dynamo::DynamoDeliveryLog::new(
+        check = Some(Box::new(webhooks::dynamo::DynamoDeliveryLog::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             deliveries_table,
-        ));
+        )));
         env.extend(resources);
     } else {
         for k in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"] {
             env.push((k.into(), String::new()));
+        }
+        match kind {
+            Kind::Durable => env.push(("DATA_DIR".into(), data.path().display().to_string())),
+            _ => env.push(("BACKEND".into(), "memory".into())),
         }
     }
     let receiver = Receiver::start(Reply::Slow(Duration::from_secs(2), 200)).await;
@@ -1159,11 +1221,14 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
             .any(|l| l.contains("deliveries in flight finished and were recorded")),
         "{rest:?}"
     );
+    if let Kind::Durable = kind {
+        // The process is gone: its log is read from its data directory.
+        let db = webhooks::sqlite::Db::open(data.path()).expect("reopen the data directory");
+        check = Some(Box::new(webhooks::sqlite::SqliteDeliveryLog::new(db)));
+    }
     if let Some(log) = check {
         for hook in &hooks {
-            let page = webhooks::ports::DeliveryLog::list(&log, hook, 10, None)
-                .await
-                .expect("list");
+            let page = log.list(hook, 10, None).await.expect("list");
             assert_eq!(page.items.len(), 1);
             assert_eq!(page.items[0].status.as_str(), "succeeded", "recorded before the exit");
         }
@@ -1171,11 +1236,944 @@ async fn sigterm_lets_deliveries_in_flight_finish(kind: Kind) {
     assert_eq!(receiver.received().len(), 2, "nothing sent twice");
 }
 
+// ---------------------------------------------------------------------------------------
+// Events kept, resend, recover, redrive (issue 10).
+// ---------------------------------------------------------------------------------------
+
+/// Waits (bounded) until `GET /api/events/{id}` satisfies `done`; returns it.
+async fn event_when(h: &Harness, tenant: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, e) = h.get(tenant, &format!("/api/events/{id}")).await;
+        if code == 200 && done(&e) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event never reached the expected state: {code} {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Percent-encodes everything but ASCII letters and digits (a path segment).
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn all_succeeded(e: &Value) -> bool {
+    e["status"] == "fannedOut"
+        && e["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["status"] == "succeeded"))
+}
+
+/// Accepted events are kept: `GET /api/events/{id}` shows the payload and each delivery's
+/// id and status; `GET /api/events` lists them newest first, filtered, page by page through
+/// the Link header; another tenant gets 404 and an empty listing.
+async fn events_are_kept_and_listed(kind: Kind) {
+    let Some(h) = harness(kind, &[]).await else { return };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hooks = [
+        h.webhook(&tenant, &receiver.url("/1"), json!(["system.*"]), None).await,
+        h.webhook(&tenant, &receiver.url("/2"), json!(["system.info"]), None)
+            .await,
+    ];
+    let kinds = [
+        "system.info",
+        "system.error",
+        "system.info",
+        "system.error",
+        "system.info",
+    ];
+    let mut ids = Vec::new();
+    for (i, event) in kinds.iter().enumerate() {
+        // Ids with characters a URL must escape.
+        let id = format!("order {i}/#é");
+        h.event(
+            &tenant,
+            event,
+            json!({"n": i, "big": 9_007_199_254_740_991u64}),
+            Some(&id),
+        )
+        .await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let path = |id: &str| format!("/api/events/{}", escape(id));
+    let e = event_when(&h, &tenant, &escape(&ids[0]), all_succeeded).await;
+    assert_eq!(e["id"], ids[0]);
+    assert_eq!(e["event"], "system.info");
+    // The payload as it was delivered: rendered once, as JSON.stringify prints it (the largest
+    // integer JavaScript keeps exactly; a bigger one is refused with 422, see first_hour.rs).
+    assert_eq!(e["payload"], json!({"n": 0, "big": 9_007_199_254_740_991u64}));
+    assert_eq!(e["fanOut"], 2);
+    let mut delivered: Vec<(String, String)> = e["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            (
+                d["webhookId"].as_str().expect("webhook").to_string(),
+                d["id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let mut want: Vec<String> = hooks.to_vec();
+    want.sort();
+    assert_eq!(delivered.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(), want);
+    // The ids are the ones the receiver saw as webhook-id.
+    receiver.wait_for(8, WAIT).await;
+    for (_, id) in &delivered {
+        assert!(
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.header("webhook-id") == Some(id.as_str()))
+        );
+    }
+    let e = event_when(&h, &tenant, &escape(&ids[1]), all_succeeded).await;
+    assert_eq!(e["fanOut"], 1, "system.error goes to the first webhook only");
+
+    let (listed, pages) = h.walk(&tenant, "/api/events?limit=2").await;
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(
+        listed.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert_eq!(pages, 3, "5 events, 2 a page");
+    let since = listed[1]["timestamp"].as_str().expect("timestamp").to_string();
+    let (errors, _) = h
+        .walk(
+            &tenant,
+            &format!("/api/events?limit=1&event=system.error&since={since}"),
+        )
+        .await;
+    assert_eq!(
+        errors.iter().map(|e| e["id"].as_str().expect("id")).collect::<Vec<_>>(),
+        vec![ids[3].as_str()],
+        "filters hold across pages"
+    );
+    for bad in [
+        "/api/events?since=yesterday",
+        "/api/events?event=nope",
+        "/api/events?cursor=x",
+        "/api/events?limit=0",
+    ] {
+        let (code, body) = h.get(&tenant, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body["errors"][0]["field"].is_string(), "{body}");
+    }
+    let other = unique("other");
+    let (code, _) = h.get(&other, &path(&ids[0])).await;
+    assert_eq!(code, 404, "another tenant's event");
+    let (code, list) = h.get(&other, "/api/events").await;
+    assert_eq!((code, list), (200, json!([])));
+    let (code, _) = h.get(&tenant, "/api/events/never-sent").await;
+    assert_eq!(code, 404);
+}
+
+/// Resend: a succeeded delivery is sent again with the same id and the same bytes (the
+/// receiver sees the webhook-id twice) and a failed one, dead-lettered, gets a fresh cycle
+/// and succeeds; each resend's attempts are appended to the same record.
+async fn resend_delivers_the_same_delivery_again(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let ok = Receiver::start(Reply::Status(200)).await;
+    let down = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &ok.url("/"), json!(["system.info"]), Some("s3cret-0123456789"))
+        .await;
+    let broken = h.webhook(&tenant, &down.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "succeeded").await;
+    let id = d["id"].as_str().expect("id").to_string();
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/{id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["cycle"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    let got = ok.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(
+        got[1].header("webhook-id"),
+        Some(id.as_str()),
+        "the receiver can tell it is the same"
+    );
+    assert_eq!(got[1].header("x-webhook-id"), Some(id.as_str()));
+    assert_eq!(got[0].body, got[1].body, "the same body");
+    assert!(signing::verify_guide_signature(
+        "s3cret-0123456789",
+        &got[1].body,
+        got[1].header("x-webhook-signature").expect("signed")
+    ));
+    let d = h
+        .delivery_when(&tenant, &hook, |d| {
+            status(d) == "succeeded" && d["attempts"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["attempt"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(1), json!(2)],
+        "appended to the log"
+    );
+
+    // The failed delivery: two attempts, dead-lettered; the receiver is fixed; resend.
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "failed").await;
+    let failed_id = f["id"].as_str().expect("id").to_string();
+    down.set_default(Reply::Status(200));
+    let (code, body) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{broken}/deliveries/{failed_id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let f = h.delivery_when(&tenant, &broken, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        f["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)]
+    );
+    assert!(f.get("note").is_none(), "the failure note is gone with the new cycle");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(down.received().len(), 3, "one POST for the resend");
+    assert_eq!(ok.received().len(), 2);
+}
+
+/// Resend refuses, with a clear problem, what it cannot do: a delivery still being attempted
+/// (409), an inactive webhook (409), an unknown delivery or another tenant's (404).
+async fn resend_refuses_what_it_cannot_do(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "600")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(503)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a retry is scheduled");
+    let d = record(&h, &hook, &job).await;
+    assert_eq!(d.status.as_str(), "pending");
+    let resend = format!("/api/webhooks/{hook}/deliveries/{}/resend", d.id);
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("still being attempted")
+    );
+    let (code, _) = h.post(&unique("other"), &resend, json!({})).await;
+    assert_eq!(code, 404, "another tenant");
+    let (code, _) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/deliveries/dl_01m8hw0000000000000000000a/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    // Ended (skipped: the webhook was paused), and the webhook still paused: 409.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    // The retry is due (the pipeline's clock moves; SQS's is the emulator's own, so the same
+    // received message is handled again rather than waiting 600 s, plus up to 25 % jitter, for it to come back).
+    h.clock.advance(Duration::from_secs(600 + 150 + 1));
+    let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(response.batch_item_failures.is_empty());
+    h.queue
+        .delete(&h.urls.delivery, job.receipt_handle.as_deref().expect("receipt"))
+        .await
+        .expect("delete");
+    assert_eq!(record(&h, &hook, &job).await.status.as_str(), "skipped");
+    let (code, body) = h.post(&tenant, &resend, json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["detail"].as_str().expect("detail").contains("inactive"));
+    assert!(h.drain(&h.urls.delivery).await.is_empty(), "nothing was queued");
+
+    // A payload-less (resend or recover) job whose event has expired sends nothing and says why.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let orphan = webhooks::messages::DeliveryJob {
+        delivery_id: webhooks::retry::delivery_id(&tenant, "expired", &hook, 5_000),
+        webhook_id: hook.clone(),
+        tenant: webhooks::messages::Tenant::parse(&tenant).expect("tenant"),
+        event_id: webhooks::messages::EventId::parse("expired").expect("id"),
+        event: "system.info".into(),
+        timestamp_ms: 5_000,
+        cycle: 1,
+        payload: None,
+    };
+    let mut message = job.clone();
+    message.body = Some(orphan.encode());
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![message]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let d = h
+        .log
+        .get(&hook, &orphan.delivery_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(
+        (d.status.as_str(), d.note.as_deref()),
+        (
+            "skipped",
+            Some("the event is no longer stored (DELIVERY_RETENTION_DAYS)")
+        )
+    );
+    assert_eq!(receiver.received().len(), 1, "only the first attempt was ever POSTed");
+}
+
+/// Waits (bounded) until `n` of the webhook's deliveries have `want` as status; returns them.
+async fn counted(h: &Harness, tenant: &str, hook: &str, want: &str, n: usize) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, list) = h.get(tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+        let got = list
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|d| status(d) == want).count());
+        if got == n {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "never {n} {want}: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Recover: a receiver down for a while, then `recover` with a small page size. Every failed
+/// delivery of the window is delivered again exactly once (one extra POST each), over several
+/// pages handed on through the delivery queue; `until` bounds the window; a failure before
+/// `since` and another webhook's failures are left alone.
+async fn recover_redelivers_each_failed_delivery_once(kind: Kind) {
+    // The breaker kept shut: this scenario wants every delivery attempted until it fails.
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1"),
+        ("RECOVER_PAGE_SIZE", "2"),
+        ("BREAKER_FAILURES", "1000"),
+    ];
+    let Some(h) = harness(kind, &vars).await else { return };
+    let receiver = Receiver::start(Reply::Status(503)).await;
+    let other = Receiver::start(Reply::Status(503)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let untouched = h.webhook(&tenant, &other.url("/"), json!(["system.info"]), None).await;
+    let old = h
+        .event(&tenant, "system.info", json!({"n": 0}), Some("before-window"))
+        .await;
+    counted(&h, &tenant, &hook, "failed", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = webhooks::time::iso_ms(webhooks::time::now_ms());
+    for i in 1..=5 {
+        h.event(&tenant, "system.info", json!({"n": i}), Some(&format!("in-window-{i}")))
+            .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    counted(&h, &tenant, &hook, "failed", 6).await;
+    counted(&h, &tenant, &untouched, "failed", 6).await;
+    assert_eq!(receiver.received().len(), 12, "two attempts each");
+    receiver.set_default(Reply::Status(200));
+    // The 4th event's time bounds the first recover; the 5th is recovered by a second one.
+    let (_, fourth) = h.get(&tenant, "/api/events/in-window-4").await;
+    let until = fourth["timestamp"].as_str().expect("timestamp").to_string();
+    let recover = format!("/api/webhooks/{hook}/recover");
+    let (code, body) = h.post(&tenant, &recover, json!({"since": since, "until": until})).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["queued"], 2, "the first page, in the request: {body}");
+    assert_eq!(body["complete"], false, "the rest goes on page by page: {body}");
+    counted(&h, &tenant, &hook, "succeeded", 4).await;
+    let (code, body) = h.post(&tenant, &recover, json!({"since": since})).await;
+    assert_eq!(code, 202, "{body}");
+    counted(&h, &tenant, &hook, "succeeded", 5).await;
+    // Let any stray continuation or duplicate job run out before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = counted(&h, &tenant, &hook, "failed", 1).await;
+    for d in list.as_array().expect("list") {
+        let id = d["id"].as_str().expect("id");
+        let posts = receiver
+            .received()
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(id))
+            .count();
+        if d["eventId"] == old {
+            assert_eq!((status(d), posts), ("failed", 2), "before the window: left alone");
+        } else {
+            assert_eq!((status(d), posts), ("succeeded", 3), "exactly one extra POST: {d}");
+            assert_eq!(d["attempts"].as_array().expect("attempts").len(), 3);
+        }
+    }
+    assert_eq!(receiver.received().len(), 12 + 5);
+    assert_eq!(
+        other.received().len(),
+        12,
+        "another webhook's failures are not recovered"
+    );
+    // Bad input: a clear problem naming the field; another tenant: 404.
+    let (code, body) = h.post(&tenant, &recover, json!({"since": "yesterday"})).await;
+    assert_eq!(
+        (code, body["errors"][0]["field"].as_str()),
+        (422, Some("since")),
+        "{body}"
+    );
+    let (code, _) = h.post(&unique("other"), &recover, json!({"since": since})).await;
+    assert_eq!(code, 404);
+}
+
+/// Redrive: the delivery DLQ moved back (by `webhooks_local::redrive` on the embedded queues,
+/// by the `webhooks-local redrive` command on the emulator's SQS) starts a fresh cycle for a
+/// delivery that failed, and drops without a POST the job of one that was resent meanwhile;
+/// the log stays true (every POST an attempt, the final statuses right).
+async fn redrive_moves_the_dlq_back_and_the_log_stays_true(kind: Kind) {
+    let Some(h) = harness(kind, &[("RETRY_SCHEDULE_SECONDS", "1")]).await else {
+        return;
+    };
+    let a = Receiver::start(Reply::Status(500)).await;
+    let b = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook_a = h.webhook(&tenant, &a.url("/"), json!(["system.info"]), None).await;
+    let hook_b = h.webhook(&tenant, &b.url("/"), json!(["system.info"]), None).await;
+    h.event(&tenant, "system.info", json!({"n": 1}), None).await;
+    h.delivery_when(&tenant, &hook_a, |d| status(d) == "failed").await;
+    let failed_b = h.delivery_when(&tenant, &hook_b, |d| status(d) == "failed").await;
+    // Both receivers are fixed; B's delivery is resent first, A's waits for the redrive.
+    a.set_default(Reply::Status(200));
+    b.set_default(Reply::Status(200));
+    let resend = format!(
+        "/api/webhooks/{hook_b}/deliveries/{}/resend",
+        failed_b["id"].as_str().expect("id")
+    );
+    assert_eq!(h.post(&tenant, &resend, json!({})).await.0, 202);
+    h.delivery_when(&tenant, &hook_b, |d| status(d) == "succeeded").await;
+    let moved = match kind {
+        Kind::Memory | Kind::Durable => {
+            webhooks_local::redrive(h.queue.as_ref(), &h.urls.delivery_dlq, &h.urls.delivery, 100)
+                .await
+                .expect("redrive")
+        }
+        Kind::Emulator => {
+            let out = tokio::process::Command::new(webhooks_tests::runtime_api::binary("webhooks-local", "debug"))
+                .arg("redrive")
+                .envs(h.env.clone())
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("webhooks-local is built (make test builds every binary)");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            text.split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {text}"))
+        }
+    };
+    assert_eq!(moved, 2, "both dead-lettered jobs moved back");
+    let d = h.delivery_when(&tenant, &hook_a, |d| status(d) == "succeeded").await;
+    assert_eq!(
+        d["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(500), json!(200)],
+        "a fresh cycle after the redrive, appended"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.received().len(), 3);
+    assert_eq!(
+        b.received().len(),
+        3,
+        "B's redriven job was dropped: it had been resent"
+    );
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook_b}/deliveries")).await;
+    assert_eq!(list[0]["status"], "succeeded");
+    assert_eq!(
+        list[0]["attempts"].as_array().expect("attempts").len(),
+        3,
+        "every POST logged, none invented"
+    );
+    assert!(h.drain(&h.urls.delivery_dlq).await.is_empty(), "the DLQ is empty");
+}
+
+/// Secret rotation, verified by the official `standardwebhooks` library (Python, from PyPI) as
+/// a receiver would: a delivery attempted before the rotation is signed with the old secret
+/// only; its retry during the overlap with both (each verifies on its own) and the guide's
+/// `X-Webhook-Signature` still with the old one; after the overlap only the new secret signs.
+async fn rotation_signs_with_every_valid_secret(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "1")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script(vec![Reply::Status(500)]);
+    let tenant = unique("acme");
+    // Long enough for any minimum a registration may ask of a chosen secret.
+    let old = "old-secret-chosen-by-the-user-0123";
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), Some(old))
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    let first = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert_eq!(first.batch_item_failures.len(), 1, "500: to be retried");
+    let before = receiver.received()[0].clone();
+    assert_eq!(
+        before.header("webhook-signature").map(|s| s.split(' ').count()),
+        Some(1),
+        "one secret, one signature"
+    );
+
+    let (code, rotated) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/rotate-secret"),
+            json!({"overlapSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(code, 200, "{rotated}");
+    let new = rotated["secret"]
+        .as_str()
+        .expect("the new secret, shown once")
+        .to_string();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert_eq!(rotated["previousSecrets"].as_array().map(Vec::len), Some(1));
+    let (_, shown) = h.get(&tenant, &format!("/api/webhooks/{hook}")).await;
+    assert!(shown.get("secret").is_none(), "GET never shows a secret: {shown}");
+    assert_eq!(shown["previousSecrets"], rotated["previousSecrets"]);
+
+    // The retry of the delivery made before the rotation, now due.
+    h.clock.advance(Duration::from_secs(2));
+    let receipt = job.receipt_handle.clone().unwrap_or_default();
+    h.queue
+        .change_visibility(&h.urls.delivery, &receipt, 0)
+        .await
+        .expect("release");
+    let retry = take(&h, &h.urls.delivery, 1).await;
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(retry), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let during = receiver.received()[1].clone();
+    assert_eq!(
+        during.header("x-webhook-id"),
+        before.header("x-webhook-id"),
+        "the same delivery"
+    );
+    assert_eq!(
+        during.header("webhook-signature").map(|s| s.split(' ').count()),
+        Some(2),
+        "one v1 signature per valid secret"
+    );
+    let guide = during.header("x-webhook-signature").expect("guide signature");
+    assert!(
+        signing::verify_guide_signature(old, &during.body, guide),
+        "the guide's header: the old secret until the overlap ends"
+    );
+    assert!(!signing::verify_guide_signature(&new, &during.body, guide));
+
+    // The overlap ends (a second rotation shortens it to a second), then only the newest signs.
+    let (code, again) = h
+        .post(
+            &tenant,
+            &format!("/api/webhooks/{hook}/rotate-secret"),
+            json!({"overlapSeconds": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{again}");
+    let newest = again["secret"].as_str().expect("secret").to_string();
+    assert_eq!(again["previousSecrets"].as_array().map(Vec::len), Some(2));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, shown) = h.get(&tenant, &format!("/api/webhooks/{hook}")).await;
+        if shown["previousSecrets"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the overlap never ended: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_job = one_job(&h, &tenant, "system.info").await;
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(vec![after_job]), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let after = receiver.received()[2].clone();
+    assert_eq!(after.header("webhook-signature").map(|s| s.split(' ').count()), Some(1));
+    assert!(signing::verify_guide_signature(
+        &newest,
+        &after.body,
+        after.header("x-webhook-signature").expect("guide")
+    ));
+
+    let verdicts = standard_webhooks_verify(&[
+        (old, &before),
+        (new.as_str(), &before),
+        (old, &during),
+        (new.as_str(), &during),
+        ("whsec_c2VjcmV0LWtleS1ub3QtaW4tdXNl", &during),
+        (newest.as_str(), &after),
+        (new.as_str(), &after),
+        (old, &after),
+    ])
+    .await;
+    let no = "No matching signature found";
+    assert_eq!(verdicts, vec!["ok", no, "ok", "ok", no, "ok", no, no]);
+
+    // The guide's scheme, checked by the guide's Node.js code: an untouched receiver (old
+    // secret) verifies until the overlap ends; one that trusts old and new verifies throughout;
+    // the new secret alone only once the overlap is over (the retry schedule covers a receiver
+    // switched early: its deliveries are retried until then).
+    let verdicts = guide_verify(&[
+        (&[old], &before),
+        (&[old], &during),
+        (&[new.as_str(), old], &during),
+        (&[new.as_str()], &during),
+        (&[newest.as_str(), new.as_str(), old], &after),
+        (&[newest.as_str()], &after),
+        (&[old], &after),
+    ])
+    .await;
+    assert_eq!(verdicts, vec![true, true, true, false, true, true, false]);
+    let d = h
+        .delivery_when(&tenant, &hook, |d| d["attempts"].as_array().map(Vec::len) == Some(1))
+        .await;
+    assert_eq!(status(&d), "succeeded");
+}
+
+/// Runs the guide's Node.js check (`tests/node/guide_rotation.js`) on each (secrets trusted,
+/// request): whether any of the secrets verifies its `X-Webhook-Signature`.
+async fn guide_verify(cases: &[(&[&str], &webhooks_tests::Received)]) -> Vec<bool> {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(secrets, r)| {
+            json!({"secrets": secrets, "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+                "signature": r.header("x-webhook-signature")})
+        })
+        .collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/node/guide_rotation.js"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed (make test installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(Value::from(input).to_string().as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("node finished")
+        .expect("node ran");
+    assert!(out.status.success(), "guide_rotation.js failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("a JSON array of verdicts")
+}
+
+// ---------------------------------------------------------------------------------------
+// Endpoint health: the circuit breaker and auto-disable (issue 11).
+// ---------------------------------------------------------------------------------------
+
+async fn webhook_view(h: &Harness, tenant: &str, hook: &str) -> Value {
+    let (code, w) = h.get(tenant, &format!("/api/webhooks/{hook}")).await;
+    assert_eq!(code, 200, "{w}");
+    w
+}
+
+/// Five failed attempts open an endpoint's breaker; jobs that come while it is open are
+/// deferred without a POST (and without an attempt in the log); the probe after the receiver
+/// recovered closes it, and every deferred delivery is then delivered, each POSTed once.
+async fn a_dead_endpoint_opens_its_breaker_and_recovers(kind: Kind) {
+    // Probes every 5 s: the test's open phase (a few hundred ms) ends long before the first.
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1"),
+        ("BREAKER_PROBE_SECONDS", "5"),
+    ];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/dead"), json!(["system.info"]), None)
+        .await;
+    for i in 0..5 {
+        h.event(&tenant, "system.info", json!({"n": i}), None).await;
+    }
+    let events = take(&h, &h.urls.events, 5).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let jobs = take(&h, &h.urls.delivery, 5).await;
+    let first = h.dispatcher.handle(sqs_event(jobs), None).await;
+    assert_eq!(first.batch_item_failures.len(), 5, "five failures, each to be retried");
+    assert_eq!(receiver.received().len(), 5);
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["health"]["status"], "open", "{w}");
+    assert_eq!(w["health"]["consecutiveFailures"], 5);
+    assert_eq!(
+        w["health"]["lastError"],
+        "Receiver answered HTTP 500 Internal Server Error"
+    );
+    assert!(w["health"]["failingSince"].is_string() && w["health"]["nextProbeAt"].is_string());
+    assert!(w["health"]["lastSuccessAt"].is_null());
+
+    // While open: three more deliveries, and whatever job comes first off the queue, is
+    // handled without a POST and left hidden in the queue.
+    for i in 5..8 {
+        h.event(&tenant, "system.info", json!({"n": i}), None).await;
+    }
+    let events = take(&h, &h.urls.events, 3).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let jobs = take(&h, &h.urls.delivery, 3).await;
+    let deferred = h.dispatcher.handle(sqs_event(jobs.clone()), None).await;
+    assert_eq!(deferred.batch_item_failures.len(), 3, "deferred jobs stay in the queue");
+    assert_eq!(receiver.received().len(), 5, "no POST while the breaker is open");
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+    let attempts: usize = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| d["attempts"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(attempts, 5, "a deferral is not an attempt: {list}");
+
+    // The receiver recovers; the pipeline runs until all eight are delivered.
+    receiver.set_default(Reply::Status(200));
+    let dispatcher = h.dispatcher.clone();
+    let handler: webhooks_local::Handler = Arc::new(move |e| {
+        let d = dispatcher.clone();
+        Box::pin(async move { d.handle(e, None).await })
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_millis(500), &handler)
+            .await
+            .expect("poll");
+        let (_, list) = h.get(&tenant, &format!("/api/webhooks/{hook}/deliveries")).await;
+        let done = list
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|d| status(d) == "succeeded")
+            .count();
+        if done == 8 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered after recovery: {list}");
+    }
+    let got = receiver.received();
+    assert_eq!(
+        got.len(),
+        5 + 8,
+        "5 failures, then each of the 8 deliveries POSTed once"
+    );
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["health"]["status"], "healthy", "{w}");
+    assert_eq!(w["health"]["consecutiveFailures"], 0);
+    assert!(w["health"]["lastSuccessAt"].is_string() && w["health"]["failingSince"].is_null());
+    assert!(w["health"]["nextProbeAt"].is_null());
+}
+
+/// An endpoint that fails without a single success for AUTO_DISABLE_AFTER_SECONDS (3 s here)
+/// is disabled: `active: false` with the reason, its pending delivery skipped without a POST,
+/// no job made for it afterwards, and a `system.warning` about it delivered to the tenant's
+/// other subscribed webhooks (not to another tenant's). Re-enabling clears it all.
+async fn a_webhook_failing_for_too_long_is_disabled(kind: Kind) {
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1,1,1,1,1"),
+        ("BREAKER_FAILURES", "2"),
+        ("BREAKER_PROBE_SECONDS", "1"),
+        ("AUTO_DISABLE_AFTER_SECONDS", "3"),
+    ];
+    let Some(h) = harness(kind, &vars).await else { return };
+    let dead = Receiver::start(Reply::Status(503)).await;
+    let ops = Receiver::start(Reply::Status(200)).await;
+    let elsewhere = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hook = h.webhook(&tenant, &dead.url("/dead"), json!(["*"]), None).await;
+    h.webhook(
+        &tenant,
+        &ops.url("/ops"),
+        json!(["system.warning"]),
+        Some("ops-secret-0123456789"),
+    )
+    .await;
+    h.webhook(&unique("other"), &elsewhere.url("/x"), json!(["system.warning"]), None)
+        .await;
+    h.event(&tenant, "task.execution.failed", json!({"task": 1}), None)
+        .await;
+
+    let warning = ops.wait_for(1, WAIT).await;
+    assert_eq!(warning.len(), 1, "the tenant's other webhook is told");
+    let body: Value = serde_json::from_slice(&warning[0].body).expect("json");
+    assert_eq!(body["event"], "system.warning");
+    assert_eq!(body["payload"]["type"], "webhook.disabled");
+    assert_eq!(body["payload"]["webhookId"], hook);
+    let w = webhook_view(&h, &tenant, &hook).await;
+    assert_eq!(w["active"], false, "{w}");
+    let reason = w["disabledReason"].as_str().expect("reason");
+    assert!(reason.starts_with("failing without a success since"), "{reason}");
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    assert_eq!(body["payload"]["reason"], reason);
+    assert!(w["disabledAt"].is_string());
+
+    // Its pending delivery is skipped when its job comes back, without a POST.
+    let d = h.delivery_when(&tenant, &hook, |d| status(d) == "skipped").await;
+    assert!(
+        d["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("webhook was disabled: failing"),
+        "{d}"
+    );
+    let attempts = d["attempts"].as_array().expect("attempts").len();
+    assert!(attempts >= 3, "failed for 3 s at 1 s intervals: {d}");
+    assert_eq!(
+        dead.received().len(),
+        attempts,
+        "every POST is an attempt; none after the disable"
+    );
+
+    // A new event reaches the other webhook and makes no job for the disabled one.
+    h.event(&tenant, "system.warning", json!({"note": "after"}), None).await;
+    assert_eq!(ops.wait_for(2, WAIT).await.len(), 2);
+    assert_eq!(dead.received().len(), attempts, "a disabled webhook gets no POST");
+    assert!(elsewhere.received().is_empty(), "another tenant is not told");
+
+    // Re-enabled: reason gone, health reset, delivering again.
+    let res = h
+        .http
+        .put(format!("{}/api/webhooks/{hook}", h.base))
+        .header("authorization", bearer(&tenant))
+        .json(&json!({"active": true}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status().as_u16(), 200);
+    let w: Value = res.json().await.expect("json");
+    assert_eq!(w["active"], true);
+    assert!(
+        w.get("disabledReason").is_none() && w.get("disabledAt").is_none(),
+        "{w}"
+    );
+    assert_eq!(w["health"]["status"], "healthy");
+    assert_eq!(w["health"]["consecutiveFailures"], 0);
+    dead.set_default(Reply::Status(200));
+    h.event(&tenant, "task.execution.failed", json!({"task": 2}), None)
+        .await;
+    assert_eq!(dead.wait_for(attempts + 1, WAIT).await.len(), attempts + 1);
+}
+
+/// A job deferred so often that SQS would soon dead-letter it for its receive count (100)
+/// though it made no attempt is sent again as a fresh message and the old one deleted, still
+/// without a POST.
+async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
+    let vars = [
+        ("RETRY_SCHEDULE_SECONDS", "60"),
+        ("BREAKER_FAILURES", "1"),
+        ("BREAKER_PROBE_SECONDS", "600"),
+    ];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let tenant = unique("acme");
+    h.webhook(&tenant, &receiver.url("/dead"), json!(["system.info"]), None)
+        .await;
+    let first = one_job(&h, &tenant, "system.info").await;
+    assert_eq!(
+        h.dispatcher
+            .handle(sqs_event(vec![first]), None)
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    assert_eq!(receiver.received().len(), 1, "the breaker is open");
+    let mut job = one_job(&h, &tenant, "system.info").await;
+    job.attributes.insert(
+        "ApproximateReceiveCount".into(),
+        webhooks_dispatcher::RECYCLE_AFTER_RECEIVES.to_string(),
+    );
+    let handled = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
+    assert!(handled.batch_item_failures.is_empty(), "the old message is done with");
+    let fresh = take(&h, &h.urls.delivery, 1).await;
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].body, job.body, "the same job");
+    assert_eq!(
+        fresh[0].attributes.get("ApproximateReceiveCount").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(receiver.received().len(), 1, "and still no POST");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() { super::$scenario(super::Kind::Memory).await })*
+        }
+        mod durable {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::Kind::Durable).await })*
         }
         mod emulator {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1202,6 +2200,15 @@ on_both_backends!(
     retry_after_as_an_http_date_is_honoured,
     an_attempt_never_outlives_the_deadline,
     sigterm_lets_deliveries_in_flight_finish,
+    events_are_kept_and_listed,
+    resend_delivers_the_same_delivery_again,
+    resend_refuses_what_it_cannot_do,
+    recover_redelivers_each_failed_delivery_once,
+    redrive_moves_the_dlq_back_and_the_log_stays_true,
+    rotation_signs_with_every_valid_secret,
+    a_dead_endpoint_opens_its_breaker_and_recovers,
+    a_webhook_failing_for_too_long_is_disabled,
+    a_job_deferred_many_times_is_sent_again_fresh,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1233,10 +2240,13 @@ async fn a_crash_mid_batch_loses_nothing() {
             url: receiver.url(&format!("/{i}")),
             events: vec!["*".into()],
             secret: None,
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         };
         store.create(&w).await.expect("create");
     }
@@ -1248,6 +2258,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         delivery_queue_url: jobs.clone(),
         dead_letter_url: events.clone(),
         retention_days: 1,
+        metrics: Default::default(),
     };
     let body = json!({"event": "system.info", "payload": {}, "tenant": tenant}).to_string();
     queue
@@ -1283,6 +2294,7 @@ async fn a_crash_mid_batch_loses_nothing() {
     let dispatcher = webhooks_dispatcher::Dispatcher {
         store,
         log,
+        events: Arc::new(MemoryEventStore::new()),
         queue: queue.clone(),
         deliverer: webhooks::delivery::Deliverer::new(webhooks::ssrf::TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: jobs.clone(),
@@ -1290,7 +2302,11 @@ async fn a_crash_mid_batch_loses_nothing() {
         schedule: vec![1],
         timeout: Duration::from_secs(2),
         retention_days: 1,
+        recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: events.clone(),
+        metrics: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

@@ -1,5 +1,5 @@
-//! One contract for the `Queue` port: the in-memory queue of the embedded mode and SQS on the
-//! emulator over HTTP. What the handlers rely on (visibility, receive counts, redrive to the
+//! One contract for the `Queue` port: the in-memory queue, the durable one (SQLite) and SQS on
+//! the emulator over HTTP. What the handlers rely on (visibility, receive counts, redrive to the
 //! DLQ) and SQS's limits (entries, bytes, the 12 h visibility rule, receipt handles), so the
 //! local runner cannot drift from AWS.
 
@@ -10,27 +10,54 @@ use webhooks::memory::MemoryQueue;
 use webhooks::ports::{
     MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, MAX_VISIBILITY_S, OutgoingMessage, Queue, QueueError, send_all,
 };
+use webhooks::sqlite::SqliteQueue;
 use webhooks::sqs::SqsQueue;
-use webhooks_tests::{emulator, unique};
+use webhooks_tests::{TempDir, emulator, sqlite_db, unique};
+
+/// Moves a queue's clock forward.
+type Advance = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A queue under test: the port, a work queue whose messages move to `dlq` on the receive
-/// after the second, and (memory only) a way to move the clock.
+/// after the second, and (not on the emulator) a way to move the clock.
 struct Subject {
     queue: Arc<dyn Queue>,
     work: String,
     dlq: String,
-    memory: Option<Arc<MemoryQueue>>,
+    advance: Option<Advance>,
+    /// The durable queue's data directory, kept while the subject lives.
+    _dir: Option<TempDir>,
 }
 
 async fn memory() -> Subject {
     let q = Arc::new(MemoryQueue::new());
     let dlq = q.create_queue(&unique("dlq"), Duration::from_secs(30), None);
     let work = q.create_queue(&unique("work"), Duration::from_secs(30), Some((dlq.clone(), 2)));
+    let moved = q.clone();
     Subject {
-        queue: q.clone(),
+        queue: q,
         work,
         dlq,
-        memory: Some(q),
+        advance: Some(Arc::new(move |by| moved.advance(by))),
+        _dir: None,
+    }
+}
+
+fn sqlite() -> Subject {
+    let (dir, db) = sqlite_db();
+    let q = Arc::new(SqliteQueue::new(db, Default::default()));
+    let dlq = q
+        .create_queue(&unique("dlq"), Duration::from_secs(30), None)
+        .expect("dlq");
+    let work = q
+        .create_queue(&unique("work"), Duration::from_secs(30), Some((dlq.clone(), 2)))
+        .expect("work queue");
+    let moved = q.clone();
+    Subject {
+        queue: q,
+        work,
+        dlq,
+        advance: Some(Arc::new(move |by| moved.advance(by))),
+        _dir: Some(dir),
     }
 }
 
@@ -78,7 +105,8 @@ async fn sqs() -> Option<Subject> {
         queue: Arc::new(SqsQueue::new(client)),
         work,
         dlq,
-        memory: None,
+        advance: None,
+        _dir: None,
     })
 }
 
@@ -215,6 +243,11 @@ async fn memory_queue_has_sqs_semantics() {
     semantics(memory().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_has_sqs_semantics() {
+    semantics(sqlite()).await;
+}
+
 #[tokio::test]
 async fn sqs_queue_has_sqs_semantics() {
     let Some(s) = sqs().await else { return };
@@ -224,6 +257,11 @@ async fn sqs_queue_has_sqs_semantics() {
 #[tokio::test]
 async fn memory_queue_enforces_sqs_limits() {
     limits(memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_enforces_sqs_limits() {
+    limits(sqlite()).await;
 }
 
 #[tokio::test]
@@ -237,22 +275,25 @@ async fn memory_queue_packs_batches_by_bytes() {
     packing(memory().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_packs_batches_by_bytes() {
+    packing(sqlite()).await;
+}
+
 #[tokio::test]
 async fn sqs_queue_packs_batches_by_bytes() {
     let Some(s) = sqs().await else { return };
     packing(s).await;
 }
 
-/// The 12 h rule counts from the receive, not from the call: memory only, as the emulator's
-/// clock cannot be moved (SQS answers InvalidParameterValue, mapped to the same error).
-#[tokio::test]
-async fn memory_queue_counts_twelve_hours_from_the_receive() {
-    let s = memory().await;
-    let mem = s.memory.clone().expect("memory");
+/// The 12 h rule counts from the receive, not from the call: not on the emulator, whose clock
+/// cannot be moved (SQS answers InvalidParameterValue, mapped to the same error).
+async fn twelve_hours_from_the_receive(s: Subject) {
+    let advance = s.advance.clone().expect("a movable clock");
     s.queue.send_batch(&s.work, &[message("a", 1)]).await.expect("send");
     let got = receive_n(s.queue.as_ref(), &s.work, 1).await;
     let receipt = &got[0].receipt_handle;
-    mem.advance(Duration::from_secs(11 * 3600));
+    advance(Duration::from_secs(11 * 3600));
     assert!(matches!(
         s.queue.change_visibility(&s.work, receipt, 3600 + 1).await,
         Err(QueueError::VisibilityTooLong(_))
@@ -261,4 +302,14 @@ async fn memory_queue_counts_twelve_hours_from_the_receive() {
         .change_visibility(&s.work, receipt, 3600 - 1)
         .await
         .expect("within 12 h of the receive");
+}
+
+#[tokio::test]
+async fn memory_queue_counts_twelve_hours_from_the_receive() {
+    twelve_hours_from_the_receive(memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_counts_twelve_hours_from_the_receive() {
+    twelve_hours_from_the_receive(sqlite()).await;
 }

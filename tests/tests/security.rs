@@ -41,12 +41,15 @@ fn dns() -> Dns {
 async fn api(policy: TargetPolicy) -> String {
     let queue = Arc::new(MemoryQueue::new());
     let events_queue_url = queue.create_queue("events", Duration::from_secs(30), None);
+    let delivery_queue_url = queue.create_queue("jobs", Duration::from_secs(30), None);
     let app = router(AppState {
         store: Arc::new(MemoryWebhookStore::new()),
         log: Arc::new(MemoryDeliveryLog::new()),
         events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         events_queue_url,
+        delivery_queue_url,
+        recover_page: 100,
         verifier: Arc::new(JwtVerifier::new(JWT_SECRET, None, None)),
         deliverer: Deliverer::with_dns(policy, dns()).expect("client"),
         test_timeout: Duration::from_secs(2),
@@ -220,6 +223,16 @@ async fn another_tenant_gets_404_on_every_route() {
             format!("/api/webhooks/{id}/deliveries/dl_01m8hw0000000000000000000a"),
             None,
         ),
+        (
+            "POST",
+            format!("/api/webhooks/{id}/deliveries/dl_01m8hw0000000000000000000a/resend"),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{id}/recover"),
+            Some(json!({"since": "2026-01-01T00:00:00Z"})),
+        ),
     ];
     for (method, path, body) in &routes {
         let mut req = http
@@ -267,7 +280,10 @@ async fn secrets_never_reach_logs_or_error_bodies() {
     let path = binary("webhooks-local", "debug");
     assert!(path.exists(), "{} is missing: run `cargo build --bins`", path.display());
     let jwt_secret = "JWTSECRET-0f9e8d7c6b5a4f3e2d1c0b9a";
+    // The durable default, in a data directory of its own.
+    let data = webhooks_tests::TempDir::new("security-data");
     let mut child = tokio::process::Command::new(&path)
+        .env("DATA_DIR", data.path())
         .env("PORT", "0")
         .env("JWT_SECRET", jwt_secret)
         .env("RUST_LOG", "debug")

@@ -1,5 +1,6 @@
 //! One contract for every storage port's adapters (`WebhookStore`, `DeliveryLog`,
-//! `EventStore`): the in-memory one and DynamoDB on the emulator over HTTP.
+//! `EventStore`): the in-memory one, the durable one (SQLite, `webhooks::sqlite`) and DynamoDB
+//! on the emulator over HTTP.
 
 use std::sync::Arc;
 
@@ -8,10 +9,14 @@ use webhooks::dynamo::DynamoWebhookStore;
 use webhooks::event_types::EventType;
 use webhooks::memory::MemoryWebhookStore;
 use webhooks::messages::{EventId, Tenant};
-use webhooks::ports::{Claim, EventStore, StoreError, StoredEvent, WebhookStore};
+use webhooks::ports::{
+    Claim, EventCursor, EventQuery, EventRecord, EventStore, MAX_RECORDED_FAN_OUT, StoreError, StoredEvent,
+    WebhookStore,
+};
 use webhooks::resources::{WEBHOOKS_TABLE, create_table};
+use webhooks::sqlite::{SqliteDeliveryLog, SqliteEventStore, SqliteWebhookStore};
 use webhooks::{ids, time};
-use webhooks_tests::{emulator, unique};
+use webhooks_tests::{emulator, sqlite_db, unique};
 
 fn webhook(tenant: &str, events: &[&str], active: bool) -> Webhook {
     let now = time::now_ms();
@@ -21,10 +26,13 @@ fn webhook(tenant: &str, events: &[&str], active: bool) -> Webhook {
         url: "https://example.com/hook".into(),
         events: events.iter().map(|e| e.to_string()).collect(),
         secret: Some("s3cret".into()),
+        previous_secrets: Vec::new(),
         active,
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     }
 }
 
@@ -133,10 +141,41 @@ async fn contract(store: Arc<dyn WebhookStore>) {
             .contains(&a.id)
     );
 
+    // A rotation round-trips the secrets it keeps, and is conditional like any update: a
+    // rotation computed from a stale read loses to the write it raced.
+    let now = time::now_ms();
+    let r1 = b.rotated("whsec_bmV3LXNlY3JldA==".into(), 3600, now).expect("rotated");
+    let r2 = r1.rotated("third".into(), 60, now).expect("rotated");
+    store.update(&b, &r1).await.expect("rotate");
+    store.update(&r1, &r2).await.expect("rotate again");
+    let got = store.get(&tenant, &a.id).await.expect("get").expect("found");
+    assert_eq!(got, r2, "every previous secret and its expiry round-trips");
+    assert_eq!(
+        got.signing_secrets(now),
+        vec!["third", "whsec_bmV3LXNlY3JldA==", "s3cret"]
+    );
+    let stale_rotation = b.rotated("lost".into(), 60, now).expect("rotated");
+    assert!(matches!(
+        store.update(&b, &stale_rotation).await,
+        Err(StoreError::Conflict)
+    ));
+    let unrotated = webhooks::domain::WebhookPatch {
+        secret: Some(Some("s3cret".into())),
+        ..Default::default()
+    }
+    .apply(&r2, now);
+    store.update(&r2, &unrotated).await.expect("put a secret");
+    let got = store.get(&tenant, &a.id).await.expect("get").expect("found");
+    assert!(
+        got.previous_secrets.is_empty(),
+        "a PUT of the secret drops the old ones"
+    );
+    let b = got;
+
     // Deactivating removes it from fan-out, reactivating brings it back.
     let mut off = b.clone();
     off.active = false;
-    off.version = 3;
+    off.version = b.version + 1;
     store.update(&b, &off).await.expect("deactivate");
     assert!(
         !store
@@ -147,7 +186,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     );
     let mut on = off.clone();
     on.active = true;
-    on.version = 4;
+    on.version = off.version + 1;
     store.update(&off, &on).await.expect("reactivate");
     assert!(
         store
@@ -162,7 +201,7 @@ async fn contract(store: Arc<dyn WebhookStore>) {
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
     assert!(matches!(store.delete(&tenant, &a.id).await, Err(StoreError::NotFound)));
     let mut late = on.clone();
-    late.version = 5;
+    late.version = on.version + 1;
     assert!(matches!(store.update(&on, &late).await, Err(StoreError::NotFound)));
     assert_eq!(store.get(&tenant, &a.id).await.expect("get"), None);
     assert!(
@@ -177,6 +216,12 @@ async fn contract(store: Arc<dyn WebhookStore>) {
 #[tokio::test]
 async fn memory_store_meets_the_contract() {
     contract(Arc::new(MemoryWebhookStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    contract(Arc::new(SqliteWebhookStore::new(db))).await;
 }
 
 #[tokio::test]
@@ -242,12 +287,131 @@ async fn memory_store_keeps_concurrent_updates() {
     concurrent_updates(Arc::new(MemoryWebhookStore::new())).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_concurrent_updates() {
+    let (_dir, db) = sqlite_db();
+    concurrent_updates(Arc::new(SqliteWebhookStore::new(db))).await;
+}
+
 #[tokio::test]
 async fn dynamodb_store_keeps_concurrent_updates() {
     let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
         return;
     };
     concurrent_updates(Arc::new(DynamoWebhookStore::new(client, table))).await;
+}
+
+/// Health is written on its own, by compare and set on its `rev`: a stale writer loses, a
+/// user's update neither bumps nor clobbers it (unless it changes it, as a re-enable does),
+/// disabled fields round-trip, and a deleted webhook is never written back.
+async fn health_contract(store: Arc<dyn WebhookStore>) {
+    use webhooks::domain::{Disabled, Health, WebhookPatch};
+    let tenant = unique("tenant");
+    let w = webhook(&tenant, &["system.info"], true);
+    store.create(&w).await.expect("create");
+    assert_eq!(w.health, Health::default());
+    let failed = Health {
+        rev: 1,
+        consecutive_failures: 1,
+        failing_since: Some(1_000),
+        last_failure_at: Some(1_000),
+        last_error: Some("Receiver answered HTTP 500 Internal Server Error".into()),
+        ..Health::default()
+    };
+    assert!(store.set_health(&tenant, &w.id, &w.health, &failed).await.expect("cas"));
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read.health, failed);
+    assert_eq!(read.version, w.version, "health is not a user update");
+    // A writer that read the old health loses.
+    let stale = Health {
+        rev: 1,
+        last_success_at: Some(2_000),
+        ..Health::default()
+    };
+    assert!(!store.set_health(&tenant, &w.id, &w.health, &stale).await.expect("cas"));
+    // A user's update made from a copy read before the failure keeps the stored health.
+    let patch = WebhookPatch {
+        url: Some("https://example.com/new".into()),
+        ..Default::default()
+    };
+    let updated = patch.apply(&w, time::now_ms());
+    store.update(&w, &updated).await.expect("update");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read.url, "https://example.com/new");
+    assert_eq!(read.health, failed, "the dispatcher's write survived the PUT");
+    // A disable round-trips; a re-enable clears it and resets health, in one update.
+    let open = Health {
+        rev: 2,
+        consecutive_failures: 7,
+        breaker_until: Some(9_000),
+        probes: 2,
+        ..failed.clone()
+    };
+    assert!(store.set_health(&tenant, &w.id, &failed, &open).await.expect("cas"));
+    let current = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    let disabled = webhooks::domain::Webhook {
+        active: false,
+        disabled: Some(Disabled {
+            reason: "failing for 5 days".into(),
+            at: 10_000,
+        }),
+        version: current.version + 1,
+        ..current.clone()
+    };
+    store.update(&current, &disabled).await.expect("disable");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read, disabled);
+    assert!(
+        store
+            .subscribers(&tenant, ev("system.info"))
+            .await
+            .expect("subs")
+            .is_empty()
+    );
+    let enable = WebhookPatch {
+        active: Some(true),
+        ..Default::default()
+    };
+    let enabled = enable.apply(&read, time::now_ms());
+    assert_eq!(enabled.disabled, None);
+    assert_eq!(enabled.health.consecutive_failures, 0);
+    store.update(&read, &enabled).await.expect("enable");
+    let read = store.get(&tenant, &w.id).await.expect("get").expect("found");
+    assert_eq!(read, enabled);
+    assert_eq!(read.health.rev, 3, "the reset is a new revision: older writers lose");
+    assert!(!store.set_health(&tenant, &w.id, &open, &failed).await.expect("cas"));
+    assert_eq!(
+        store.subscribers(&tenant, ev("system.info")).await.expect("subs"),
+        vec![w.id.clone()]
+    );
+    // No resurrection.
+    store.delete(&tenant, &w.id).await.expect("delete");
+    assert!(
+        !store
+            .set_health(&tenant, &w.id, &read.health, &failed)
+            .await
+            .expect("cas")
+    );
+    assert_eq!(store.get(&tenant, &w.id).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_health_apart() {
+    health_contract(Arc::new(MemoryWebhookStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_health_apart() {
+    let (_dir, db) = sqlite_db();
+    health_contract(Arc::new(SqliteWebhookStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_keeps_health_apart() {
+    let Some((client, table)) = dynamodb_table(&WEBHOOKS_TABLE, "webhooks").await else {
+        return;
+    };
+    health_contract(Arc::new(DynamoWebhookStore::new(client, table))).await;
 }
 
 /// The delivery log's state machine, on both adapters: the first attempt creates the record,
@@ -422,9 +586,87 @@ async fn delivery_log_contract(log: Arc<dyn webhooks::ports::DeliveryLog>) {
     );
 }
 
+/// A listing walks every delivery however large the records are: DynamoDB stops a Query at
+/// 1 MB, so 150 records of about 12 KB (a long log of attempts) cannot come in pages of 100
+/// without a cursor after a short page (recover walks the log this way).
+async fn delivery_log_pages_past_a_megabyte(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    use webhooks::ports::{Attempt, Delivery, DeliveryStatus};
+    let webhook = ids::new_id("wh");
+    let tenant = unique("tenant");
+    let message = "x".repeat(12 * 1024);
+    let mut want = Vec::new();
+    for n in 0..150u64 {
+        let d = Delivery {
+            id: webhooks::retry::delivery_id(&tenant, &format!("evt-{n}"), &webhook, 1_000 + n),
+            tenant: tenant.clone(),
+            webhook_id: webhook.clone(),
+            event_id: format!("evt-{n}"),
+            event: "system.info".into(),
+            status: DeliveryStatus::Pending,
+            created_at: 1,
+            updated_at: 1,
+            attempts: Vec::new(),
+            note: None,
+            expires_at: 2_000_000_000,
+            cycle: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+        };
+        let attempt = Attempt {
+            attempt: 1,
+            at: 5,
+            status_code: Some(500),
+            duration_ms: 3,
+            message: message.clone(),
+            response_body: None,
+        };
+        log.record_attempt(&d, &attempt, DeliveryStatus::Pending, Some(9), 6)
+            .await
+            .expect("record");
+        want.push(d.id);
+    }
+    want.reverse();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let page = log.list(&webhook, 100, cursor.as_deref()).await.expect("list");
+        seen.extend(page.items.into_iter().map(|d| d.id));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want, "every delivery, once, newest first");
+}
+
+#[tokio::test]
+async fn memory_delivery_log_pages_past_a_megabyte() {
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_pages_past_a_megabyte() {
+    let (_dir, db) = sqlite_db();
+    delivery_log_pages_past_a_megabyte(Arc::new(SqliteDeliveryLog::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_delivery_log_pages_past_a_megabyte() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    delivery_log_pages_past_a_megabyte(Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table))).await;
+}
+
 #[tokio::test]
 async fn memory_delivery_log_meets_the_contract() {
     delivery_log_contract(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    delivery_log_contract(Arc::new(SqliteDeliveryLog::new(db))).await;
 }
 
 #[tokio::test]
@@ -488,18 +730,26 @@ async fn event_store_contract(events: Arc<dyn EventStore>) {
         events.claim(&retry, "c", 100_005, 90_000).await.expect("lapsed"),
         Claim::Won(first.clone())
     );
+    let fan_out = vec![ids::new_id("wh"), ids::new_id("wh")];
     events
-        .complete(&tenant, &id, "b")
+        .complete(&tenant, &id, "b", &fan_out)
         .await
         .expect("not the owner any more: no-op");
+    let record = |fanned: bool, webhooks: Vec<String>| EventRecord {
+        event: first.clone(),
+        fanned,
+        fan_out: webhooks.len(),
+        webhooks,
+    };
     assert_eq!(
         events.get(&tenant, &id, true).await.expect("get"),
-        Some((first.clone(), false))
+        Some(record(false, Vec::new()))
     );
-    events.complete(&tenant, &id, "c").await.expect("complete");
+    events.complete(&tenant, &id, "c", &fan_out).await.expect("complete");
     assert_eq!(
         events.get(&tenant, &id, true).await.expect("get"),
-        Some((first.clone(), true))
+        Some(record(true, fan_out.clone())),
+        "the fan-out is recorded"
     );
     assert_eq!(
         events.claim(&retry, "d", 999_999_999, 90_000).await.expect("dup"),
@@ -540,14 +790,133 @@ async fn event_store_contract(events: Arc<dyn EventStore>) {
         Claim::Won(big.clone())
     );
     assert_eq!(
-        events.get(&tenant, &big.id, false).await.expect("get").map(|(e, _)| e),
-        Some(big)
+        events.get(&tenant, &big.id, false).await.expect("get").map(|r| r.event),
+        Some(big.clone())
     );
+    // A fan-out past the cap keeps the first ids and the count, and the item stays under
+    // 400 KB with a 128 KiB payload.
+    let many: Vec<String> = (0..MAX_RECORDED_FAN_OUT + 5).map(|_| ids::new_id("wh")).collect();
+    events
+        .complete(&tenant, &big.id, "a", &many)
+        .await
+        .expect("complete big");
+    let got = events.get(&tenant, &big.id, true).await.expect("get").expect("found");
+    assert_eq!(
+        (got.fan_out, got.webhooks.as_slice()),
+        (many.len(), &many[..MAX_RECORDED_FAN_OUT])
+    );
+}
+
+/// Listing a tenant's events: newest first by (timestamp, id), `since` and type filters,
+/// cursors that go on where the last page ended whatever characters the ids hold, and no
+/// other tenant's events.
+async fn event_listing_contract(events: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let other = Tenant::parse(&unique("other")).expect("tenant");
+    let mk = |tenant: &Tenant, id: &str, ts: u64, event: &str| StoredEvent {
+        tenant: tenant.clone(),
+        id: EventId::parse(id).expect("id"),
+        event: ev(event),
+        timestamp_ms: ts,
+        payload: "{}".into(),
+        expires_at: 2_000_000_000,
+    };
+    // Two events share a timestamp; ids with '#', spaces and unicode.
+    let all = [
+        mk(&tenant, "a#1", 1_000, "system.info"),
+        mk(&tenant, "b 2", 2_000, "system.error"),
+        mk(&tenant, "c-é", 2_000, "system.info"),
+        mk(&tenant, "d", 3_000, "system.info"),
+        mk(&tenant, "e", 4_000, "system.error"),
+        mk(&tenant, "f", 5_000, "system.info"),
+        mk(&tenant, "g", 6_000, "system.info"),
+    ];
+    for e in &all {
+        assert!(matches!(
+            events.claim(e, "o", 1, 90_000).await.expect("claim"),
+            Claim::Won(_)
+        ));
+    }
+    events.complete(&tenant, &all[6].id, "o", &[]).await.expect("complete");
+    events
+        .claim(&mk(&other, "z", 9_000, "system.info"), "o", 1, 90_000)
+        .await
+        .expect("claim");
+    let walk = |query: EventQuery, limit: usize| {
+        let (events, tenant) = (events.clone(), tenant.clone());
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<EventCursor> = None;
+            for _ in 0..20 {
+                let page = events.list(&tenant, query, limit, cursor.as_ref()).await.expect("list");
+                assert!(page.items.len() <= limit);
+                seen.extend(page.items.into_iter().map(|e| (e.id.to_string(), e.fanned)));
+                match page.next {
+                    Some(n) => cursor = Some(EventCursor::parse(&n).expect("a cursor the adapter made")),
+                    None => return seen,
+                }
+            }
+            panic!("the listing never ended");
+        }
+    };
+    let newest_first: Vec<(String, bool)> = ["g", "f", "e", "d", "c-é", "b 2", "a#1"]
+        .iter()
+        .map(|id| (id.to_string(), *id == "g"))
+        .collect();
+    assert_eq!(walk(EventQuery::default(), 2).await, newest_first);
+    assert_eq!(walk(EventQuery::default(), 100).await, newest_first);
+    let since = EventQuery {
+        since_ms: 2_000,
+        event: None,
+    };
+    assert_eq!(walk(since, 3).await, newest_first[..6].to_vec(), "since is inclusive");
+    let errors = EventQuery {
+        since_ms: 0,
+        event: Some(ev("system.error")),
+    };
+    assert_eq!(
+        walk(errors, 1).await,
+        vec![("e".to_string(), false), ("b 2".to_string(), false)]
+    );
+    let page = events
+        .list(&other, EventQuery::default(), 10, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["z"],
+        "one tenant's listing never shows another's"
+    );
+}
+
+#[tokio::test]
+async fn memory_event_store_lists_events() {
+    event_listing_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_lists_events() {
+    let (_dir, db) = sqlite_db();
+    event_listing_contract(Arc::new(SqliteEventStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_lists_events() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_listing_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }
 
 #[tokio::test]
 async fn memory_event_store_meets_the_contract() {
     event_store_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_meets_the_contract() {
+    let (_dir, db) = sqlite_db();
+    event_store_contract(Arc::new(SqliteEventStore::new(db))).await;
 }
 
 #[tokio::test]

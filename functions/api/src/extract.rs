@@ -4,8 +4,10 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+#[cfg(feature = "aws")]
+use lambda_http::request::RequestContext;
 use serde_json::Value;
-use webhooks::auth::Principal;
+use webhooks::auth::{AuthError, Principal};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -27,12 +29,40 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
+        if state.verifier.from_api_gateway() {
+            return Ok(Auth(gateway_principal(&state, parts)?));
+        }
         let header = match parts.headers.get(header::AUTHORIZATION) {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| webhooks::auth::AuthError::Malformed)?),
         };
-        Ok(Auth(state.verifier.verify_header(header)?))
+        Ok(Auth(state.verifier.verify_header(header).await?))
     }
+}
+
+/// The caller as API Gateway's JWT authorizer verified it: the claims of
+/// `requestContext.authorizer.jwt`. A request without them did not come through an authorizer
+/// (a route left without one, or not API Gateway at all) and is refused: fail closed.
+#[cfg(feature = "aws")]
+fn gateway_principal(state: &AppState, parts: &Parts) -> Result<Principal, AuthError> {
+    let claims = match parts.extensions.get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
+    };
+    let claims = claims.ok_or(AuthError::Invalid("no claims from API Gateway's JWT authorizer"))?;
+    state
+        .verifier
+        .principal_from_claims(|name| claims.get(name).map(String::as_str))
+}
+
+/// Without the `aws` feature there is no Lambda front door, so no authorizer's claims: fail closed.
+#[cfg(not(feature = "aws"))]
+fn gateway_principal(_state: &AppState, _parts: &Parts) -> Result<Principal, AuthError> {
+    Err(AuthError::Invalid("no claims from API Gateway's JWT authorizer"))
 }
 
 /// A JSON body, parsed to a value (field-level validation happens in the domain parsers).
@@ -46,18 +76,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// A JSON body that may be left out: no body (or only whitespace) reads as `{}`.
-pub struct OptionalJsonBody(pub Value);
+/// A JSON body where none at all means `{}`: for actions whose every field is optional
+/// (`curl -X POST …/rotate-secret`, `…/test`); only whitespace counts as none.
+pub struct JsonBodyOrEmpty(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+impl<S: Send + Sync> FromRequest<S> for JsonBodyOrEmpty {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, Self::Rejection> {
-        read_json(req, true).await.map(OptionalJsonBody)
+        read_json(req, true).await.map(JsonBodyOrEmpty)
     }
 }
 
-async fn read_json(req: Request<Body>, empty_ok: bool) -> Result<Value, ApiError> {
+async fn read_json(req: Request<Body>, empty_is_object: bool) -> Result<Value, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -90,7 +121,7 @@ async fn read_json(req: Request<Body>, empty_ok: bool) -> Result<Value, ApiError
         return Err(ApiError::TooLarge(MAX_BODY_BYTES));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        if empty_ok {
+        if empty_is_object {
             return Ok(Value::Object(serde_json::Map::new()));
         }
         return Err(ApiError::bad_request(

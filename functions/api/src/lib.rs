@@ -14,18 +14,26 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
+use webhooks::event_types::EventType;
+use webhooks::messages::DeliveryJob;
 use webhooks::messages::EventId;
+use webhooks::messages::Tenant;
 use webhooks::messages::{Event, encode_event};
-use webhooks::ports::{Delivery, DeliveryLog, EventStore, OutgoingMessage, Queue, StoreError, WebhookStore, send_all};
+use webhooks::ports::{
+    Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue,
+    StoreError, WebhookStore, send_all,
+};
+use webhooks::recover::{self, RecoverTask};
 use webhooks::signing::Envelope;
-use webhooks::{event_types, ids, time};
+use webhooks::{event_types, ids, signing, time};
 
 use crate::error::ApiError;
-use crate::extract::{Auth, JsonBody, OptionalJsonBody};
+use crate::extract::{Auth, JsonBody, JsonBodyOrEmpty};
 
 /// Listing pages hold this many webhooks unless `?limit=` says otherwise (1 to `MAX_PAGE`).
 pub const DEFAULT_PAGE: usize = 50;
@@ -38,6 +46,10 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub events_queue_url: String,
+    /// Where resend and recover put delivery jobs (and recover's continuation).
+    pub delivery_queue_url: String,
+    /// Deliveries a recover examines within the request (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     pub verifier: Arc<JwtVerifier>,
     /// Sends test deliveries; its target policy is the one registrations are checked against.
     pub deliverer: Deliverer,
@@ -53,9 +65,17 @@ pub fn router(state: AppState) -> Router {
             get(get_webhook).put(update_webhook).delete(delete_webhook),
         )
         .route("/api/webhooks/{id}/test", post(test_registered_webhook))
+        .route("/api/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
-        .route("/api/events", post(submit_event))
+        .route("/api/webhooks/{id}/stats", get(webhook_stats))
+        .route(
+            "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
+            post(resend_delivery),
+        )
+        .route("/api/webhooks/{id}/recover", post(recover_webhook))
+        .route("/api/events", get(list_events).post(submit_event))
+        .route("/api/events/{id}", get(get_event))
         .route("/api/event-types", get(list_event_types))
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(ui::routes())
@@ -66,21 +86,46 @@ pub fn router(state: AppState) -> Router {
 
 /// How a stored webhook is shown. The secret is shown only when it is created or replaced;
 /// afterwards `hasSecret` tells whether one is set, so a client that sends back what it read
-/// never overwrites the secret with a placeholder.
+/// never overwrites the secret with a placeholder. `previousSecrets` shows when each secret a
+/// rotation replaced stops signing, never the secret.
 fn view(w: &Webhook, reveal_secret: bool) -> Value {
+    let previous: Vec<Value> = w
+        .valid_previous(time::now_ms())
+        .map(|p| json!({"expiresAt": time::iso_ms(p.expires_at)}))
+        .collect();
     let mut v = json!({
         "id": w.id,
         "url": w.url,
         "events": w.events,
         "active": w.active,
         "hasSecret": w.secret.is_some(),
+        "previousSecrets": previous,
         "createdAt": time::iso_ms(w.created_at),
         "updatedAt": time::iso_ms(w.updated_at),
     });
     if reveal_secret {
         v["secret"] = json!(w.secret);
     }
+    if let Some(d) = &w.disabled {
+        v["disabledReason"] = json!(d.reason);
+        v["disabledAt"] = json!(time::iso_ms(d.at));
+    }
+    v["health"] = health_view(&w.health);
     v
+}
+
+/// The endpoint's health as the dispatcher last recorded it (on changes of state only).
+fn health_view(h: &webhooks::domain::Health) -> Value {
+    let iso = |t: Option<u64>| t.map(time::iso_ms);
+    json!({
+        "status": if h.is_open() { "open" } else if h.consecutive_failures > 0 { "failing" } else { "healthy" },
+        "consecutiveFailures": h.consecutive_failures,
+        "failingSince": iso(h.failing_since),
+        "lastSuccessAt": iso(h.last_success_at),
+        "lastFailureAt": iso(h.last_failure_at),
+        "lastError": h.last_error,
+        "nextProbeAt": iso(h.breaker_until),
+    })
 }
 
 fn not_found() -> ApiError {
@@ -116,10 +161,13 @@ async fn create_webhook(
         url: new.url,
         events: new.events,
         secret: new.secret,
+        previous_secrets: Vec::new(),
         active: new.active,
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
+        disabled: None,
     };
     state.store.create(&webhook).await?;
     tracing::info!(webhook_id = %webhook.id, tenant = %webhook.tenant, "webhook created");
@@ -211,6 +259,47 @@ async fn update_webhook(
     Err(StoreError::Conflict.into())
 }
 
+/// `POST /api/webhooks/{id}/rotate-secret`: a new secret (the caller's, or generated), shown
+/// in full this once; the secrets valid until now keep signing for `overlapSeconds`.
+/// Conditional on the version read, like an update, so a racing PUT is re-read, not lost.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty,
+) -> Result<Json<Value>, ApiError> {
+    let mut current = load(&state, &who.tenant, &id).await?;
+    let request = domain::parse_rotate(&body).map_err(ApiError::Invalid)?;
+    let secret = request.secret.unwrap_or_else(signing::generate_secret);
+    for _ in 0..5 {
+        let now = time::now_ms();
+        let Some(rotated) = current.rotated(secret.clone(), request.overlap_s, now) else {
+            let first_free = current.valid_previous(now).map(|p| p.expires_at).min().unwrap_or(now);
+            return Err(ApiError::Conflict(format!(
+                "{} replaced secrets are still valid, the most a webhook keeps; rotate with \
+                 overlapSeconds 0 to revoke them now, or after {}",
+                domain::MAX_PREVIOUS_SECRETS,
+                time::iso_ms(first_free)
+            )));
+        };
+        match state.store.update(&current, &rotated).await {
+            Ok(()) => {
+                tracing::info!(
+                    webhook_id = %id,
+                    tenant = %who.tenant,
+                    overlap_s = request.overlap_s,
+                    still_valid = rotated.previous_secrets.len(),
+                    "webhook secret rotated"
+                );
+                return Ok(Json(view(&rotated, true)));
+            }
+            Err(StoreError::Conflict) => current = load(&state, &who.tenant, &id).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
 async fn delete_webhook(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -242,7 +331,7 @@ async fn test_registered_webhook(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty,
 ) -> Result<Json<Value>, ApiError> {
     let webhook = load(&state, &who.tenant, &id).await?;
     let (event, payload) = domain::parse_registered_test(&body, &webhook).map_err(ApiError::Invalid)?;
@@ -305,7 +394,7 @@ async fn submit_event(
             .ok_or_else(|| ApiError::Invalid(vec![domain::FieldError::new("id", "is not a valid event id")]))?,
         None => EventId::parse(&ids::new_id("evt")).ok_or_else(|| ApiError::Internal("event id".into()))?,
     };
-    if let Some((stored, _)) = state.events.get(&who.tenant, &id, false).await? {
+    if let Some(EventRecord { event: stored, .. }) = state.events.get(&who.tenant, &id, false).await? {
         tracing::info!(tenant = %who.tenant, event_id = %id, "duplicate event submission");
         let body = json!({"id": stored.id, "event": stored.event.as_str(),
             "timestamp": time::iso_ms(stored.timestamp_ms), "status": "duplicate", "duplicate": true});
@@ -395,6 +484,72 @@ async fn list_deliveries(
     Ok(response)
 }
 
+/// `GET /api/webhooks/{id}/stats` counts the deliveries of events from the last this many
+/// seconds.
+pub const STATS_WINDOW_S: u64 = 86_400;
+/// ... reading at most this many of them (newest first, `MAX_PAGE` a query): the work and the
+/// DynamoDB reads of one call are bounded whatever the traffic; past it, `complete: false`.
+pub const STATS_MAX_DELIVERIES: usize = 1000;
+
+/// `GET /api/webhooks/{id}/stats`: the webhook's deliveries of the last 24 h by status, from
+/// the delivery log. Delivery ids begin with their event's time, so the newest-first listing
+/// stops at the first delivery older than the window, or at `STATS_MAX_DELIVERIES`.
+async fn webhook_stats(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let now = time::now_ms();
+    let from = now.saturating_sub(STATS_WINDOW_S * 1000);
+    // The smallest delivery id of an event at `from`: ids sort as their 48-bit time prefix.
+    let floor = format!("dl_{}", ids::encode(((from as u128) & 0xFFFF_FFFF_FFFF) << 80));
+    let mut counts = [0u64; 4];
+    let (mut attempts, mut failed_attempts, mut counted) = (0u64, 0u64, 0usize);
+    let mut cursor: Option<String> = None;
+    let complete = 'pages: loop {
+        let page = state.log.list(&webhook.id, MAX_PAGE, cursor.as_deref()).await?;
+        for d in page.items.iter().filter(|d| d.tenant == who.tenant) {
+            if d.id < floor {
+                break 'pages true;
+            }
+            if counted == STATS_MAX_DELIVERIES {
+                break 'pages false;
+            }
+            counted += 1;
+            counts[match d.status {
+                DeliveryStatus::Pending => 0,
+                DeliveryStatus::Succeeded => 1,
+                DeliveryStatus::Failed => 2,
+                DeliveryStatus::Skipped => 3,
+            }] += 1;
+            attempts += d.attempts.len() as u64;
+            failed_attempts += d
+                .attempts
+                .iter()
+                .filter(|a| !a.status_code.is_some_and(|c| (200..300).contains(&c)))
+                .count() as u64;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break true,
+        }
+    };
+    let [pending, succeeded, failed, skipped] = counts;
+    let ended = succeeded + failed;
+    Ok(Json(json!({
+        "webhookId": webhook.id,
+        "from": time::iso_ms(from),
+        "to": time::iso_ms(now),
+        "total": counted,
+        "byStatus": {"pending": pending, "succeeded": succeeded, "failed": failed, "skipped": skipped},
+        "successRate": (ended > 0).then(|| succeeded as f64 / ended as f64),
+        "attempts": attempts,
+        "failedAttempts": failed_attempts,
+        "complete": complete,
+    })))
+}
+
 async fn get_delivery(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -409,4 +564,267 @@ async fn get_delivery(
         Some(d) if d.tenant == who.tenant => Ok(Json(delivery_view(&d))),
         _ => Err(missing()),
     }
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{deliveryId}/resend`: the same delivery (same id and
+/// body) gets a fresh cycle of attempts on the current schedule, appended to its log. The job
+/// carries the next cycle number and no payload; the dispatcher starts the cycle (a
+/// conditional write on the record) and reads the payload from the stored event.
+async fn resend_delivery(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let missing = || ApiError::NotFound("delivery not found".into());
+    if !ids::is_id("dl", &delivery_id) {
+        return Err(missing());
+    }
+    let delivery = match state.log.get(&webhook.id, &delivery_id).await? {
+        Some(d) if d.tenant == who.tenant => d,
+        _ => return Err(missing()),
+    };
+    if delivery.status == DeliveryStatus::Pending {
+        return Err(ApiError::Conflict(
+            "the delivery is still being attempted; resend it once it has succeeded or failed".into(),
+        ));
+    }
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before resending".into(),
+        ));
+    }
+    // The payload lives on the stored event: without it there is nothing to send.
+    let event_id = EventId::parse(&delivery.event_id).ok_or_else(|| ApiError::Internal("stored event id".into()))?;
+    let Some(record) = state.events.get(&who.tenant, &event_id, false).await? else {
+        return Err(ApiError::Gone(
+            "the event of this delivery is no longer stored (DELIVERY_RETENTION_DAYS)".into(),
+        ));
+    };
+    let cycle = delivery.cycle + 1;
+    let job = DeliveryJob {
+        delivery_id: delivery.id.clone(),
+        webhook_id: webhook.id.clone(),
+        tenant: who.tenant.clone(),
+        event_id,
+        event: delivery.event.clone(),
+        timestamp_ms: record.event.timestamp_ms,
+        cycle,
+        payload: None,
+    };
+    enqueue_jobs(&state, &[job]).await?;
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");
+    let body = json!({"id": delivery.id, "webhookId": webhook.id, "status": "queued", "cycle": cycle});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /api/webhooks/{id}/recover` `{since, until?}`: every failed delivery of the webhook
+/// whose event time is in the window is delivered again. The request runs the first page
+/// (`RECOVER_PAGE_SIZE` deliveries examined) and, when the window holds more, puts a
+/// continuation on the delivery queue that the dispatcher works through page by page. The
+/// answer counts what this request queued and says whether the rest goes on in the
+/// background.
+async fn recover_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let (since_ms, until_ms) = domain::parse_recover(&body, time::now_ms()).map_err(ApiError::Invalid)?;
+    if !webhook.active {
+        return Err(ApiError::Conflict(
+            "the webhook is inactive; activate it before recovering".into(),
+        ));
+    }
+    let task = RecoverTask {
+        id: ids::new_id("rcv"),
+        tenant: who.tenant.clone(),
+        webhook_id: webhook.id.clone(),
+        since_ms,
+        until_ms,
+        before: None,
+    };
+    let queue = state.queue.as_ref();
+    let page = recover::run_page(
+        state.log.as_ref(),
+        queue,
+        &state.delivery_queue_url,
+        &task,
+        state.recover_page,
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    if let Some(next) = &page.next {
+        recover::continue_with(queue, &state.delivery_queue_url, next)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, recover_id = %task.id,
+        queued = page.queued, more = page.next.is_some(), "recover started");
+    let body = json!({
+        "id": task.id,
+        "webhookId": webhook.id,
+        "since": time::iso_ms(since_ms),
+        "until": time::iso_ms(until_ms),
+        "queued": page.queued,
+        "scanned": page.scanned,
+        "complete": page.next.is_none(),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Sends delivery jobs; any that SQS refused makes the request fail (500), so the caller
+/// knows to try again.
+async fn enqueue_jobs(state: &AppState, jobs: &[DeliveryJob]) -> Result<(), ApiError> {
+    let messages: Vec<OutgoingMessage> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| OutgoingMessage {
+            id: i.to_string(),
+            body: j.encode(),
+            reason: None,
+        })
+        .collect();
+    let unsent = send_all(state.queue.as_ref(), &state.delivery_queue_url, &messages)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !unsent.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "the delivery queue refused {} jobs",
+            unsent.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /api/events?since=&event=&limit=&cursor=`: the caller's events, newest first.
+async fn list_events(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -> Result<Response, ApiError> {
+    let mut query = EventQuery::default();
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    let mut since_raw = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "since" => {
+                query.since_ms = time::parse_iso(&v).ok_or_else(|| {
+                    ApiError::bad_request("since", "must be an ISO-8601 time such as 2025-05-21T21:27:09.442Z")
+                })?;
+                since_raw = Some(v.into_owned());
+            }
+            "event" => {
+                query.event = Some(
+                    EventType::parse(&v).ok_or_else(|| ApiError::bad_request("event", "is not a known event type"))?,
+                );
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            "cursor" => {
+                cursor = Some(
+                    EventCursor::parse(&v)
+                        .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API returned"))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    let page = state.events.list(&who.tenant, query, limit, cursor.as_ref()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "event": e.event.as_str(),
+                "timestamp": time::iso_ms(e.timestamp_ms),
+                "status": if e.fanned { "fannedOut" } else { "queued" },
+            })
+        })
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(next) = page.next {
+        // The filters ride along, so following the link continues the same listing.
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("limit", &limit.to_string()).append_pair("cursor", &next);
+        if let Some(since) = &since_raw {
+            q.append_pair("since", since);
+        }
+        if let Some(event) = query.event {
+            q.append_pair("event", event.as_str());
+        }
+        if let Ok(link) = HeaderValue::from_str(&format!(r#"<{}?{}>; rel="next""#, uri.path(), q.finish())) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// Delivery statuses read at once for `GET /api/events/{id}`.
+const STATUS_READS: usize = 16;
+
+/// The stored event as the API shows it; the payload is the stored rendering, sent as is.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView<'a> {
+    id: &'a str,
+    event: &'a str,
+    timestamp: String,
+    status: &'static str,
+    payload: &'a serde_json::value::RawValue,
+    fan_out: usize,
+    deliveries: Vec<Value>,
+}
+
+/// `GET /api/events/{id}`: the event, its payload, and its deliveries with their statuses.
+async fn get_event(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::NotFound("event not found".into());
+    let id = EventId::parse(&id).ok_or_else(missing)?;
+    let record = state.events.get(&who.tenant, &id, true).await?.ok_or_else(missing)?;
+    let deliveries = delivery_statuses(&state, &who.tenant, &record).await?;
+    let payload = serde_json::value::RawValue::from_string(record.event.payload.clone())
+        .map_err(|e| ApiError::Internal(format!("stored payload: {e}")))?;
+    let view = EventView {
+        id: record.event.id.as_str(),
+        event: record.event.event.as_str(),
+        timestamp: time::iso_ms(record.event.timestamp_ms),
+        status: if record.fanned { "fannedOut" } else { "queued" },
+        payload: &payload,
+        fan_out: record.fan_out,
+        deliveries,
+    };
+    Ok(Json(view).into_response())
+}
+
+/// Each recorded delivery of the event with its status; one without a record yet is waiting
+/// for its first attempt (`pending`).
+async fn delivery_statuses(state: &AppState, tenant: &Tenant, record: &EventRecord) -> Result<Vec<Value>, ApiError> {
+    let (event_id, ts) = (record.event.id.to_string(), record.event.timestamp_ms);
+    let reads = futures::stream::iter(record.webhooks.clone())
+        .map(|webhook_id| {
+            let (log, tenant, event_id) = (state.log.clone(), tenant.to_string(), event_id.clone());
+            async move {
+                let id = webhooks::retry::delivery_id(&tenant, &event_id, &webhook_id, ts);
+                let found = log.get(&webhook_id, &id).await?;
+                let status = found.as_ref().map_or("pending", |d| d.status.as_str());
+                let attempts = found.as_ref().map_or(0, |d| d.attempts.len());
+                Ok::<Value, StoreError>(
+                    json!({"id": id, "webhookId": webhook_id, "status": status, "attempts": attempts}),
+                )
+            }
+        })
+        .buffered(STATUS_READS)
+        .collect::<Vec<_>>()
+        .await;
+    reads.into_iter().map(|r| r.map_err(ApiError::from)).collect()
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use webhooks::auth::JwtVerifier;
 use webhooks::config::Config;
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
@@ -25,11 +24,9 @@ async fn run() -> Result<(), lambda_http::Error> {
         events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         events_queue_url: config.events_queue_url()?.to_string(),
-        verifier: Arc::new(JwtVerifier::new(
-            config.jwt_secret()?,
-            config.jwt_issuer.as_deref(),
-            config.jwt_audience.as_deref(),
-        )),
+        delivery_queue_url: config.delivery_queue_url()?.to_string(),
+        recover_page: config.recover_page,
+        verifier: Arc::new(config.verifier(config.jwt_secret.as_deref())?),
         deliverer: Deliverer::new(config.policy)?,
         test_timeout: config.test_timeout,
     };

@@ -17,11 +17,16 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::Instrument;
 use webhooks::batch;
 use webhooks::delivery::Deliverer;
-use webhooks::domain::Webhook;
-use webhooks::messages::DeliveryJob;
+use webhooks::domain::{Disabled, Webhook};
+use webhooks::event_types::EventType;
+use webhooks::health::{BreakerPolicy, Gate};
+use webhooks::messages::{DeliveryJob, Event, EventId, Tenant, encode_event};
+use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, MAX_VISIBILITY_S, OutgoingMessage, Queue, WebhookStore, send_all,
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, StoreError,
+    WebhookStore, send_all,
 };
+use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
 use webhooks::signing::Envelope;
 use webhooks::time::Clock;
@@ -34,11 +39,20 @@ pub const RESERVE: Duration = Duration::from_secs(2);
 pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// Margin under SQS's 12 h visibility rule for the time between the receive and the handler.
 const VISIBILITY_MARGIN_S: u64 = 60;
+/// Compare-and-set writes of an endpoint's health are tried this many times against racing
+/// jobs of the same endpoint; then the change is dropped (logged), as the next one retries.
+const HEALTH_TRIES: usize = 5;
+/// A job deferred by an open breaker costs a receive each time it comes back, and SQS moves a
+/// job to the DLQ after `maxReceiveCount` (100) receives: from this many on, a deferred job is
+/// sent again as a fresh message (receive count 1) and the old one deleted.
+pub const RECYCLE_AFTER_RECEIVES: u32 = 50;
 
 #[derive(Clone)]
 pub struct Dispatcher {
     pub store: Arc<dyn WebhookStore>,
     pub log: Arc<dyn DeliveryLog>,
+    /// Where a resend or recover job's payload is read from (those jobs carry none).
+    pub events: Arc<dyn EventStore>,
     pub queue: Arc<dyn Queue>,
     pub deliverer: Deliverer,
     pub delivery_queue_url: String,
@@ -49,8 +63,33 @@ pub struct Dispatcher {
     pub timeout: Duration,
     /// Delivery records expire (DynamoDB TTL) this many days after they are created.
     pub retention_days: u64,
+    /// Deliveries a recover continuation examines (`RECOVER_PAGE_SIZE`).
+    pub recover_page: usize,
     /// The system clock in production; shared with the in-memory queue in the local runner.
     pub clock: Clock,
+    /// The circuit breaker and auto-disable settings.
+    pub breaker: BreakerPolicy,
+    /// Where the `system.warning` of an auto-disabled webhook goes (`EVENTS_QUEUE_URL`), to be
+    /// fanned out to the tenant's other webhooks like any event.
+    pub events_queue_url: String,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Metrics,
+}
+
+/// The metrics the dispatcher counts per invocation (`metrics::NAMESPACE`).
+pub mod metric {
+    /// Deliveries that succeeded (a 2xx).
+    pub const SUCCEEDED: &str = "DeliveriesSucceeded";
+    /// Deliveries given up after their last attempt (to the DLQ).
+    pub const FAILED: &str = "DeliveriesFailed";
+    /// Attempts that failed (each POST that was not a 2xx, retried or not).
+    pub const ATTEMPTS_FAILED: &str = "AttemptsFailed";
+    /// Jobs not sent: the webhook is inactive or gone, or the delivery had already ended.
+    pub const SKIPPED: &str = "DeliveriesSkipped";
+    /// Jobs held back by an open breaker, without a POST.
+    pub const DEFERRED: &str = "DeliveriesDeferred";
+    /// Each POST's duration, in milliseconds.
+    pub const LATENCY: &str = "AttemptLatency";
 }
 
 /// What became of one job, and so what SQS does with it.
@@ -71,6 +110,9 @@ pub enum JobResult {
     },
     /// Not attempted for lack of time before the deadline: back to the queue at once.
     Released,
+    /// The endpoint's breaker is open: hidden until its next probe (this many seconds), not
+    /// POSTed and not counted as an attempt.
+    Deferred(u64),
     /// Could not be handled now (storage error): SQS hands it back after a short backoff,
     /// and no attempt was counted.
     Error(String),
@@ -85,17 +127,38 @@ impl Dispatcher {
     /// runner's visibility timeout): no attempt runs past it.
     pub async fn handle(&self, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
         let received_at = Instant::now();
+        let tally = Tally::default();
+        for name in [
+            metric::SUCCEEDED,
+            metric::FAILED,
+            metric::ATTEMPTS_FAILED,
+            metric::SKIPPED,
+            metric::DEFERRED,
+        ] {
+            tally.add(name, 0);
+        }
+        let tally = &tally;
         let results = batch::each_message(event.records, CONCURRENCY, false, |m| async move {
-            self.handle_message(&m, received_at, deadline).await
+            self.handle_message(&m, received_at, deadline, tally).await
         })
         .await;
+        self.metrics.emit("dispatcher", tally);
         batch::failures(results.into_iter().filter(|(_, done)| !done).map(|(id, _)| id))
     }
 
     /// One job, start to end; true when the job is done with (delete it from the queue).
-    pub async fn handle_message(&self, m: &SqsMessage, received_at: Instant, deadline: Option<Instant>) -> bool {
+    pub async fn handle_message(
+        &self,
+        m: &SqsMessage,
+        received_at: Instant,
+        deadline: Option<Instant>,
+        tally: &Tally,
+    ) -> bool {
         let receipt = m.receipt_handle.as_deref().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
+        if let Some(task) = RecoverTask::decode(body) {
+            return self.recover_page(&task).await;
+        }
         let job = match DeliveryJob::decode(body) {
             Ok(job) => job,
             Err(e) => {
@@ -112,7 +175,14 @@ impl Dispatcher {
             attempt = tracing::field::Empty
         );
         async {
-            let result = self.process(&job, deadline).await;
+            let result = self.process(&job, deadline, tally).await;
+            match &result {
+                JobResult::Delivered => tally.add(metric::SUCCEEDED, 1),
+                JobResult::GaveUp { .. } => tally.add(metric::FAILED, 1),
+                JobResult::Skipped(_) => tally.add(metric::SKIPPED, 1),
+                JobResult::Deferred(_) => tally.add(metric::DEFERRED, 1),
+                _ => {}
+            }
             self.schedule(&job, receipt, batch::receive_count(m), received_at, result)
                 .await
         }
@@ -120,9 +190,43 @@ impl Dispatcher {
         .await
     }
 
+    /// One page of a recover, then the continuation for the next; true when both are queued.
+    /// A failure leaves the message to come back after the queue's visibility timeout, and
+    /// the page is run again from the same cursor.
+    async fn recover_page(&self, task: &RecoverTask) -> bool {
+        let span = tracing::info_span!("recover", recover_id = %task.id, webhook_id = %task.webhook_id);
+        async {
+            let queue = self.queue.as_ref();
+            let outcome = recover::run_page(
+                self.log.as_ref(),
+                queue,
+                &self.delivery_queue_url,
+                task,
+                self.recover_page,
+            )
+            .await;
+            let result = match outcome {
+                Ok(PageOutcome { next: Some(next), .. }) => {
+                    recover::continue_with(queue, &self.delivery_queue_url, &next).await
+                }
+                Ok(_) => {
+                    tracing::info!("recover complete");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "recover page failed; it will be retried");
+            }
+            result.is_ok()
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Load -> ended? due? -> attempt -> record.
-    pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>) -> JobResult {
-        let (webhook, record) = match self.load(job).await {
+    pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>, tally: &Tally) -> JobResult {
+        let (webhook, record, payload) = match self.load(job).await {
             Ok(loaded) => loaded,
             Err(e) => return JobResult::Error(e),
         };
@@ -146,12 +250,14 @@ impl Dispatcher {
         let webhook = match webhook {
             Some(w) if w.active => w,
             other => {
-                let note = if other.is_some() {
-                    "webhook is inactive"
-                } else {
-                    "webhook was deleted"
+                let (note, why) = match &other {
+                    Some(Webhook { disabled: Some(d), .. }) => {
+                        ("webhook was disabled", format!("webhook was disabled: {}", d.reason))
+                    }
+                    Some(_) => ("webhook is inactive", "webhook is inactive".to_string()),
+                    None => ("webhook was deleted", "webhook was deleted".to_string()),
                 };
-                return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
+                return match self.log.finish(&delivery, DeliveryStatus::Skipped, &why, now).await {
                     Ok(_) => {
                         tracing::info!(note, "delivery skipped");
                         JobResult::Skipped(note)
@@ -160,20 +266,216 @@ impl Dispatcher {
                 };
             }
         };
+        let Some(payload) = payload else {
+            // A resend or recover job whose event's retention ran out: nothing left to send.
+            let note = "the event is no longer stored (DELIVERY_RETENTION_DAYS)";
+            return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
+                Ok(_) => JobResult::Skipped(note),
+                Err(e) => JobResult::Error(e.to_string()),
+            };
+        };
         let Some(timeout) = self.attempt_timeout(deadline) else {
             return JobResult::Released;
         };
-        self.attempt(job, &delivery, &webhook, timeout).await
+        let webhook = match self.pass_breaker(webhook).await {
+            Ok(w) => w,
+            Err(result) => return result,
+        };
+        self.attempt(job, &delivery, &webhook, &payload, timeout, tally).await
     }
 
-    /// The webhook (as it is now: a new URL or secret applies from the next attempt on) and
-    /// the delivery's record, read together.
-    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>), String> {
-        let (webhook, record) = futures::join!(
+    /// The breaker's verdict: closed, or open with a probe due that this job claimed (one
+    /// compare-and-set, so of the jobs that come back at the probe time exactly one POSTs):
+    /// the webhook to attempt, with the health the outcome applies to. Open otherwise: deferred.
+    async fn pass_breaker(&self, mut webhook: Webhook) -> Result<Webhook, JobResult> {
+        for _ in 0..HEALTH_TRIES {
+            let now = self.clock.now_ms();
+            let claim = match webhook.health.gate(&self.breaker, now) {
+                Gate::Closed => return Ok(webhook),
+                Gate::Wait(until) => return Err(JobResult::Deferred(until.saturating_sub(now).div_ceil(1000).max(1))),
+                Gate::Probe(claim) => claim,
+            };
+            match self
+                .store
+                .set_health(&webhook.tenant, &webhook.id, &webhook.health, &claim)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(probe = claim.probes, "breaker open: this attempt is its probe");
+                    webhook.health = claim;
+                    return Ok(webhook);
+                }
+                Ok(false) => match self.store.get(&webhook.tenant, &webhook.id).await {
+                    Ok(Some(fresh)) if fresh.active => webhook = fresh,
+                    Ok(_) => return Err(JobResult::Error("the webhook changed while claiming a probe".into())),
+                    Err(e) => return Err(JobResult::Error(e.to_string())),
+                },
+                Err(e) => return Err(JobResult::Error(e.to_string())),
+            }
+        }
+        Err(JobResult::Error(
+            "the endpoint's health kept changing while claiming a probe".into(),
+        ))
+    }
+
+    /// Applies an attempt's outcome to the endpoint's health, written only when it changes
+    /// (never for a success on a healthy endpoint); disables the webhook when it has failed
+    /// without a success for `AUTO_DISABLE_AFTER_SECONDS`.
+    async fn record_health(&self, mut webhook: Webhook, success: bool, error: &str) {
+        for _ in 0..HEALTH_TRIES {
+            let now = self.clock.now_ms();
+            let next = if success {
+                match webhook.health.after_success(now) {
+                    Some(next) => next,
+                    None => return,
+                }
+            } else {
+                webhook.health.after_failure(&self.breaker, now, error)
+            };
+            match self
+                .store
+                .set_health(&webhook.tenant, &webhook.id, &webhook.health, &next)
+                .await
+            {
+                Ok(true) => {
+                    if webhook.health.is_open() && !next.is_open() {
+                        tracing::info!("endpoint recovered: breaker closed");
+                    } else if !webhook.health.is_open() && next.is_open() {
+                        tracing::warn!(failures = next.consecutive_failures, "endpoint failing: breaker opened");
+                    }
+                    let due = next.due_for_disable(&self.breaker, now);
+                    webhook.health = next;
+                    if due {
+                        self.disable(webhook).await;
+                    }
+                    return;
+                }
+                Ok(false) => match self.store.get(&webhook.tenant, &webhook.id).await {
+                    Ok(Some(fresh)) => webhook = fresh,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not re-read the endpoint's health");
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record the endpoint's health");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the endpoint's health kept changing; this outcome was not recorded in it");
+    }
+
+    /// Sets the webhook inactive with the reason (its subscriptions go with it, so no new jobs
+    /// are made for it; its pending jobs are skipped as they come back), then tells the tenant.
+    async fn disable(&self, mut webhook: Webhook) {
+        for _ in 0..HEALTH_TRIES {
+            if !webhook.active {
+                return;
+            }
+            let now = self.clock.now_ms();
+            let h = &webhook.health;
+            let since = h.failing_since.map(webhooks::time::iso_ms).unwrap_or_default();
+            let reason = format!(
+                "failing without a success since {since} ({} consecutive failed attempts; last: {})",
+                h.consecutive_failures,
+                h.last_error.as_deref().unwrap_or("unknown")
+            );
+            let disabled = Webhook {
+                active: false,
+                disabled: Some(Disabled { reason, at: now }),
+                updated_at: now,
+                version: webhook.version + 1,
+                ..webhook.clone()
+            };
+            match self.store.update(&webhook, &disabled).await {
+                Ok(()) => {
+                    tracing::warn!(tenant = %webhook.tenant, "webhook disabled: failing for too long");
+                    self.announce_disabled(&disabled).await;
+                    return;
+                }
+                Err(StoreError::Conflict) => match self.store.get(&webhook.tenant, &webhook.id).await {
+                    Ok(Some(fresh)) => webhook = fresh,
+                    _ => return,
+                },
+                Err(e) => {
+                    // The next failed probe tries again.
+                    tracing::error!(error = %e, "could not disable the webhook");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A `system.warning` event for the tenant, through the events queue, so it reaches the
+    /// tenant's other webhooks subscribed to it (this one is inactive now) and is logged like
+    /// any event. Its id is fixed by the failing period, so a repeat is deduplicated.
+    async fn announce_disabled(&self, w: &Webhook) {
+        let (Some(d), Some(tenant), Some(event)) = (
+            w.disabled.as_ref(),
+            Tenant::parse(&w.tenant),
+            EventType::parse("system.warning"),
+        ) else {
+            return;
+        };
+        let since = w.health.failing_since.unwrap_or(d.at);
+        let Some(id) = EventId::parse(&format!("webhook-disabled-{}-{since}", w.id)) else {
+            return;
+        };
+        let iso = |t: Option<u64>| t.map(webhooks::time::iso_ms);
+        let payload = serde_json::json!({
+            "type": "webhook.disabled",
+            "message": "A webhook was disabled because its endpoint kept failing; fix the endpoint, then re-enable it with PUT {\"active\": true}",
+            "webhookId": w.id,
+            "reason": d.reason,
+            "disabledAt": webhooks::time::iso_ms(d.at),
+            "failingSince": iso(w.health.failing_since),
+            "lastSuccessAt": iso(w.health.last_success_at),
+            "consecutiveFailures": w.health.consecutive_failures,
+        });
+        let message = OutgoingMessage {
+            id: "0".into(),
+            body: encode_event(&Event {
+                tenant,
+                id,
+                event,
+                timestamp_ms: d.at,
+                payload,
+            }),
+            reason: None,
+        };
+        match send_all(self.queue.as_ref(), &self.events_queue_url, &[message]).await {
+            Ok(failed) if failed.is_empty() => tracing::info!("system.warning about the disabled webhook sent"),
+            Ok(_) => tracing::error!("the events queue refused the system.warning about the disabled webhook"),
+            Err(e) => tracing::error!(error = %e, "could not send the system.warning about the disabled webhook"),
+        }
+    }
+
+    /// The webhook (as it is now: a new URL or secret, or a rotation, applies from the next
+    /// attempt on), the delivery's record and the payload (the job's, or the stored event's
+    /// for a job that carries none), read together.
+    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<String>), String> {
+        let payload = async {
+            match &job.payload {
+                Some(p) => Ok(Some(p.get().to_string())),
+                None => self
+                    .events
+                    .get(&job.tenant, &job.event_id, false)
+                    .await
+                    .map(|r| r.map(|r| r.event.payload)),
+            }
+        };
+        let (webhook, record, payload) = futures::join!(
             self.store.get(&job.tenant, &job.webhook_id),
-            self.log.get(&job.webhook_id, &job.delivery_id)
+            self.log.get(&job.webhook_id, &job.delivery_id),
+            payload
         );
-        Ok((webhook.map_err(|e| e.to_string())?, record.map_err(|e| e.to_string())?))
+        Ok((
+            webhook.map_err(|e| e.to_string())?,
+            record.map_err(|e| e.to_string())?,
+            payload.map_err(|e| e.to_string())?,
+        ))
     }
 
     /// The delivery as this job should see it: a job of an older cycle is stale; a job of a
@@ -244,7 +546,15 @@ impl Dispatcher {
     }
 
     /// Sign, send, record.
-    async fn attempt(&self, job: &DeliveryJob, delivery: &Delivery, webhook: &Webhook, timeout: Duration) -> JobResult {
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        delivery: &Delivery,
+        webhook: &Webhook,
+        payload: &str,
+        timeout: Duration,
+        tally: &Tally,
+    ) -> JobResult {
         let started = self.clock.now_ms();
         let number = delivery.attempts.len() as u32 + 1;
         tracing::Span::current().record("attempt", number);
@@ -252,10 +562,16 @@ impl Dispatcher {
             id: &job.delivery_id,
             event: &job.event,
             timestamp_ms: job.timestamp_ms,
-            payload: job.payload.get(),
+            payload,
         };
-        let request = envelope.sign(webhook.secret.as_deref(), started / 1000);
+        // The secrets valid at this attempt, not at the event: a retry after a rotation is
+        // signed with the new secret too, and one after the overlap with the new one only.
+        let request = envelope.sign_with(&webhook.signing_secrets(started), started / 1000);
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;
+        tally.time(metric::LATENCY, report.duration_ms);
+        if !report.success() {
+            tally.add(metric::ATTEMPTS_FAILED, 1);
+        }
         let in_cycle = delivery.attempts_in_cycle() + 1;
         let next_delay = if report.success() {
             None
@@ -291,6 +607,8 @@ impl Dispatcher {
             // kept, rather than POSTing again now.
             Err(e) => tracing::error!(error = %e, "could not record the attempt"),
         }
+        self.record_health(webhook.clone(), report.success(), &report.message)
+            .await;
         match (report.success(), next_delay) {
             (true, _) => JobResult::Delivered,
             (false, Some(delay)) => JobResult::RetryIn(delay),
@@ -315,6 +633,32 @@ impl Dispatcher {
             JobResult::Delivered | JobResult::Skipped(_) => true,
             JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) => {
                 hide(seconds).await;
+                false
+            }
+            JobResult::Deferred(seconds) if receive_count >= RECYCLE_AFTER_RECEIVES => {
+                // Sent again as a fresh message, so that SQS's maxReceiveCount never moves a
+                // job that made no attempt to the DLQ; the old one is deleted only if that worked.
+                let message = OutgoingMessage {
+                    id: "0".into(),
+                    body: job.encode(),
+                    reason: None,
+                };
+                match send_all(self.queue.as_ref(), &self.delivery_queue_url, &[message]).await {
+                    Ok(failed) if failed.is_empty() => {
+                        tracing::info!(receive_count, "deferred job sent again as a fresh message");
+                        true
+                    }
+                    _ => {
+                        hide(seconds).await;
+                        false
+                    }
+                }
+            }
+            JobResult::Deferred(seconds) => {
+                // A little jitter, so the jobs of a recovered endpoint do not all return at once.
+                let jitter = rand::random_range(0..=seconds / 8);
+                tracing::info!(retry_in_s = seconds + jitter, "breaker open: deferred without a POST");
+                hide(seconds + jitter).await;
                 false
             }
             JobResult::Released => {

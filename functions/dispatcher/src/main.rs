@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use webhooks::config::Config;
 use webhooks::delivery::Deliverer;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoWebhookStore};
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_dispatcher::Dispatcher;
 
@@ -23,7 +23,8 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let dispatcher = Dispatcher {
         store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
-        log: Arc::new(DynamoDeliveryLog::new(dynamo, &config.deliveries_table)),
+        log: Arc::new(DynamoDeliveryLog::new(dynamo.clone(), &config.deliveries_table)),
+        events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         deliverer: Deliverer::new(config.policy)?,
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
@@ -31,7 +32,11 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         schedule: config.retry_schedule.clone(),
         timeout: config.delivery_timeout,
         retention_days: config.retention_days,
+        recover_page: config.recover_page,
         clock: webhooks::time::Clock::default(),
+        breaker: config.breaker,
+        events_queue_url: config.events_queue_url()?.to_string(),
+        metrics: webhooks::metrics::Metrics::Stdout,
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -12,6 +12,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::Instrument;
 use webhooks::batch;
 use webhooks::messages::{DeliveryJob, decode_event, raw_payload};
+use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore, send_all};
 use webhooks::{ids, retry, time};
 
@@ -35,6 +36,20 @@ pub struct Ingest {
     pub dead_letter_url: String,
     /// Stored events expire (DynamoDB TTL) after this many days: the dedupe window.
     pub retention_days: u64,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Metrics,
+}
+
+/// The metrics ingest counts per invocation (`metrics::NAMESPACE`).
+pub mod metric {
+    /// Events fanned out completely (every job enqueued), even to no webhook.
+    pub const FANNED_OUT: &str = "EventsFannedOut";
+    /// Delivery jobs enqueued by the events fanned out.
+    pub const ENQUEUED: &str = "DeliveriesEnqueued";
+    /// Copies of events already fanned out, dropped.
+    pub const DUPLICATES: &str = "EventsDuplicate";
+    /// Events left to SQS to retry (or dead-lettered as undecodable).
+    pub const FAILED: &str = "EventsFailed";
 }
 
 /// What became of one message before its jobs are sent.
@@ -42,8 +57,10 @@ pub struct Ingest {
 enum Fanned {
     /// Claimed by this invocation; these jobs remain to be sent.
     Jobs(StoredEvent, Vec<DeliveryJob>),
-    /// Dead-lettered, a duplicate, or nothing to do.
-    Done,
+    /// Fanned out already: dropped.
+    Duplicate,
+    /// Undecodable: in the events DLQ with the reason.
+    DeadLettered,
     Failed,
 }
 
@@ -63,11 +80,13 @@ impl Ingest {
         let mut failed: HashSet<String> = HashSet::new();
         let mut messages = Vec::new();
         let mut owner_of: Vec<String> = Vec::new();
-        let mut claimed: Vec<(String, StoredEvent)> = Vec::new();
+        let mut claimed: Vec<(String, StoredEvent, Vec<String>)> = Vec::new();
+        let (mut duplicates, mut dead_lettered) = (0u64, 0u64);
         for (message_id, result) in fanned {
             match result {
                 Fanned::Jobs(event, jobs) => {
-                    claimed.push((message_id.clone(), event));
+                    let webhooks = jobs.iter().map(|j| j.webhook_id.clone()).collect();
+                    claimed.push((message_id.clone(), event, webhooks));
                     for job in jobs {
                         messages.push(OutgoingMessage {
                             id: owner_of.len().to_string(),
@@ -77,7 +96,8 @@ impl Ingest {
                         owner_of.push(message_id.clone());
                     }
                 }
-                Fanned::Done => {}
+                Fanned::Duplicate => duplicates += 1,
+                Fanned::DeadLettered => dead_lettered += 1,
                 Fanned::Failed => {
                     failed.insert(message_id);
                 }
@@ -93,10 +113,10 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not enqueue delivery jobs; the events will be retried");
-                failed.extend(owner_of);
+                failed.extend(owner_of.iter().cloned());
             }
         }
-        for (message_id, event) in &claimed {
+        for (message_id, event, webhooks) in &claimed {
             let span = tracing::info_span!("event", tenant = %event.tenant, event_id = %event.id);
             if failed.contains(message_id) {
                 // Some job did not go out: give the claim back so the retry need not wait for
@@ -114,7 +134,7 @@ impl Ingest {
             }
             if let Err(e) = self
                 .events
-                .complete(&event.tenant, &event.id, owner)
+                .complete(&event.tenant, &event.id, owner, webhooks)
                 .instrument(span)
                 .await
             {
@@ -125,6 +145,18 @@ impl Ingest {
         for id in &failed {
             tracing::warn!(message_id = %id, "event not fanned out completely; it will be retried");
         }
+        let tally = Tally::default();
+        let fanned_out: Vec<&String> = claimed
+            .iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !failed.contains(*id))
+            .collect();
+        tally.add(metric::FANNED_OUT, fanned_out.len() as u64);
+        let enqueued = owner_of.iter().filter(|id| fanned_out.contains(id)).count();
+        tally.add(metric::ENQUEUED, enqueued as u64);
+        tally.add(metric::DUPLICATES, duplicates);
+        tally.add(metric::FAILED, failed.len() as u64 + dead_lettered);
+        self.metrics.emit("ingest", &tally);
         batch::failures(failed)
     }
 
@@ -135,7 +167,7 @@ impl Ingest {
             Ok(decoded) => decoded,
             Err(reason) => {
                 return if self.dead_letter(message_id, body, &reason.to_string()).await {
-                    Fanned::Done
+                    Fanned::DeadLettered
                 } else {
                     Fanned::Failed
                 };
@@ -162,7 +194,7 @@ impl Ingest {
             Ok(Claim::Won(stored)) => stored,
             Ok(Claim::Duplicate(_)) => {
                 tracing::info!("duplicate event ignored: already fanned out");
-                return Fanned::Done;
+                return Fanned::Duplicate;
             }
             Ok(Claim::Busy { until_ms }) => {
                 // Back when the lease ends: then the event is fanned out (a duplicate to drop)
@@ -229,7 +261,7 @@ pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
             event: event.event.as_str().to_string(),
             timestamp_ms: event.timestamp_ms,
             cycle: 0,
-            payload: raw_payload(&event.payload),
+            payload: Some(raw_payload(&event.payload)),
         })
         .collect()
 }

@@ -27,6 +27,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         delivery_queue_url: config.delivery_queue_url()?.to_string(),
         dead_letter_url: config.events_dlq_url()?.to_string(),
         retention_days: config.retention_days,
+        metrics: webhooks::metrics::Metrics::Stdout,
     };
     let ingest = &ingest;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -1,6 +1,6 @@
-//! The local runner: the API, ingest and dispatcher in one process, over in-memory adapters by
-//! default or over an AWS API endpoint (LocalStack, moto server, AWS) when `AWS_ENDPOINT_URL`
-//! is set. The handlers are the Lambda functions' own; pollers stand in for Lambda's event
+//! The local runner: the API, ingest and dispatcher in one process, over the durable SQLite
+//! adapters in a data directory by default, the in-memory ones when asked (`BACKEND=memory`), or
+//! an AWS API endpoint (LocalStack, moto server, AWS) when `AWS_ENDPOINT_URL` is set. The handlers are the Lambda functions' own; pollers stand in for Lambda's event
 //! source mapping: batches of up to 10, delete what succeeded, leave item failures to the
 //! visibility timeout.
 
@@ -9,19 +9,22 @@ pub mod listen;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use webhooks::auth::JwtVerifier;
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
 #[cfg(feature = "aws")]
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
-use webhooks::ports::{DeliveryLog, EventStore, MAX_BATCH, Queue, QueueMessage, WebhookStore};
+use webhooks::ports::{
+    DeliveryLog, EventStore, MAX_BATCH, OutgoingMessage, Queue, QueueMessage, WebhookStore, send_all,
+};
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
+use webhooks::sqlite::{Db, SqliteDeliveryLog, SqliteEventStore, SqliteQueue, SqliteWebhookStore};
 #[cfg(feature = "aws")]
 use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
@@ -44,8 +47,56 @@ pub fn local_config(get: impl Fn(&str) -> Option<String>) -> Result<Config, Conf
     })
 }
 
+/// Where the durable backend keeps its data when `DATA_DIR` is not set (relative to the
+/// working directory: the checkout's root with `cargo run`, and ignored by git).
+pub const DEFAULT_DATA_DIR: &str = ".webhooks-data";
+
+/// The backend the environment asks for: `BACKEND` (`sqlite`, `memory` or `aws`) when set;
+/// else the AWS backend when an AWS endpoint is set (`AWS_ENDPOINT_URL`, or the per-service
+/// ones to mix LocalStack's SQS with moto's DynamoDB); else the durable one in `DATA_DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    Memory,
+    Sqlite(PathBuf),
+    Aws,
+}
+
+impl BackendChoice {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BackendChoice, ConfigError> {
+        let set = |k: &str| get(k).is_some_and(|v| !v.is_empty());
+        let data_dir = || {
+            PathBuf::from(
+                get("DATA_DIR")
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(DEFAULT_DATA_DIR.into()),
+            )
+        };
+        match get("BACKEND").as_deref() {
+            Some("memory") => Ok(BackendChoice::Memory),
+            Some("sqlite") => Ok(BackendChoice::Sqlite(data_dir())),
+            Some("aws") => Ok(BackendChoice::Aws),
+            None | Some("") => {
+                if ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
+                    .iter()
+                    .any(|k| set(k))
+                {
+                    Ok(BackendChoice::Aws)
+                } else {
+                    Ok(BackendChoice::Sqlite(data_dir()))
+                }
+            }
+            Some(other) => Err(ConfigError::Invalid {
+                name: "BACKEND",
+                why: format!("'{other}' is not one of sqlite, memory, aws"),
+            }),
+        }
+    }
+}
+
 pub enum Backend {
     Memory,
+    /// The durable adapters, on one SQLite database in this data directory.
+    Sqlite(PathBuf),
     /// DynamoDB and SQS at `AWS_ENDPOINT_URL` or AWS itself; tables and queues from the config.
     #[cfg(feature = "aws")]
     Aws(Box<aws_config::SdkConfig>),
@@ -54,7 +105,11 @@ pub enum Backend {
 impl Backend {
     pub fn describe(&self) -> String {
         match self {
-            Backend::Memory => "in-memory (embedded)".into(),
+            Backend::Memory => "in-memory (BACKEND=memory): nothing is kept across a restart".into(),
+            Backend::Sqlite(dir) => format!(
+                "durable, SQLite (WAL) in {} (DATA_DIR)",
+                std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display()
+            ),
             #[cfg(feature = "aws")]
             Backend::Aws(_) => {
                 let endpoint = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -93,6 +148,8 @@ pub struct Runner {
     pub urls: QueueUrls,
     /// The embedded queue, when there is one, so tests and operators can look inside.
     pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// The durable backend's database, when it is the one in use.
+    pub db: Option<Arc<Db>>,
 }
 
 fn memory_queue(spec: &QueueSpec, queue: &MemoryQueue, redrive: Option<(String, u32)>) -> String {
@@ -115,6 +172,7 @@ impl Runner {
             },
             urls,
             memory,
+            db,
         ) = match backend {
             Backend::Memory => {
                 let q = Arc::new(MemoryQueue::with_clock(clock.clone()));
@@ -134,7 +192,11 @@ impl Runner {
                     events: Arc::new(MemoryEventStore::new()),
                     queue: q.clone(),
                 };
-                (ports, urls, Some(q))
+                (ports, urls, Some(q), None)
+            }
+            Backend::Sqlite(dir) => {
+                let (ports, urls, db) = sqlite_ports(dir, &clock)?;
+                (ports, urls, None, Some(db))
             }
             #[cfg(feature = "aws")]
             Backend::Aws(sdk) => {
@@ -151,7 +213,7 @@ impl Runner {
                     events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
                     queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
                 };
-                (ports, urls, None)
+                (ports, urls, None, None)
             }
         };
         let deliverer = Deliverer::new(config.policy)?;
@@ -161,26 +223,26 @@ impl Runner {
             events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
-            verifier: Arc::new(JwtVerifier::new(
-                jwt_secret,
-                config.jwt_issuer.as_deref(),
-                config.jwt_audience.as_deref(),
-            )),
+            delivery_queue_url: urls.delivery.clone(),
+            recover_page: config.recover_page,
+            verifier: Arc::new(config.verifier(Some(jwt_secret))?),
             deliverer: deliverer.clone(),
             test_timeout: config.test_timeout,
         };
         let ingest = Ingest {
             store: store.clone(),
-            events,
+            events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
             delivery_queue_url: urls.delivery.clone(),
             dead_letter_url: urls.events_dlq.clone(),
             retention_days: config.retention_days,
+            metrics: Default::default(),
         };
         let dispatcher = Dispatcher {
             store,
             log,
+            events,
             queue,
             deliverer,
             delivery_queue_url: urls.delivery.clone(),
@@ -188,9 +250,14 @@ impl Runner {
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
             retention_days: config.retention_days,
+            recover_page: config.recover_page,
             clock: clock.clone(),
+            breaker: config.breaker,
+            events_queue_url: urls.events.clone(),
+            metrics: Default::default(),
         };
         Ok(Runner {
+            db,
             clock,
             state,
             ingest,
@@ -234,6 +301,9 @@ impl Runner {
                 stopped.clone(),
             )));
         }
+        if let Some(db) = self.db.clone() {
+            handles.push(tokio::spawn(purge(db, stopped.clone())));
+        }
         Workers { stop, handles }
     }
 
@@ -263,11 +333,72 @@ impl Runner {
     }
 }
 
+/// How often the durable backend deletes what outlived `DELIVERY_RETENTION_DAYS`.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What DynamoDB's TTL does in AWS: expired delivery records and stored events are deleted, at
+/// start and then hourly, until told to stop.
+async fn purge(db: Arc<Db>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match db.purge_expired(webhooks::time::now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "expired delivery records and events deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired records"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 /// Kept between the local dispatcher's deadline and the end of its jobs' visibility timeout.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
+/// The durable ports and their queues (created on first use, found again on a restart).
+fn sqlite_ports(dir: &Path, clock: &webhooks::time::Clock) -> Result<(Ports, QueueUrls, Arc<Db>), RunnerError> {
+    let db = Db::open(dir).map_err(|e| RunnerError::Storage(e.to_string()))?;
+    let q = Arc::new(SqliteQueue::new(db.clone(), clock.clone()));
+    let create = |spec: &QueueSpec, redrive: Option<(String, u32)>| {
+        q.create_queue(
+            spec.default_name,
+            Duration::from_secs(spec.visibility_timeout_s as u64),
+            redrive,
+        )
+        .map_err(|e| RunnerError::Storage(e.to_string()))
+    };
+    let events_dlq = create(&EVENTS_DLQ, None)?;
+    let delivery_dlq = create(&DELIVERY_DLQ, None)?;
+    let urls = QueueUrls {
+        events: create(
+            &EVENTS_QUEUE,
+            EVENTS_QUEUE.redrive.map(|(_, n)| (events_dlq.clone(), n)),
+        )?,
+        delivery: create(
+            &DELIVERY_QUEUE,
+            DELIVERY_QUEUE.redrive.map(|(_, n)| (delivery_dlq.clone(), n)),
+        )?,
+        events_dlq,
+        delivery_dlq,
+    };
+    // Only the events queue acknowledges to a producer (the API's 202): the others are fed by
+    // the pipeline, which redoes a lost send.
+    for url in [&urls.delivery, &urls.delivery_dlq, &urls.events_dlq] {
+        q.internal(url);
+    }
+    let ports = Ports {
+        store: Arc::new(SqliteWebhookStore::new(db.clone())),
+        log: Arc::new(SqliteDeliveryLog::new(db.clone())),
+        events: Arc::new(SqliteEventStore::new(db.clone())),
+        queue: q,
+    };
+    Ok((ports, urls, db))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
+    #[error("durable storage: {0}")]
+    Storage(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -341,6 +472,57 @@ pub async fn poll_once(queue: &dyn Queue, url: &str, wait: Duration, handler: &H
     Ok(messages.len())
 }
 
+/// Moves up to `max` messages from a dead-letter queue back to `to` by receiving, sending
+/// and deleting them (what `StartMessageMoveTask` does, but through calls every SQS API
+/// offers, moto's included). A message is deleted from `from` only once `to` has it, so a
+/// failure part-way leaves it in the DLQ (visible again after its visibility timeout) or, at
+/// worst, in both, which the dispatcher and ingest treat as a duplicate. Returns how many
+/// moved. The receives are short polls: an empty answer ends the move.
+pub async fn redrive(queue: &dyn Queue, from: &str, to: &str, max: usize) -> Result<usize, String> {
+    let mut moved = 0;
+    while moved < max {
+        let got = queue
+            .receive(from, (max - moved).min(MAX_BATCH), Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.is_empty() {
+            break;
+        }
+        let messages: Vec<OutgoingMessage> = got
+            .iter()
+            .enumerate()
+            .map(|(i, m)| OutgoingMessage {
+                id: i.to_string(),
+                body: m.body.clone(),
+                reason: None,
+            })
+            .collect();
+        let unsent: HashSet<String> = send_all(queue, to, &messages)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let sent: Vec<String> = got
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !unsent.contains(&i.to_string()))
+            .map(|(_, m)| m.receipt_handle.clone())
+            .collect();
+        if sent.is_empty() {
+            return Err(format!("{to} refused every message; {moved} moved so far"));
+        }
+        let undeleted = queue.delete_batch(from, &sent).await.map_err(|e| e.to_string())?;
+        if !undeleted.is_empty() {
+            tracing::warn!(
+                count = undeleted.len(),
+                "moved but not deleted from the DLQ: they will be moved again"
+            );
+        }
+        moved += sent.len();
+    }
+    Ok(moved)
+}
+
 /// Polls until told to stop; a batch being handled is always finished first.
 async fn poll(queue: Arc<dyn Queue>, url: String, handler: Handler, stop: tokio::sync::watch::Receiver<bool>) {
     while !*stop.borrow() {
@@ -348,5 +530,38 @@ async fn poll(queue: Arc<dyn Queue>, url: String, handler: Handler, stop: tokio:
             tracing::warn!(error = %e, queue = %url, "receive failed; retrying in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choose(vars: &[(&str, &str)]) -> Result<BackendChoice, ConfigError> {
+        BackendChoice::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn the_durable_backend_is_the_default_and_the_others_are_chosen() {
+        assert_eq!(choose(&[]).ok(), Some(BackendChoice::Sqlite(DEFAULT_DATA_DIR.into())));
+        assert_eq!(
+            choose(&[("DATA_DIR", "/srv/hooks")]).ok(),
+            Some(BackendChoice::Sqlite("/srv/hooks".into()))
+        );
+        assert_eq!(choose(&[("BACKEND", "memory")]).ok(), Some(BackendChoice::Memory));
+        assert_eq!(
+            choose(&[("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4566")]).ok(),
+            Some(BackendChoice::Aws)
+        );
+        assert_eq!(choose(&[("BACKEND", "aws")]).ok(), Some(BackendChoice::Aws));
+        // An explicit choice wins over an endpoint left in the environment.
+        assert_eq!(
+            choose(&[("BACKEND", "sqlite"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:4599")]).ok(),
+            Some(BackendChoice::Sqlite(DEFAULT_DATA_DIR.into()))
+        );
+        let err = choose(&[("BACKEND", "postgres")])
+            .expect_err("unknown backend")
+            .to_string();
+        assert!(err.contains("BACKEND"), "{err}");
     }
 }

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use rand::RngCore;
 use webhooks::auth;
-use webhooks_local::{Backend, Runner, listen, local_config};
+use webhooks_local::{Backend, BackendChoice, Runner, listen, local_config};
 
-const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | listen [--port P] [--secret S] [--forward URL] | bootstrap [--prefix P] | resources]";
+const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | listen [--port P] [--secret S] [--forward URL] | bootstrap [--prefix P] | resources | redrive [--queue delivery|events] [--max N]]";
+
+/// The most messages one `redrive` moves unless `--max` says otherwise.
+#[cfg(feature = "aws")]
+const REDRIVE_DEFAULT_MAX: usize = 100_000;
 
 /// What a quick-start build (`--no-default-features`) says when asked for the AWS backend,
 /// rather than quietly serving from memory.
 #[cfg(not(feature = "aws"))]
-const NO_AWS: &str = "this webhooks-local was built without the `aws` feature (the embedded quick start), so it has no DynamoDB/SQS backend; unset AWS_ENDPOINT_URL* and BACKEND, or build it with default features: cargo run -p webhooks-local";
+const NO_AWS: &str = "this webhooks-local was built without the `aws` feature (the embedded quick start), so it has no DynamoDB/SQS backend; unset AWS_ENDPOINT_URL* and BACKEND=aws (the default backend is SQLite in DATA_DIR), or build it with default features: cargo run -p webhooks-local";
 
 #[cfg(feature = "aws")]
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -115,6 +119,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             webhooks::resources::bootstrap(&sdk, &config, &prefix).await?;
             Ok(())
         }
+        #[cfg(not(feature = "aws"))]
+        Some("redrive") => Err(NO_AWS.into()),
+        #[cfg(feature = "aws")]
+        Some("redrive") => {
+            // The embedded backend lives in the serving process: only an AWS API has a DLQ to
+            // move from here.
+            let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"];
+            let aws = endpoints
+                .iter()
+                .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+                || std::env::var("BACKEND").as_deref() == Ok("aws");
+            if !aws {
+                return Err(
+                    "redrive moves a DLQ of an AWS API: set AWS_ENDPOINT_URL (LocalStack, moto) or BACKEND=aws".into(),
+                );
+            }
+            let (from, to) = match flag(&args, "--queue").as_deref() {
+                None | Some("delivery") => (config.delivery_dlq_url()?, config.delivery_queue_url()?),
+                Some("events") => (config.events_dlq_url()?, config.events_queue_url()?),
+                Some(other) => return Err(format!("--queue must be delivery or events, not '{other}'").into()),
+            };
+            let max = flag(&args, "--max")
+                .map(|m| m.parse::<usize>())
+                .transpose()?
+                .unwrap_or(REDRIVE_DEFAULT_MAX);
+            let sdk = webhooks::aws_config().await;
+            let queue = webhooks::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk));
+            let moved = webhooks_local::redrive(&queue, from, to, max).await?;
+            println!("redrive: moved {moved} messages from {from} to {to}");
+            Ok(())
+        }
         Some("resources") => {
             println!("{}", serde_json::to_string_pretty(&webhooks::resources::specs_json())?);
             Ok(())
@@ -133,18 +168,13 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
             (hex::encode(bytes).into_bytes(), true)
         }
     };
-    // Any AWS endpoint setting (one for all services, or per service to mix LocalStack's SQS
-    // with moto's DynamoDB) selects the AWS backend; `BACKEND=aws` selects it for AWS itself.
-    let aws = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-        || std::env::var("BACKEND").as_deref() == Ok("aws");
-    let backend = match aws {
+    let backend = match BackendChoice::from_lookup(|k| std::env::var(k).ok())? {
+        BackendChoice::Memory => Backend::Memory,
+        BackendChoice::Sqlite(dir) => Backend::Sqlite(dir),
         #[cfg(feature = "aws")]
-        true => Backend::Aws(Box::new(webhooks::aws_config().await)),
+        BackendChoice::Aws => Backend::Aws(Box::new(webhooks::aws_config().await)),
         #[cfg(not(feature = "aws"))]
-        true => return Err(NO_AWS.into()),
-        false => Backend::Memory,
+        BackendChoice::Aws => return Err(NO_AWS.into()),
     };
     // Build everything first, so a missing setting fails before the banner.
     let runner = Runner::new(&config, &secret, &backend)?;

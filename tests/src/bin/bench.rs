@@ -1,7 +1,8 @@
 //! `cargo run --release -p webhooks-tests --bin bench [sections…] [--quick]`
 //!
 //! One table per section, measured side by side in one run (see tests/BENCH.md):
-//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`. Without names, all of them.
+//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`. Without names,
+//! all of them but the soak.
 //! `cost` and `fanout` need the emulator (`AWS_ENDPOINT_URL`); `cold` needs the release
 //! binaries (`cargo build --release --bins`). Everything listens and connects on 127.0.0.1.
 
@@ -11,8 +12,12 @@ mod cold;
 mod cost;
 #[path = "bench/dispatch.rs"]
 mod dispatch;
+#[path = "bench/durable.rs"]
+mod durable;
 #[path = "bench/e2e.rs"]
 mod e2e;
+#[path = "bench/health.rs"]
+mod health;
 #[path = "bench/meter.rs"]
 mod meter;
 #[path = "bench/payload.rs"]
@@ -28,7 +33,9 @@ mod table;
 
 use table::Table;
 
-const SECTIONS: [&str; 7] = ["signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak"];
+const SECTIONS: [&str; 9] = [
+    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health",
+];
 
 fn machine() -> Table {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -154,6 +161,12 @@ async fn main() {
         for t in cost::run(quick, run("cost"), run("fanout")).await {
             t.print();
         }
+    }
+    if run("durable") {
+        durable::run(quick).await.print();
+    }
+    if run("health") {
+        health::run(quick).await.print();
     }
     if run("soak") {
         soak::run(events).await.print();

@@ -86,16 +86,18 @@ fn pipeline(env: &Env) -> Pipeline {
     });
     let ingest = Ingest {
         store: store.clone(),
-        events,
+        events: events.clone(),
         queue: queue.clone(),
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
         dead_letter_url: env.urls[EVENTS_DLQ.logical_id].clone(),
         retention_days: 30,
+        metrics: Default::default(),
     };
     let dispatcher = Dispatcher {
         store: store.clone(),
         log,
+        events,
         queue: queue.clone(),
         deliverer: Deliverer::new(TargetPolicy::PERMISSIVE).expect("client"),
         delivery_queue_url: env.urls[DELIVERY_QUEUE.logical_id].clone(),
@@ -103,7 +105,11 @@ fn pipeline(env: &Env) -> Pipeline {
         schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
         timeout: Duration::from_secs(15),
         retention_days: 30,
+        recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
+        metrics: Default::default(),
     };
     Pipeline {
         meter,
@@ -148,10 +154,13 @@ async fn create_webhooks(p: &Pipeline, env: &Env, tenant: &str, n: usize) {
             url: env.sink.url(&format!("/cost/{i}")),
             events: vec![EVENT.to_string()],
             secret: Some("whsec-bench-cost-secret".into()),
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         })
         .collect();
     // One at a time: moto's TransactWriteItems copies the table without a lock, and a

@@ -64,10 +64,13 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
             url: sink.url(&format!("/hook/{i}")),
             events: vec![EVENT.into()],
             secret: Some(SECRET.into()),
+            previous_secrets: Vec::new(),
             active: true,
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
+            disabled: None,
         };
         store.create(&w).await.expect("create webhook");
         hooks.push(w.id);
@@ -85,7 +88,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
             event: EVENT.into(),
             timestamp_ms: now,
             cycle: 0,
-            payload: p.clone(),
+            payload: Some(p.clone()),
         };
         // No record beforehand: the dispatcher creates it with the first attempt, as in production.
         let m = QueueMessage {
@@ -107,14 +110,19 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize) -> Prepared {
     let dispatcher = Dispatcher {
         store,
         log,
+        events: Arc::new(webhooks::memory::MemoryEventStore::new()),
         queue,
         deliverer: deliverer.clone(),
         delivery_queue_url: queue_url.clone(),
-        dead_letter_url: queue_url,
+        dead_letter_url: queue_url.clone(),
         schedule: vec![5, 300],
         timeout: Duration::from_secs(15),
         retention_days: 1,
+        recover_page: 100,
         clock: Default::default(),
+        breaker: Default::default(),
+        events_queue_url: queue_url,
+        metrics: Default::default(),
     };
     Prepared { dispatcher, batches }
 }
@@ -345,7 +353,7 @@ pub async fn run(quick: bool) -> Table {
         event: EVENT.into(),
         timestamp_ms: webhooks::time::now_ms(),
         cycle: 0,
-        payload: webhooks::messages::raw_payload(&p),
+        payload: Some(webhooks::messages::raw_payload(&p)),
     }
     .encode();
     let hook_url = sink.url("/hook/0");

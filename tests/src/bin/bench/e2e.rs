@@ -19,13 +19,13 @@ const CONCURRENCY: usize = 16;
 type Bodies = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 const GAP: Duration = Duration::from_millis(5);
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Api {
-    async fn register(&self, tenant: &str, sink: &Sink, n: usize) {
+    pub(crate) async fn register(&self, tenant: &str, sink: &Sink, n: usize) {
         let auth = format!("Bearer {}", webhooks_tests::token(tenant));
         for i in 0..n {
             let body = json!({"url": sink.url(&format!("/e2e/{tenant}/{i}")), "events": [EVENT], "secret": "whsec-e2e-0123456789"});
@@ -74,18 +74,18 @@ struct Stamp {
     accepted: Instant,
 }
 
-struct Outcome {
-    events: usize,
-    deliveries: u64,
-    arrived: usize,
+pub(crate) struct Outcome {
+    pub(crate) events: usize,
+    pub(crate) deliveries: u64,
+    pub(crate) arrived: usize,
     /// Per-delivery latency from the event's POST being sent to its arrival, ms, ascending.
-    latencies: Vec<f64>,
+    pub(crate) latencies: Vec<f64>,
     /// The same from the client holding the 202 (0 when the delivery came first), ascending.
-    from_202: Vec<f64>,
+    pub(crate) from_202: Vec<f64>,
     /// Deliveries that arrived before the client saw the event's 202.
-    before_202: usize,
+    pub(crate) before_202: usize,
     /// First send to last arrival.
-    span: Duration,
+    pub(crate) span: Duration,
 }
 
 fn outcome(sink: &Sink, accepted: &HashMap<u64, Stamp>, start: Instant, fanout: usize) -> Outcome {
@@ -113,7 +113,14 @@ fn outcome(sink: &Sink, accepted: &HashMap<u64, Stamp>, start: Instant, fanout: 
 }
 
 /// Sequential events with a small gap after each one's last delivery arrived.
-async fn light(api: &Api, sink: &Sink, tenant: &str, fanout: usize, events: usize, seq: &mut u64) -> Outcome {
+pub(crate) async fn light(
+    api: &Api,
+    sink: &Sink,
+    tenant: &str,
+    fanout: usize,
+    events: usize,
+    seq: &mut u64,
+) -> Outcome {
     let auth = format!("Bearer {}", webhooks_tests::token(tenant));
     let mut accepted = HashMap::new();
     let start = Instant::now();
@@ -132,7 +139,14 @@ async fn light(api: &Api, sink: &Sink, tenant: &str, fanout: usize, events: usiz
 }
 
 /// `events` events from `CONCURRENCY` concurrent clients, as fast as the API takes them.
-async fn throughput(api: &Arc<Api>, sink: &Sink, tenant: &str, fanout: usize, events: usize, seq: &mut u64) -> Outcome {
+pub(crate) async fn throughput(
+    api: &Arc<Api>,
+    sink: &Sink,
+    tenant: &str,
+    fanout: usize,
+    events: usize,
+    seq: &mut u64,
+) -> Outcome {
     let auth = format!("Bearer {}", webhooks_tests::token(tenant));
     let first = *seq + 1;
     *seq += events as u64;

@@ -16,8 +16,8 @@ use webhooks::domain::Webhook;
 use webhooks::event_types::EventType;
 use webhooks::messages::{EventId, Tenant};
 use webhooks::ports::{
-    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventStore, OutgoingMessage, Page, Queue, QueueError,
-    QueueMessage, StoreError, StoredEvent, WebhookStore,
+    Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
+    EventSummary, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError, StoredEvent, WebhookStore,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -310,6 +310,23 @@ impl WebhookStore for CountingStore {
         r
     }
 
+    async fn set_health(
+        &self,
+        tenant: &str,
+        id: &str,
+        old: &webhooks::domain::Health,
+        new: &webhooks::domain::Health,
+    ) -> Result<bool, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.set_health(tenant, id, old, new).await;
+        let took = t0.elapsed();
+        // An UpdateItem is charged on the whole item: a webhook is well under 1 KB with its
+        // health map (about 200 bytes).
+        self.meter
+            .add(took, "WebhookStore::set_health", "UpdateItem", 1, 0.0, 1.0, 0.0, 0);
+        r
+    }
+
     async fn delete(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.delete(tenant, id).await;
@@ -536,9 +553,15 @@ impl EventStore for CountingEvents {
         r
     }
 
-    async fn complete(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &Tenant,
+        id: &EventId,
+        owner: &str,
+        webhooks: &[String],
+    ) -> Result<(), StoreError> {
         let t0 = Instant::now();
-        let r = self.inner.complete(tenant, id, owner).await;
+        let r = self.inner.complete(tenant, id, owner, webhooks).await;
         self.claim_update(t0.elapsed(), "EventStore::complete", tenant, id);
         r
     }
@@ -550,17 +573,12 @@ impl EventStore for CountingEvents {
         r
     }
 
-    async fn get(
-        &self,
-        tenant: &Tenant,
-        id: &EventId,
-        consistent: bool,
-    ) -> Result<Option<(StoredEvent, bool)>, StoreError> {
+    async fn get(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<Option<EventRecord>, StoreError> {
         let t0 = Instant::now();
         let r = self.inner.get(tenant, id, consistent).await;
         let took = t0.elapsed();
         let size = match &r {
-            Ok(Some((e, _))) => event_size(e),
+            Ok(Some(e)) => event_size(&e.event),
             _ => 0,
         };
         let (api, rru) = if consistent {
@@ -569,6 +587,23 @@ impl EventStore for CountingEvents {
             ("GetItem (eventual)", rru_eventual(size))
         };
         self.meter.add(took, "EventStore::get", api, 1, rru, 0.0, 0.0, 0);
+        r
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        query: EventQuery,
+        limit: usize,
+        before: Option<&EventCursor>,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        let t0 = Instant::now();
+        let r = self.inner.list(tenant, query, limit, before).await;
+        // Index items are small (no payload): about 100 bytes each, eventually consistent.
+        let n = r.as_ref().map_or(0, |p| p.items.len());
+        let rru = rru_eventual(100 * n.max(1));
+        self.meter
+            .add(t0.elapsed(), "EventStore::list", "Query (index)", 1, rru, 0.0, 0.0, 0);
         r
     }
 }
