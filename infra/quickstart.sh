@@ -36,6 +36,8 @@ trap cleanup EXIT
 
 # Its own data directory (the default backend is SQLite in DATA_DIR): a fresh start, and no
 # clash with the lock of a runner the developer left running on .webhooks-data.
+# A new user's shell has no emulator settings; make test's does, so they are cleared here.
+unset AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS BACKEND
 DATA_DIR="$work/data" setsid bash -e "$work/server.sh" >"$work/server.log" 2>&1 </dev/null &
 server_pid=$!
 # The server block compiles on a fresh checkout: wait for it (bounded) before terminal 2.
