@@ -1,8 +1,9 @@
 .PHONY: run test emulator-start emulator-stop bootstrap build-lambda fmt lint
 
-# Serve the API on 127.0.0.1:$${PORT:-3000}, keeping its data in $${DATA_DIR:-.webhooks-data}.
+# Serve the API on 127.0.0.1:$${PORT:-3000}, keeping its data in $${DATA_DIR:-.webhooks-data}
+# (SQLite), with the quick start's build: without the AWS SDK (see README "Run it locally").
 run:
-	cargo run -p webhooks-local
+	cargo run -p webhooks-local --no-default-features
 
 # Everything CI runs: emulator install + start, fmt, clippy, all tests, template checks.
 test:

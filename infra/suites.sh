@@ -59,6 +59,8 @@ echo "== template and code agree"
 .venv/bin/python infra/check_template.py .emulator/resources.json | tee .emulator/template-check.log || status=1
 echo "== browser (Playwright + Chromium)"
 infra/browser.sh run | tee .emulator/browser-summary.log || status=1
+echo "== README quick start, verbatim"
+infra/quickstart.sh | tee .emulator/quickstart-summary.log || status=1
 
 echo
 echo "== suites"
@@ -82,6 +84,7 @@ sed 's/^/  note: /' "$EMULATOR_NOTES"
 grep -h '^contract:' .emulator/contract-summary.log | sed 's/^/  /' || true
 grep -h '^template-check:' .emulator/template-check.log | sed 's/^/  /' || true
 grep -h '^browser:' .emulator/browser-summary.log | sed 's/^/  /' || true
+grep -h '^quickstart:' .emulator/quickstart-summary.log | sed 's/^/  /' || true
 
 cargo_logs=(.emulator/cargo-test.log .emulator/cargo-test-localstack.log)
 passed=$(grep -hEo '^test result: [a-zA-Z]+\. [0-9]+ passed' "${cargo_logs[@]}" | awk '{s+=$4} END {print s+0}')
@@ -90,12 +93,15 @@ tpl_passed=$(grep -Eo '[0-9]+ passed' .emulator/template-check.log | tail -1 | a
 tpl_failed=$(grep -Eo '[0-9]+ failed' .emulator/template-check.log | tail -1 | awk '{print $1+0}')
 contract_failed=0
 grep -q '0 failures' .emulator/contract-summary.log || contract_failed=1
+quickstart_failed=0
+grep -q '^quickstart: README quick start ran verbatim' .emulator/quickstart-summary.log || quickstart_failed=1
 browser_passed=$(grep -h '^browser:' .emulator/browser-summary.log | grep -Eo '[0-9]+ passed' | awk '{print $1+0}')
 browser_failed=$(grep -h '^browser:' .emulator/browser-summary.log | grep -Eo '[0-9]+ failed' | awk '{print $1+0}')
 browser_failed=${browser_failed:-1}
 failed=$((failed + browser_failed))
+failed=$((failed + quickstart_failed))
 if [ "$status" -ne 0 ] && [ $((failed + ${tpl_failed:-0} + contract_failed)) -eq 0 ]; then
   failed=1
 fi
-echo "all: $((passed + ${tpl_passed:-0} + ${browser_passed:-0} + 1 - contract_failed)) passed, $((failed + ${tpl_failed:-0} + contract_failed)) failed"
+echo "all: $((passed + ${tpl_passed:-0} + ${browser_passed:-0} + 2 - contract_failed - quickstart_failed)) passed, $((failed + ${tpl_failed:-0} + contract_failed)) failed"
 exit "$status"

@@ -24,19 +24,18 @@ infra/emulator.sh install
 infra/contract.sh install
 infra/browser.sh install
 infra/localstack.sh install
-# The official Standard Webhooks library (PyPI) in its own venv: the secret-rotation tests verify
-# deliveries with it as a Python receiver would (tests/python/standard_verify.py).
-if ! .venv-standardwebhooks/bin/python -c 'import standardwebhooks' 2>/dev/null; then
-  echo "== installing standardwebhooks==1.1.0 (PyPI) into .venv-standardwebhooks"
-  python3 -m venv .venv-standardwebhooks
-  .venv-standardwebhooks/bin/pip install --quiet --disable-pip-version-check standardwebhooks==1.1.0
-fi
+# The official Standard Webhooks verifiers (PyPI and npm, one venv shared with the secret-rotation
+# tests' tests/python/standard_verify.py) for tests/tests/first_hour.rs and pipeline.rs.
+infra/standardwebhooks.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"
+# The README quick start's build (no AWS SDK) first, so that phase 2's run of it compiles
+# nothing; then the full build, whose webhooks-local the suites spawn.
+cargo build -p webhooks-local --no-default-features --quiet
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --no-run
 

@@ -9,6 +9,85 @@ use serde_json::{Map, Value};
 
 use crate::jwks::Jwks;
 
+/// jsonwebtoken's cryptography. With the `aws` feature (every Lambda build), jsonwebtoken's own
+/// aws-lc-rs backend: HS256, and RS256 / ES256 for a JWKS. Without it (the local runner's quick
+/// start), HS256 alone with RustCrypto's `hmac` (the crate webhook signatures use), so that build
+/// compiles neither aws-lc-sys nor the RustCrypto RSA/ECDSA set; `JWT_JWKS_URL` is refused at
+/// startup there (`Config::check`). Any other algorithm is refused here as well as by the
+/// `Validation`.
+#[cfg(feature = "aws")]
+mod hs256 {
+    /// jsonwebtoken picks its `aws_lc_rs` backend itself (the `aws` feature enables it).
+    pub fn install() {}
+}
+
+#[cfg(not(feature = "aws"))]
+mod hs256 {
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
+    use jsonwebtoken::errors::{ErrorKind, Result};
+    use jsonwebtoken::signature::{self, Signer, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+    use sha2::Sha256;
+
+    struct Hs256(Hmac<Sha256>);
+
+    impl Hs256 {
+        fn new(alg: &Algorithm, secret: Result<&[u8]>) -> Result<Hs256> {
+            if *alg != Algorithm::HS256 {
+                return Err(ErrorKind::InvalidAlgorithm.into());
+            }
+            Hmac::new_from_slice(secret?)
+                .map(Hs256)
+                .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+        }
+    }
+
+    impl Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Hs256 {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            // Constant-time comparison.
+            mac.verify_slice(sig).map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: |alg, key: &EncodingKey| Ok(Box::new(Hs256::new(alg, key.try_get_hmac_secret())?)),
+        verifier_factory: |alg, key: &DecodingKey| Ok(Box::new(Hs256::new(alg, key.try_get_hmac_secret())?)),
+        jwk_utils: JwkUtils::new_unimplemented(),
+    };
+
+    /// Before the first token is signed or verified. A provider installed earlier (a test that
+    /// forges tokens with jsonwebtoken's own backend) is kept: it computes the same HS256.
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let _ = PROVIDER.install_default();
+        });
+    }
+}
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Tenant ids are 1 to this many bytes, printable, without `#` (a key delimiter).
@@ -182,6 +261,7 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
+        hs256::install();
         let header = decode_header(token).map_err(|_| AuthError::Invalid("malformed token"))?;
         let not_allowed = AuthError::Invalid("algorithm not allowed");
         let (key, alg) = match header.alg {
@@ -230,6 +310,7 @@ pub fn principal<'a>(tenant_claim: &str, claim: impl Fn(&str) -> Option<&'a str>
 
 /// Mints an HS256 token; the local runner's `token` command and the tests use it.
 pub fn mint(secret: &[u8], claims: &Claims) -> String {
+    hs256::install();
     encode(
         &Header::new(Algorithm::HS256),
         claims,

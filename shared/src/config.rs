@@ -178,6 +178,7 @@ impl Config {
     /// Settings that are each valid but cannot work together, named with their values.
     fn check(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.jwt_jwks_url {
+            jwks_supported(url)?;
             crate::jwks::Jwks::new(url, crate::jwks::DEFAULT_COOLDOWN).map_err(|e| ConfigError::Invalid {
                 name: "JWT_JWKS_URL",
                 why: e.to_string(),
@@ -306,6 +307,27 @@ pub fn parse_schedule(s: &str) -> Result<Vec<u64>, String> {
         return Err(format!("at most {MAX_RETRY_ATTEMPTS} delays"));
     }
     Ok(delays)
+}
+
+/// RS256 / ES256 need jsonwebtoken's aws-lc-rs backend, which comes with the cargo feature `aws`
+/// (every Lambda build, and the local runner's default). The quick-start build
+/// (`--no-default-features`) verifies HS256 only (see `auth`), so it refuses a JWKS at startup
+/// rather than every token later.
+#[cfg(feature = "aws")]
+fn jwks_supported(_url: &str) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+#[cfg(not(feature = "aws"))]
+fn jwks_supported(url: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        name: "JWT_JWKS_URL",
+        why: format!(
+            "{url}: RS256/ES256 tokens need the cargo feature `aws` (jsonwebtoken's aws-lc-rs \
+             backend), which this build leaves out; build with default features \
+             (cargo run -p webhooks-local), or use JWT_SECRET (HS256)"
+        ),
+    })
 }
 
 #[cfg(test)]

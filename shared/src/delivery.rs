@@ -132,6 +132,22 @@ impl Resolve for GuardedResolver {
     }
 }
 
+#[cfg(not(any(feature = "aws", feature = "tls-ring")))]
+compile_error!("the `webhooks` crate needs a TLS provider: enable its `aws` feature (aws-lc-rs) or `tls-ring`");
+
+/// With `aws`, reqwest uses aws-lc-rs itself, as the AWS SDK does. Without it, ring is made the
+/// process's rustls provider (once; a provider someone installed first is kept). Call it before
+/// building any other reqwest client.
+pub fn install_tls_provider() {
+    #[cfg(all(feature = "tls-ring", not(feature = "aws")))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the delivery HTTP client: {0}")]
 pub struct DelivererError(String);
@@ -155,6 +171,7 @@ impl Deliverer {
     }
 
     pub fn with_dns(policy: TargetPolicy, dns: Dns) -> Result<Self, DelivererError> {
+        install_tls_provider();
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy,
@@ -179,7 +196,7 @@ impl Deliverer {
     /// The registration-time check of a target: the URL itself, then its current DNS answers
     /// (a name that does not resolve yet is accepted; the send-time guard still applies).
     pub async fn check_target(&self, url: &str) -> Result<(), TargetError> {
-        let parsed = ssrf::check_url(url, self.policy)?;
+        let parsed = ssrf::check_url(url, self.policy).inspect_err(|e| e.log_setting(url))?;
         if self.policy.allow_private {
             return Ok(());
         }
@@ -191,7 +208,7 @@ impl Deliverer {
             .await
             .unwrap_or_default();
         for ip in addrs {
-            ssrf::check_ip(ip)?;
+            ssrf::check_ip(ip).inspect_err(|e| e.log_setting(name))?;
         }
         Ok(())
     }
@@ -202,6 +219,7 @@ impl Deliverer {
         let started = Instant::now();
         // IP literals never reach the resolver, so they are checked here.
         if let Err(e) = ssrf::check_url(url, self.policy) {
+            e.log_setting(url);
             let outcome = match e {
                 TargetError::Blocked { .. } | TargetError::BlockedName { .. } => Outcome::NotAllowed,
                 _ => Outcome::ConnectionFailed,
@@ -279,6 +297,7 @@ fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptR
     let mut chain = String::new();
     while let Some(err) = source {
         if let Some(t) = err.downcast_ref::<TargetError>() {
+            t.log_setting(e.url().and_then(|u| u.host_str()).unwrap_or("-"));
             return AttemptReport::failed(Outcome::NotAllowed, capitalise(&t.to_string()), started);
         }
         if let Some(d) = err.downcast_ref::<DnsFailed>() {

@@ -8,8 +8,14 @@ use crate::ssrf::{self, TargetPolicy};
 
 /// At most this many entries in `events` (before duplicates are folded).
 pub const MAX_EVENTS: usize = 64;
-/// Secrets are 1 to this many characters.
+/// Secrets a client chooses are `MIN_SECRET_LEN` to this many bytes.
 pub const MAX_SECRET_LEN: usize = 256;
+/// A secret a client chooses must be at least this long: a short one can be guessed offline
+/// from one signed delivery. (Generated ones are `whsec_` + 44 characters.)
+pub const MIN_SECRET_LEN: usize = 16;
+/// A secret in the Standard Webhooks form, `whsec_<base64>`, must decode to this many bytes,
+/// as that specification (and its libraries) define it.
+pub const STANDARD_SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 /// The longest `id` (in characters) a producer may give an event.
 pub const MAX_EVENT_ID_LEN: usize = 128;
 /// An event's or a test's payload, written as compact JSON, is at most this many bytes.
@@ -278,6 +284,7 @@ fn parse_url(f: &mut Fields, raw: &str, policy: TargetPolicy) -> Option<String> 
     match ssrf::check_url(raw, policy) {
         Ok(_) => Some(raw.to_string()),
         Err(e) => {
+            e.log_setting(&truncate(raw, 200));
             f.errors.push(FieldError::new("url", e.to_string()));
             None
         }
@@ -329,32 +336,39 @@ fn parse_events(f: &mut Fields, v: &Value) -> Option<Vec<String>> {
 }
 
 fn parse_secret(f: &mut Fields, v: &Value, nullable: bool) -> Option<Option<String>> {
-    match v {
-        Value::Null if nullable => Some(None),
-        Value::String(s) if s.is_empty() => {
-            f.errors.push(FieldError::new(
-                "secret",
-                "must not be empty (omit it to send unsigned webhooks)",
-            ));
-            None
+    // A rotation cannot switch signing off (`nullable` false): say only what it accepts.
+    let hint = if nullable {
+        "omit it to have one generated, or send null for unsigned deliveries"
+    } else {
+        "omit it to have one generated"
+    };
+    let problem = match v {
+        Value::Null if nullable => return Some(None),
+        Value::String(s) if s.len() < MIN_SECRET_LEN => {
+            format!("must be at least {MIN_SECRET_LEN} characters ({hint})")
         }
-        Value::String(s) if s.len() > MAX_SECRET_LEN => {
-            f.errors.push(FieldError::new(
-                "secret",
-                format!("must be at most {MAX_SECRET_LEN} bytes"),
-            ));
-            None
-        }
-        Value::String(s) => Some(Some(s.clone())),
+        Value::String(s) if s.len() > MAX_SECRET_LEN => format!("must be at most {MAX_SECRET_LEN} bytes"),
+        Value::String(s) => match s.strip_prefix("whsec_") {
+            // Standard Webhooks libraries decode what follows `whsec_`; a secret that looks like
+            // theirs but is not would verify with no library.
+            Some(b64) => {
+                use base64::Engine as _;
+                match base64::engine::general_purpose::STANDARD.decode(b64) {
+                    Ok(key) if STANDARD_SECRET_BYTES.contains(&key.len()) => return Some(Some(s.clone())),
+                    _ => format!(
+                        "a secret starting with whsec_ must be followed by the base64 of 24 to 64 bytes (Standard Webhooks); {hint}"
+                    ),
+                }
+            }
+            None => return Some(Some(s.clone())),
+        },
         other => {
             let want = if nullable { "a string or null" } else { "a string" };
-            f.errors.push(FieldError::new(
-                "secret",
-                format!("must be {want}, not {}", kind(other)),
-            ));
-            None
+            format!("must be {want}, not {}", kind(other))
         }
-    }
+    };
+    f.errors.push(FieldError::new("secret", problem));
+    None
 }
 
 fn parse_bool(f: &mut Fields, name: &str, v: &Value) -> Option<bool> {
@@ -432,9 +446,11 @@ pub fn parse_create(body: &Value, policy: TargetPolicy) -> Result<NewWebhook, In
             None
         }
     };
+    // Omitted: a generated secret, returned once, so that every delivery is signed unless the
+    // client opts out with `null` (a receiver that verifies fails on an unsigned delivery).
     let secret = match f.present("secret") {
         Some(v) => parse_secret(&mut f, v, true),
-        None => Some(None),
+        None => Some(Some(crate::signing::generate_secret())),
     };
     let active = match f.present("active") {
         Some(v) => parse_bool(&mut f, "active", v),
@@ -580,6 +596,29 @@ pub fn parse_event_submission(body: &Value) -> Result<EventSubmission, Invalid> 
     f.finish(value)
 }
 
+/// `POST /api/webhooks/{id}/test`: `{event?, payload?}` (an empty body is `{}`). Without
+/// `event`, the first type the webhook subscribes to; without `payload`, `{"test": true}`.
+pub fn parse_registered_test(body: &Value, webhook: &Webhook) -> Result<(EventType, Value), Invalid> {
+    let mut f = Fields::of(body)?;
+    f.reject_unknown(&["event", "payload"], &[]);
+    let event = match f.present("event") {
+        Some(_) => parse_event_type(&mut f, "event"),
+        None => crate::event_types::EVENT_TYPES
+            .iter()
+            .filter_map(|(name, _)| EventType::parse(name))
+            .find(|e| webhook.subscribes_to(*e)),
+    };
+    let payload = match f.present("payload") {
+        Some(_) => parse_payload(&mut f, true),
+        None => Some(serde_json::json!({"test": true})),
+    };
+    let value = match (event, payload) {
+        (Some(e), Some(p)) => Some((e, p)),
+        _ => None,
+    };
+    f.finish(value)
+}
+
 /// `POST /api/webhooks/{id}/recover`: `{since, until?}`, ISO-8601 times of events; `until`
 /// defaults to `now_ms` and may not be before `since`. Returns the window in ms, inclusive.
 pub fn parse_recover(body: &Value, now_ms: u64) -> Result<(u64, u64), Invalid> {
@@ -708,6 +747,45 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_generated_bounded_below_or_explicitly_absent() {
+        let create = |secret: Option<Value>| {
+            let mut body = json!({"url": "https://x.com", "events": ["*"]});
+            if let Some(s) = secret {
+                body["secret"] = s;
+            }
+            parse_create(&body, P)
+        };
+        let generated = create(None).expect("valid").secret.expect("generated");
+        assert!(generated.starts_with("whsec_"), "{generated}");
+        assert_ne!(
+            create(None).expect("valid").secret,
+            Some(generated),
+            "a new one each time"
+        );
+        assert_eq!(create(Some(Value::Null)).expect("valid").secret, None, "null: unsigned");
+        let short = "s".repeat(MIN_SECRET_LEN - 1);
+        let e = create(Some(json!(short))).expect_err("too short");
+        assert_eq!(e[0].field, "secret");
+        assert!(e[0].message.contains("at least 16 characters"), "{}", e[0].message);
+        let ok = "s".repeat(MIN_SECRET_LEN);
+        assert_eq!(create(Some(json!(ok))).expect("valid").secret, Some(ok));
+        // `whsec_` secrets must be what Standard Webhooks libraries can decode.
+        assert!(create(Some(json!("whsec_not-base64-at-all!!"))).is_err());
+        assert!(
+            create(Some(json!(format!("whsec_{}", "QUFB".repeat(5))))).is_err(),
+            "15 bytes"
+        );
+        let key = format!("whsec_{}", "QUFB".repeat(8));
+        assert_eq!(create(Some(json!(key))).expect("24 bytes").secret, Some(key));
+        // The same rules when a PUT sets one; null still removes it.
+        assert!(parse_update(&json!({"secret": "short"}), P).is_err());
+        assert_eq!(
+            parse_update(&json!({"secret": null}), P).expect("ok").secret,
+            Some(None)
+        );
+    }
+
+    #[test]
     fn update_is_partial_and_ignores_read_only_fields() {
         let p = parse_update(&json!({"active": false, "id": "wh_x", "createdAt": "t"}), P).expect("valid");
         assert_eq!(
@@ -734,8 +812,11 @@ mod tests {
                 overlap_s: DEFAULT_OVERLAP_S
             }
         );
-        let r = parse_rotate(&json!({"secret": "new-secret", "overlapSeconds": 0})).expect("valid");
-        assert_eq!((r.secret.as_deref(), r.overlap_s), (Some("new-secret"), 0));
+        let r = parse_rotate(&json!({"secret": "new-secret-0123456789", "overlapSeconds": 0})).expect("valid");
+        assert_eq!((r.secret.as_deref(), r.overlap_s), (Some("new-secret-0123456789"), 0));
+        // The same rules as at registration: at least MIN_SECRET_LEN characters.
+        let short = "s".repeat(MIN_SECRET_LEN - 1);
+        assert_eq!(fields(parse_rotate(&json!({"secret": short}))), vec!["secret"]);
         assert_eq!(
             parse_rotate(&json!({"overlapSeconds": MAX_OVERLAP_S}))
                 .expect("valid")

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+#[cfg(feature = "aws")]
 pub mod dynamo;
 pub mod event_types;
 pub mod health;
@@ -22,6 +23,7 @@ pub mod retry;
 pub mod signing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "aws")]
 pub mod sqs;
 pub mod ssrf;
 pub mod telemetry;
@@ -31,6 +33,7 @@ pub mod time;
 /// moto server) come from the environment as the AWS SDKs define it. Pointed at an emulator
 /// without a region, it takes us-east-1 rather than asking the instance metadata service
 /// (169.254.169.254), which a developer's machine must not be sent to.
+#[cfg(feature = "aws")]
 pub async fn aws_config() -> aws_config::SdkConfig {
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
     let emulated = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"]

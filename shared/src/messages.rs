@@ -127,6 +127,12 @@ pub fn decode_event(body: &str, message_id: &str, sent_ms: u64) -> Result<(Event
             2 * MAX_PAYLOAD_BYTES
         ));
     }
+    // What `POST /api/events` refuses with a 422 goes to the events DLQ, for the same reason.
+    let losses = crate::jsjson::losses(body.as_bytes());
+    if !losses.is_empty() {
+        let all: Vec<String> = losses.iter().map(ToString::to_string).collect();
+        return err(all.join("; "));
+    }
     let value: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(e) => return err(format!("not JSON: {e}")),
@@ -294,6 +300,8 @@ mod tests {
             r#"{"event":"system.info","tenant":"a"}"#,
             r#"{"event":"system.info","payload":{},"tenant":"a","id":""}"#,
             r#"{"event":"system.info","payload":{},"tenant":"a","timestamp":"soon"}"#,
+            r#"{"event":"system.info","payload":{"n":9007199254740993},"tenant":"a"}"#,
+            r#"{"event":"system.info","payload":{"k":1,"k":2},"tenant":"a"}"#,
         ] {
             assert!(decode_event(bad, "m", 1).is_err(), "{bad}");
         }

@@ -1,13 +1,17 @@
 //! The AWS resources the code expects, as data. The emulator bootstrap creates exactly these,
 //! and a test compares them with `template.yaml`, so the two cannot drift apart.
 
+#[cfg(feature = "aws")]
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TimeToLiveSpecification,
 };
+#[cfg(feature = "aws")]
 use aws_sdk_sqs::types::QueueAttributeName;
 
+#[cfg(feature = "aws")]
 use crate::dynamo::backend;
+#[cfg(feature = "aws")]
 use crate::ports::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +120,7 @@ pub const DELIVERY_QUEUE: QueueSpec = QueueSpec {
 /// In creation order: each dead-letter queue before the queue that redrives to it.
 pub const QUEUES: [QueueSpec; 4] = [EVENTS_DLQ, EVENTS_QUEUE, DELIVERY_DLQ, DELIVERY_QUEUE];
 
+#[cfg(feature = "aws")]
 /// Creates a table of `spec` named `name` (on-demand, TTL where the spec has one). An
 /// existing table is left as it is.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec, name: &str) -> Result<(), StoreError> {
@@ -188,6 +193,7 @@ pub fn queue_name(spec: &QueueSpec, prefix: &str) -> String {
     format!("{prefix}{}", spec.default_name)
 }
 
+#[cfg(feature = "aws")]
 /// Creates the queues with their visibility timeouts, retention and redrive policies; returns
 /// (logical id, queue URL) pairs. Creating an existing queue with the same attributes is a
 /// no-op in SQS.
@@ -236,6 +242,7 @@ pub async fn create_queues(
     Ok(urls)
 }
 
+#[cfg(feature = "aws")]
 /// Creates every table and queue the functions use at the SDK's endpoint and prints the
 /// environment a local runner needs to use them.
 pub async fn bootstrap(

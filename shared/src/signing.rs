@@ -94,6 +94,22 @@ pub fn verify_guide_signature(secret: &str, body: &[u8], signature_hex: &str) ->
     mac.verify_slice(&sig).is_ok()
 }
 
+/// Constant-time check of a `webhook-signature` header (space-separated `v1,<base64>` entries;
+/// any one matching is enough, as during a secret rotation), keyed as `standard_signature` keys.
+pub fn verify_standard_signature(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    let key = standard_key(secret);
+    header.split(' ').filter_map(|e| e.strip_prefix("v1,")).any(|b64| {
+        let Ok(sig) = B64.decode(b64) else {
+            return false;
+        };
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!());
+        for p in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
+            mac.update(p);
+        }
+        mac.verify_slice(&sig).is_ok()
+    })
+}
+
 /// One signed delivery request, ready to send.
 #[derive(Debug, Clone)]
 pub struct SignedRequest {
@@ -233,5 +249,19 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let (secret, id, body) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            br#"{"test": 2432232314}"#,
+        );
+        assert!(verify_standard_signature(
+            secret,
+            id,
+            "1614265330",
+            body,
+            &format!("v1,bm90IGl0 {sig}")
+        ));
+        assert!(!verify_standard_signature(secret, id, "1614265331", body, &sig));
+        assert!(!verify_standard_signature(secret, id, "1614265330", body, "v1,%%%"));
     }
 }

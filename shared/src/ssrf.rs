@@ -30,7 +30,7 @@ pub enum TargetError {
     Malformed(String),
     #[error("must be at most {MAX_URL_LEN} characters")]
     TooLong,
-    #[error("must use https (http is allowed only when the operator sets ALLOW_HTTP_TARGETS=true)")]
+    #[error("must use https")]
     Scheme,
     #[error("scheme '{0}' is not supported; use https")]
     UnsupportedScheme(String),
@@ -38,14 +38,23 @@ pub enum TargetError {
     Credentials,
     #[error("must have a host")]
     NoHost,
-    #[error(
-        "target not allowed: {addr} is a {reason} address (the operator can allow it with ALLOW_PRIVATE_TARGETS=true)"
-    )]
+    #[error("target not allowed: {addr} is a {reason} address")]
     Blocked { addr: IpAddr, reason: &'static str },
-    #[error(
-        "target not allowed: '{host}' is a {reason} name (the operator can allow it with ALLOW_PRIVATE_TARGETS=true)"
-    )]
+    #[error("target not allowed: '{host}' is a {reason} name")]
     BlockedName { host: String, reason: &'static str },
+}
+
+impl TargetError {
+    /// Logs the operator setting that would allow a refused target. Callers see only the
+    /// reason: the service's settings are the operator's business, not a client's hint.
+    pub fn log_setting(&self, target: &str) {
+        let setting = match self {
+            TargetError::Scheme => "ALLOW_HTTP_TARGETS",
+            TargetError::Blocked { .. } | TargetError::BlockedName { .. } => "ALLOW_PRIVATE_TARGETS",
+            _ => return,
+        };
+        tracing::info!(target_url = %target, setting, error = %self, "target refused; the setting named allows it");
+    }
 }
 
 /// Why `ip` must not be a delivery target, or `None` when it is a public unicast address.

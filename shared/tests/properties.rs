@@ -64,6 +64,19 @@ fn key() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An integer JavaScript would round, anywhere in `v`.
+fn has_unsafe_integer(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => {
+            let max = webhooks::jsjson::MAX_SAFE_INTEGER;
+            n.as_u64().is_some_and(|u| u > max) || n.as_i64().is_some_and(|i| i.unsigned_abs() > max)
+        }
+        Value::Array(items) => items.iter().any(has_unsafe_integer),
+        Value::Object(map) => map.values().any(has_unsafe_integer),
+        _ => false,
+    }
+}
+
 /// Verification is async for the JWKS path; the HS256 path never waits, so a current-thread
 /// runtime is enough.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -78,6 +91,16 @@ proptest! {
     #[test]
     fn event_decoder_never_panics_on_text(body in "\\PC{0,200}") {
         let _ = decode_event(&body, "m", 1);
+        let _ = webhooks::jsjson::losses(body.as_bytes());
+    }
+
+    /// serde_json writes no duplicate keys and no lone surrogates, so the exactness check finds
+    /// something exactly when an integer is beyond JavaScript's safe range, and names where.
+    #[test]
+    fn exactness_check_finds_exactly_the_unsafe_integers(v in arb_json()) {
+        let found = webhooks::jsjson::losses(v.to_string().as_bytes());
+        prop_assert_eq!(!found.is_empty(), has_unsafe_integer(&v), "{:?}", found);
+        prop_assert!(found.iter().all(|l| l.message.ends_with("send it as a string")));
     }
 
     #[test]

@@ -264,6 +264,10 @@ def test_api_problems_are_shown_next_to_the_fields_they_name(runner, page_and_er
     form.get_by_label("URL").fill("http://127.0.0.1:9/hook")
     form.get_by_role("checkbox", name="system.info", exact=True).check()
     form.get_by_role("button", name="Create webhook").click()
+    # No secret was typed, so the API generated one: it is shown once, in its dialog.
+    shown = page.get_by_role("dialog", name="Save your signing secret")
+    expect(shown.get_by_label("Signing secret")).to_have_value(re.compile(r"^whsec_"))
+    shown.get_by_role("button", name="Done").click()
     expect(page.get_by_role("heading", name="http://127.0.0.1:9/hook", level=1)).to_be_visible()
 
     # The test form: a payload that is not JSON is refused next to its field; an event type the

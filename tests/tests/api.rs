@@ -169,10 +169,10 @@ async fn crud_scenario(app: &Router) {
         "PUT",
         &format!("/api/webhooks/{id}"),
         Some(&alice),
-        Some(r#"{"secret":"rotated-secret"}"#),
+        Some(r#"{"secret":"rotated-secret-0123"}"#),
     )
     .await;
-    assert_eq!(put.body["secret"], "rotated-secret", "a new secret is shown once");
+    assert_eq!(put.body["secret"], "rotated-secret-0123", "a new secret is shown once");
     let put = call(
         app,
         "PUT",
@@ -398,13 +398,13 @@ async fn rotation_scenario(app: &Router) {
         "both rotations kept: {end}"
     );
 
-    // An unsigned webhook gets its first secret.
+    // An unsigned webhook (`"secret": null`, the explicit opt-out) gets its first secret.
     let created = call(
         app,
         "POST",
         "/api/webhooks",
         Some(&alice),
-        Some(r#"{"url":"https://example.com/hook","events":["*"]}"#),
+        Some(r#"{"url":"https://example.com/hook","events":["*"],"secret":null}"#),
     )
     .await;
     let unsigned = created.body["id"].as_str().expect("id");
@@ -445,7 +445,8 @@ async fn listing_is_paginated_with_a_link_header() {
     for i in 0..5 {
         let body = format!(r#"{{"url":"https://example.com/{i}","events":["*"]}}"#);
         let r = call(&app, "POST", "/api/webhooks", Some(&t), Some(&body)).await;
-        assert_eq!(r.body["secret"], Value::Null, "no secret given, none made up");
+        let secret = r.body["secret"].as_str().expect("no secret given: one is generated");
+        assert!(secret.starts_with("whsec_"), "{secret}");
         ids.push(r.body["id"].as_str().expect("id").to_string());
     }
     let mut seen = Vec::new();
@@ -837,7 +838,7 @@ async fn test_call(app: &Router, body: Value) -> Value {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let keys: Vec<&String> = r.body.as_object().expect("object").keys().collect();
-    assert_eq!(keys, ["success", "statusCode", "message"]);
+    assert_eq!(keys, ["success", "statusCode", "message", "durationMs", "responseBody"]);
     r.body
 }
 
@@ -845,16 +846,18 @@ async fn test_call(app: &Router, body: Value) -> Value {
 async fn test_endpoint_sends_a_real_signed_request() {
     let app = app(TargetPolicy::PERMISSIVE);
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let payload = json!({"id": "1", "status": "COMPLETED", "ratio": 1.0, "big": 12345678901234567890u64});
+    let payload = json!({"id": "1", "status": "COMPLETED", "ratio": 1.0, "big": 1e21});
     let r = test_call(
         &app,
         json!({"url": receiver.url("/hook"), "event": "workflow.execution.completed",
         "payload": payload, "secret": "your-webhook-secret"}),
     )
     .await;
+    assert!(r["durationMs"].is_u64(), "{r}");
     assert_eq!(
         r,
-        json!({"success": true, "statusCode": 200, "message": "Webhook delivered successfully"})
+        json!({"success": true, "statusCode": 200, "message": "Webhook delivered successfully",
+            "durationMs": r["durationMs"], "responseBody": r["responseBody"]})
     );
     let got = receiver.received();
     assert_eq!(got.len(), 1);
@@ -884,7 +887,7 @@ async fn test_endpoint_sends_a_real_signed_request() {
             .expect("utf8")
             .split(r#""payload":"#)
             .nth(1),
-        Some(r#"{"id":"1","status":"COMPLETED","ratio":1,"big":12345678901234567000}}"#),
+        Some(r#"{"id":"1","status":"COMPLETED","ratio":1,"big":1e+21}}"#),
         "JSON.stringify's numbers"
     );
     let id = req.header("webhook-id").expect("standard id");
@@ -1002,7 +1005,7 @@ async fn local_runner_serves_the_api_over_http() {
     let created: Value = http
         .post(format!("{base}/api/webhooks"))
         .header("authorization", &t)
-        .json(&json!({"url": receiver.url("/in"), "events": ["system.info"], "secret": "abc"}))
+        .json(&json!({"url": receiver.url("/in"), "events": ["system.info"], "secret": "abc-0123456789abcdef"}))
         .send()
         .await
         .expect("send")
@@ -1023,7 +1026,7 @@ async fn local_runner_serves_the_api_over_http() {
     let res = http
         .post(format!("{base}/api/webhooks/test"))
         .header("authorization", &t)
-        .json(&json!({"url": receiver.url("/in"), "event": "system.info", "payload": {"n": 1}, "secret": "abc"}))
+        .json(&json!({"url": receiver.url("/in"), "event": "system.info", "payload": {"n": 1}, "secret": "abc-0123456789abcdef"}))
         .send()
         .await
         .expect("send");
@@ -1031,11 +1034,12 @@ async fn local_runner_serves_the_api_over_http() {
     let report: Value = res.json().await.expect("json");
     assert_eq!(
         report,
-        json!({"success": true, "statusCode": 204, "message": "Webhook delivered successfully"})
+        json!({"success": true, "statusCode": 204, "message": "Webhook delivered successfully",
+            "durationMs": report["durationMs"], "responseBody": report["responseBody"]})
     );
     let got = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert!(signing::verify_guide_signature(
-        "abc",
+        "abc-0123456789abcdef",
         &got[0].body,
         got[0].header("x-webhook-signature").expect("sig")
     ));

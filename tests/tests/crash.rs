@@ -89,7 +89,7 @@ impl Api {
             .http
             .post(format!("{base}/api/webhooks"))
             .header("authorization", bearer(&self.tenant))
-            .json(&json!({"url": url, "events": ["system.info"], "secret": "crash-secret"}))
+            .json(&json!({"url": url, "events": ["system.info"], "secret": "crash-secret-0123456789"}))
             .send()
             .await
             .expect("register");

@@ -122,7 +122,7 @@ async fn binaries_handle_real_lambda_events() {
     assert_eq!(types.as_array().expect("array").len(), 24);
     let receiver = Receiver::start(Reply::Status(200)).await;
     let body =
-        json!({"url": receiver.url("/lambda"), "events": ["workflow.execution.completed"], "secret": "s3"}).to_string();
+        json!({"url": receiver.url("/lambda"), "events": ["workflow.execution.completed"], "secret": "s3-0123456789abcdef"}).to_string();
     let len = body.len().to_string();
     let post = fill(
         "apigw-http-v2-post.json",
@@ -172,7 +172,7 @@ async fn binaries_handle_real_lambda_events() {
     let req = &receiver.wait_for(1, WITHIN).await[0];
     assert_eq!(req.path, "/lambda");
     assert!(signing::verify_guide_signature(
-        "s3",
+        "s3-0123456789abcdef",
         &req.body,
         req.header("x-webhook-signature").expect("signed")
     ));

@@ -205,7 +205,7 @@ async fn another_tenant_gets_404_on_every_route() {
     let created: Value = http
         .post(format!("{base}/api/webhooks"))
         .header("authorization", &owner)
-        .json(&json!({"url": "https://example.com/h", "events": ["*"], "secret": "owner-secret"}))
+        .json(&json!({"url": "https://example.com/h", "events": ["*"], "secret": "owner-secret-0123"}))
         .send()
         .await
         .expect("send")
@@ -245,7 +245,7 @@ async fn another_tenant_gets_404_on_every_route() {
         assert_eq!(res.status(), 404, "{method} {path}");
         let text = res.text().await.expect("body");
         assert!(
-            !text.contains("example.com") && !text.contains("owner-secret"),
+            !text.contains("example.com") && !text.contains("owner-secret-0123"),
             "{text}"
         );
     }

@@ -43,8 +43,13 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// A 400 about `field`, or about the whole body when `field` is empty (then no field is
+    /// named: the detail is the message alone).
     pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
+        if field.is_empty() {
+            return ApiError::BadRequest(message, Vec::new());
+        }
         ApiError::BadRequest(format!("{field}: {message}"), vec![FieldError::new(field, message)])
     }
 

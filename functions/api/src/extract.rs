@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+#[cfg(feature = "aws")]
 use lambda_http::request::RequestContext;
 use serde_json::Value;
 use webhooks::auth::{AuthError, Principal};
@@ -42,6 +43,7 @@ where
 /// The caller as API Gateway's JWT authorizer verified it: the claims of
 /// `requestContext.authorizer.jwt`. A request without them did not come through an authorizer
 /// (a route left without one, or not API Gateway at all) and is refused: fail closed.
+#[cfg(feature = "aws")]
 fn gateway_principal(state: &AppState, parts: &Parts) -> Result<Principal, AuthError> {
     let claims = match parts.extensions.get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx
@@ -57,6 +59,12 @@ fn gateway_principal(state: &AppState, parts: &Parts) -> Result<Principal, AuthE
         .principal_from_claims(|name| claims.get(name).map(String::as_str))
 }
 
+/// Without the `aws` feature there is no Lambda front door, so no authorizer's claims: fail closed.
+#[cfg(not(feature = "aws"))]
+fn gateway_principal(_state: &AppState, _parts: &Parts) -> Result<Principal, AuthError> {
+    Err(AuthError::Invalid("no claims from API Gateway's JWT authorizer"))
+}
+
 /// A JSON body, parsed to a value (field-level validation happens in the domain parsers).
 pub struct JsonBody(pub Value);
 
@@ -69,7 +77,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// A JSON body where none at all means `{}`: for actions whose every field is optional
-/// (`curl -X POST …/rotate-secret`).
+/// (`curl -X POST …/rotate-secret`, `…/test`); only whitespace counts as none.
 pub struct JsonBodyOrEmpty(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBodyOrEmpty {
@@ -119,6 +127,17 @@ async fn read_json(req: Request<Body>, empty_is_object: bool) -> Result<Value, A
         return Err(ApiError::bad_request(
             "",
             "request body is empty; expected a JSON object",
+        ));
+    }
+    // Before parsing: serde_json would keep the last of duplicate keys and round big
+    // integers without a word, and refuse a lone surrogate as if it were not JSON.
+    let losses = webhooks::jsjson::losses(&bytes);
+    if !losses.is_empty() {
+        return Err(ApiError::Invalid(
+            losses
+                .into_iter()
+                .map(|l| webhooks::domain::FieldError::new(l.path, l.message))
+                .collect(),
         ));
     }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("", format!("malformed JSON: {e}")))

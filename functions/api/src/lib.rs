@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             "/api/webhooks/{id}",
             get(get_webhook).put(update_webhook).delete(delete_webhook),
         )
+        .route("/api/webhooks/{id}/test", post(test_registered_webhook))
         .route("/api/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/api/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/api/webhooks/{id}/deliveries/{delivery_id}", get(get_delivery))
@@ -318,23 +319,59 @@ async fn test_webhook(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let test = domain::parse_test(&body, state.deliverer.policy()).map_err(ApiError::Invalid)?;
+    let report = send_test(&state, &test.url, test.event, &test.payload, test.secret.as_deref()).await;
+    tracing::info!(tenant = %who.tenant, outcome = ?report.outcome, status = ?report.status_code, "test webhook sent");
+    Ok(Json(test_result(&report)))
+}
+
+/// `POST /api/webhooks/{id}/test`: one signed delivery to a registered webhook, with its URL
+/// and secret (which the caller need not have kept), whether it is active or not. Nothing is
+/// queued or logged as a delivery.
+async fn test_registered_webhook(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &who.tenant, &id).await?;
+    let (event, payload) = domain::parse_registered_test(&body, &webhook).map_err(ApiError::Invalid)?;
+    let report = send_test(&state, &webhook.url, event, &payload, webhook.secret.as_deref()).await;
+    tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, outcome = ?report.outcome, status = ?report.status_code, "registered webhook tested");
+    let mut result = test_result(&report);
+    result["webhookId"] = json!(webhook.id);
+    result["event"] = json!(event.as_str());
+    Ok(Json(result))
+}
+
+async fn send_test(
+    state: &AppState,
+    url: &str,
+    event: webhooks::event_types::EventType,
+    payload: &Value,
+    secret: Option<&str>,
+) -> webhooks::delivery::AttemptReport {
     let now = time::now_ms();
     let id = ids::new_id("msg");
-    let payload = webhooks::jsjson::to_string(&test.payload);
+    let payload = webhooks::jsjson::to_string(payload);
     let envelope = Envelope {
         id: &id,
-        event: test.event.as_str(),
+        event: event.as_str(),
         timestamp_ms: now,
         payload: &payload,
     };
-    let request = envelope.sign(test.secret.as_deref(), now / 1000);
-    let report = state.deliverer.send(&test.url, &request, state.test_timeout).await;
-    tracing::info!(tenant = %who.tenant, outcome = ?report.outcome, status = ?report.status_code, "test webhook sent");
-    Ok(Json(json!({
+    let request = envelope.sign(secret, now / 1000);
+    state.deliverer.send(url, &request, state.test_timeout).await
+}
+
+/// A test's outcome, with the same facts a delivery log attempt has.
+fn test_result(report: &webhooks::delivery::AttemptReport) -> Value {
+    json!({
         "success": report.success(),
         "statusCode": report.status_code,
         "message": report.message,
-    })))
+        "durationMs": report.duration_ms,
+        "responseBody": report.response_body,
+    })
 }
 
 async fn list_event_types(Auth(_): Auth) -> Json<Value> {

@@ -7,7 +7,7 @@ use webhooks::auth::MAX_TOKEN_LEN;
 use webhooks::delivery::MAX_RESPONSE_BODY;
 use webhooks::domain::{
     DEFAULT_OVERLAP_S, MAX_EVENT_ID_LEN, MAX_EVENTS, MAX_OVERLAP_S, MAX_PAYLOAD_BYTES, MAX_PREVIOUS_SECRETS,
-    MAX_SECRET_LEN,
+    MAX_SECRET_LEN, MIN_SECRET_LEN,
 };
 use webhooks::event_types::{EVENT_TYPES, EventFilter};
 use webhooks::ports::MAX_RECORDED_FAN_OUT;
@@ -24,6 +24,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/webhooks/{id}"),
     ("put", "/api/webhooks/{id}"),
     ("delete", "/api/webhooks/{id}"),
+    ("post", "/api/webhooks/{id}/test"),
     ("post", "/api/webhooks/{id}/rotate-secret"),
     ("get", "/api/webhooks/{id}/deliveries"),
     ("get", "/api/webhooks/{id}/deliveries/{deliveryId}"),
@@ -99,6 +100,7 @@ fn link_header() -> Value {
 fn webhook_links() -> Value {
     let by_id = json!({"id": "$response.body#/id"});
     json!({
+        "TestRegisteredWebhook": {"operationId": "testRegisteredWebhook", "parameters": by_id},
         "GetWebhook": {"operationId": "getWebhook", "parameters": by_id},
         "UpdateWebhook": {"operationId": "updateWebhook", "parameters": by_id},
         "DeleteWebhook": {"operationId": "deleteWebhook", "parameters": by_id},
@@ -129,8 +131,9 @@ pub fn document() -> Value {
     let delivery = json!({"$ref": "#/components/schemas/Delivery"});
     let filters = filters();
     let event_names: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
-    let secret = json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_SECRET_LEN, "description": "Signs deliveries (HMAC-SHA256); null or absent: unsigned"});
-    let url = json!({"type": "string", "maxLength": MAX_URL_LEN, "pattern": URL_PATTERN, "description": "Absolute https URL (http only where ALLOW_HTTP_TARGETS=true); private, loopback, link-local and metadata addresses are refused unless ALLOW_PRIVATE_TARGETS=true"});
+    let secret = json!({"type": ["string", "null"], "minLength": MIN_SECRET_LEN, "maxLength": MAX_SECRET_LEN,
+        "description": format!("Signs deliveries (HMAC-SHA256). Left out when creating: one is generated (whsec_ + base64 of 32 random bytes) and returned once. null: unsigned deliveries. A chosen secret is {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters; one that starts with whsec_ must go on with the base64 of 24 to 64 bytes (Standard Webhooks)")});
+    let url = json!({"type": "string", "maxLength": MAX_URL_LEN, "pattern": URL_PATTERN, "description": "Absolute https URL (http only where the operator allows it); private, loopback, link-local and metadata addresses are refused unless the operator allows them"});
     let events =
         json!({"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": {"type": "string", "enum": filters}});
     let payload = json!({"type": "object", "description": format!("Any JSON object of at most {MAX_PAYLOAD_BYTES} bytes as compact JSON")});
@@ -155,6 +158,12 @@ pub fn document() -> Value {
             },
             "/api/webhooks/test": {
                 "post": {"operationId": "testWebhook", "summary": "Send one signed delivery now and report what happened", "requestBody": body("TestWebhook"),
+                    "responses": problem_responses(r(json!({"200": json_response("The outcome", json!({"$ref": "#/components/schemas/TestResult"}))})))}
+            },
+            "/api/webhooks/{id}/test": {
+                "parameters": [id_param("id")],
+                "post": {"operationId": "testRegisteredWebhook", "summary": "Send one signed delivery to this webhook (its URL and secret) now and report what happened; nothing is queued or logged",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TestRegisteredWebhook"}}}},
                     "responses": problem_responses(r(json!({"200": json_response("The outcome", json!({"$ref": "#/components/schemas/TestResult"}))})))}
             },
             "/api/webhooks/{id}": {
@@ -232,8 +241,15 @@ pub fn document() -> Value {
                         "lastFailureAt": {"type": ["string", "null"], "format": "date-time"},
                         "lastError": {"type": ["string", "null"]},
                         "nextProbeAt": {"type": ["string", "null"], "format": "date-time", "description": "While the breaker is open: when one delivery is let through to probe the endpoint"}}},
-                "TestResult": {"type": "object", "required": ["success", "statusCode", "message"],
-                    "properties": {"success": {"type": "boolean"}, "statusCode": {"type": ["integer", "null"]}, "message": {"type": "string"}}},
+                "TestRegisteredWebhook": {"type": "object", "additionalProperties": false,
+                    "properties": {"event": {"type": "string", "enum": event_names, "description": "Default: the first type the webhook subscribes to"},
+                        "payload": {"type": "object", "description": format!("Default {{\"test\": true}}; any JSON object of at most {MAX_PAYLOAD_BYTES} bytes as compact JSON")}}},
+                "TestResult": {"type": "object", "required": ["success", "statusCode", "message", "durationMs", "responseBody"],
+                    "properties": {"success": {"type": "boolean"}, "statusCode": {"type": ["integer", "null"]}, "message": {"type": "string"},
+                        "durationMs": {"type": "integer", "minimum": 0, "description": "From the start of the request to the end of the response (or the failure)"},
+                        "responseBody": {"type": ["string", "null"], "description": format!("The first {MAX_RESPONSE_BODY} bytes of the response")},
+                        "webhookId": {"type": "string", "description": "Testing a registered webhook: which one"},
+                        "event": {"type": "string", "description": "Testing a registered webhook: the event type sent"}}},
                 "EventAccepted": {"type": "object", "required": ["id", "event", "timestamp", "status", "duplicate"],
                     "properties": {"id": {"type": "string"}, "event": {"type": "string"},
                         "timestamp": {"type": "string", "format": "date-time", "description": "The event's time: for a duplicate, the original submission's"},

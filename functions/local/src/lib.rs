@@ -4,6 +4,8 @@
 //! source mapping: batches of up to 10, delete what succeeded, leave item failures to the
 //! visibility timeout.
 
+pub mod listen;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use webhooks::config::{Config, ConfigError};
 use webhooks::delivery::Deliverer;
+#[cfg(feature = "aws")]
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
 use webhooks::ports::{
@@ -22,6 +25,7 @@ use webhooks::ports::{
 };
 use webhooks::resources::{DELIVERY_DLQ, DELIVERY_QUEUE, EVENTS_DLQ, EVENTS_QUEUE, QueueSpec};
 use webhooks::sqlite::{Db, SqliteDeliveryLog, SqliteEventStore, SqliteQueue, SqliteWebhookStore};
+#[cfg(feature = "aws")]
 use webhooks::sqs::SqsQueue;
 use webhooks_api::AppState;
 use webhooks_dispatcher::Dispatcher;
@@ -94,6 +98,7 @@ pub enum Backend {
     /// The durable adapters, on one SQLite database in this data directory.
     Sqlite(PathBuf),
     /// DynamoDB and SQS at `AWS_ENDPOINT_URL` or AWS itself; tables and queues from the config.
+    #[cfg(feature = "aws")]
     Aws(Box<aws_config::SdkConfig>),
 }
 
@@ -105,6 +110,7 @@ impl Backend {
                 "durable, SQLite (WAL) in {} (DATA_DIR)",
                 std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display()
             ),
+            #[cfg(feature = "aws")]
             Backend::Aws(_) => {
                 let endpoint = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
                 let all = endpoint("AWS_ENDPOINT_URL");
@@ -192,6 +198,7 @@ impl Runner {
                 let (ports, urls, db) = sqlite_ports(dir, &clock)?;
                 (ports, urls, None, Some(db))
             }
+            #[cfg(feature = "aws")]
             Backend::Aws(sdk) => {
                 let dynamo = aws_sdk_dynamodb::Client::new(sdk);
                 let urls = QueueUrls {

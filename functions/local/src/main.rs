@@ -1,18 +1,27 @@
 //! `cargo run -p webhooks-local` serves the API on 127.0.0.1:${PORT:-3000}.
 //! `cargo run -p webhooks-local -- token --sub alice [--tenant acme] [--ttl 3600]` mints a token.
 //! `cargo run -p webhooks-local -- bootstrap` creates the tables and queues at AWS_ENDPOINT_URL.
+//! `cargo run -p webhooks-local -- listen [--port 8080] [--secret S] [--forward URL]` receives,
+//! verifies and prints deliveries.
 
 use std::time::Duration;
 
 use rand::RngCore;
 use webhooks::auth;
-use webhooks_local::{Backend, BackendChoice, Runner, local_config};
+use webhooks_local::{Backend, BackendChoice, Runner, listen, local_config};
 
-const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | bootstrap [--prefix P] | resources | redrive [--queue delivery|events] [--max N]]";
+const USAGE: &str = "usage: webhooks-local [serve | token --sub SUB [--tenant TENANT] [--ttl SECONDS] | listen [--port P] [--secret S] [--forward URL] | bootstrap [--prefix P] | resources | redrive [--queue delivery|events] [--max N]]";
 
 /// The most messages one `redrive` moves unless `--max` says otherwise.
+#[cfg(feature = "aws")]
 const REDRIVE_DEFAULT_MAX: usize = 100_000;
 
+/// What a quick-start build (`--no-default-features`) says when asked for the AWS backend,
+/// rather than quietly serving from memory.
+#[cfg(not(feature = "aws"))]
+const NO_AWS: &str = "this webhooks-local was built without the `aws` feature (the embedded quick start), so it has no DynamoDB/SQS backend; unset AWS_ENDPOINT_URL* and BACKEND=aws (the default backend is SQLite in DATA_DIR), or build it with default features: cargo run -p webhooks-local";
+
+#[cfg(feature = "aws")]
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -37,17 +46,63 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let secret = config
                 .jwt_secret()
                 .map_err(|_| "token needs JWT_SECRET (the one the server uses)")?;
-            let sub = flag(&args, "--sub").ok_or(USAGE)?;
-            let ttl = flag(&args, "--ttl")
-                .map(|t| t.parse::<u64>())
-                .transpose()?
-                .unwrap_or(24 * 3600);
-            let mut claims = auth::claims_for(&sub, flag(&args, "--tenant").as_deref(), ttl);
+            let value = |name: &str| -> Result<Option<String>, String> {
+                match args.iter().position(|a| a == name) {
+                    None => Ok(None),
+                    Some(i) => match args.get(i + 1).filter(|v| !v.starts_with("--")) {
+                        Some(v) => Ok(Some(v.clone())),
+                        None => Err(format!("{name} needs a value; {USAGE}")),
+                    },
+                }
+            };
+            let sub = value("--sub")?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("--sub is required (the token's subject, e.g. --sub alice); {USAGE}"))?;
+            let ttl = match value("--ttl")? {
+                None => 24 * 3600,
+                Some(t) => t
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| format!("--ttl must be a positive number of seconds, not '{t}'"))?,
+            };
+            let tenant = value("--tenant")?;
+            let mut claims = auth::claims_for(&sub, tenant.as_deref(), ttl);
             claims.iss = config.jwt_issuer.clone();
             claims.aud = config.jwt_audience.clone().map(auth::Audience::One);
             println!("{}", auth::mint(secret, &claims));
             Ok(())
         }
+        Some("listen") => {
+            let options = listen::ListenOptions::parse(&args[1..])?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "--port {}: cannot listen on 127.0.0.1:{}: {e}",
+                        options.port, options.port
+                    )
+                })?;
+            println!(
+                "webhooks-local listen: receiving webhooks on http://{}/ (any path)",
+                listener.local_addr()?
+            );
+            match (&options.secret, &options.forward) {
+                (None, _) => println!("  no --secret: signatures are shown, not checked"),
+                (Some(_), _) => println!(
+                    "  verifying X-Webhook-Signature and webhook-signature with --secret; a mismatch is answered 401"
+                ),
+            }
+            if let Some(url) = &options.forward {
+                println!("  forwarding each delivery to {url}, answering with its status");
+            }
+            let print: listen::Printer = std::sync::Arc::new(|line| println!("{line}"));
+            listen::serve(options, listener, print).await?;
+            Ok(())
+        }
+        #[cfg(not(feature = "aws"))]
+        Some("bootstrap") => Err(NO_AWS.into()),
+        #[cfg(feature = "aws")]
         Some("bootstrap") => {
             let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"];
             if endpoints
@@ -64,6 +119,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             webhooks::resources::bootstrap(&sdk, &config, &prefix).await?;
             Ok(())
         }
+        #[cfg(not(feature = "aws"))]
+        Some("redrive") => Err(NO_AWS.into()),
+        #[cfg(feature = "aws")]
         Some("redrive") => {
             // The embedded backend lives in the serving process: only an AWS API has a DLQ to
             // move from here.
@@ -113,7 +171,10 @@ async fn serve(config: webhooks::config::Config) -> Result<(), Box<dyn std::erro
     let backend = match BackendChoice::from_lookup(|k| std::env::var(k).ok())? {
         BackendChoice::Memory => Backend::Memory,
         BackendChoice::Sqlite(dir) => Backend::Sqlite(dir),
+        #[cfg(feature = "aws")]
         BackendChoice::Aws => Backend::Aws(Box::new(webhooks::aws_config().await)),
+        #[cfg(not(feature = "aws"))]
+        BackendChoice::Aws => return Err(NO_AWS.into()),
     };
     // Build everything first, so a missing setting fails before the banner.
     let runner = Runner::new(&config, &secret, &backend)?;

@@ -28,8 +28,7 @@ impl Api {
     pub(crate) async fn register(&self, tenant: &str, sink: &Sink, n: usize) {
         let auth = format!("Bearer {}", webhooks_tests::token(tenant));
         for i in 0..n {
-            let body =
-                json!({"url": sink.url(&format!("/e2e/{tenant}/{i}")), "events": [EVENT], "secret": "whsec-e2e"});
+            let body = json!({"url": sink.url(&format!("/e2e/{tenant}/{i}")), "events": [EVENT], "secret": "whsec-e2e-0123456789"});
             let r = self
                 .client
                 .post(format!("{}/api/webhooks", self.base))

@@ -122,7 +122,7 @@ pub async fn run(events: usize) -> Table {
         tenant: TENANT.into(),
         url: format!("http://{addr}/soak"),
         events: vec!["system.info".into()],
-        secret: Some("soak-secret".into()),
+        secret: Some("soak-secret-0123456789".into()),
         previous_secrets: Vec::new(),
         active: true,
         created_at: now,
