@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event_types::{EventFilter, EventType};
+use crate::event_types::{EVENT_TYPES, EventFilter, EventType};
 pub use crate::health::{Disabled, Health};
 use crate::ssrf::{self, TargetPolicy};
 
@@ -67,6 +67,16 @@ impl Webhook {
     pub fn subscribes_to(&self, event: EventType) -> bool {
         let filters = event.matching_filters();
         self.events.iter().any(|e| filters.contains(e))
+    }
+
+    /// The event types whose subscriber index entries this webhook should have: every type its
+    /// filters match (wildcards expanded when the webhook is written, so that fan-out is one
+    /// lookup by exact type), while it is active; none while it is not.
+    pub fn subscribed_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        EVENT_TYPES
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(move |name| self.active && EventType::parse(name).is_some_and(|e| self.subscribes_to(e)))
     }
 
     /// The previous secrets still valid at `now` (ms), newest first.

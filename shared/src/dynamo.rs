@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
 use crate::domain::{Disabled, Health, PreviousSecret, Webhook};
-use crate::event_types::{EVENT_TYPES, EventType};
+use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
@@ -205,18 +205,9 @@ fn from_item(item: &Item) -> Result<Webhook, StoreError> {
     })
 }
 
-/// The subscription items a webhook should have: one per event type its filters match (a
-/// wildcard is expanded here, when the webhook is written, so that fan-out is one Query per
-/// event), while it is active; none while it is not.
+/// The subscription items a webhook should have: one per `Webhook::subscribed_types`.
 fn subscription_filters(w: &Webhook) -> BTreeSet<&'static str> {
-    if !w.active {
-        return BTreeSet::new();
-    }
-    EVENT_TYPES
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| EventType::parse(name).is_some_and(|e| w.subscribes_to(e)))
-        .collect()
+    w.subscribed_types().collect()
 }
 
 #[derive(Clone)]
@@ -361,12 +352,8 @@ impl WebhookStore for DynamoWebhookStore {
             .send()
             .await
             .map_err(backend)?;
-        let mut items = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|w| w.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        let items = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::overfetched(items, limit, |w| w.id.clone()))
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
@@ -974,13 +961,7 @@ impl EventStore for DynamoEventStore {
         }
         let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|e| {
-                EventCursor {
-                    timestamp_ms: e.timestamp_ms,
-                    id: e.id.clone(),
-                }
-                .encode()
-            })
+            items.last().map(EventCursor::after)
         } else if start.is_some() {
             // Stopped by the bound on Queries, with more to examine: go on from there.
             last_seen.map(|c| c.encode())

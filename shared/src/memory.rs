@@ -14,8 +14,8 @@ use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
-    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, MAX_VISIBILITY_S, OutgoingMessage, Page, Queue, QueueError,
-    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
+    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
+    StoredEvent, WebhookStore, check_batch, check_visibility,
 };
 
 /// A poisoned lock only means another thread panicked while holding it (in a test); the data
@@ -59,18 +59,14 @@ impl WebhookStore for MemoryWebhookStore {
     async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
         let items = self.lock();
         let start = (tenant.to_string(), after.unwrap_or("").to_string());
-        let mut page: Vec<Webhook> = items
+        let page: Vec<Webhook> = items
             .range(start..)
             .take_while(|((t, _), _)| t == tenant)
             .filter(|((_, id), _)| after.is_none_or(|a| id.as_str() > a))
             .take(limit + 1)
             .map(|(_, w)| w.clone())
             .collect();
-        let next = (page.len() > limit).then(|| {
-            page.truncate(limit);
-            page.last().map(|w| w.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items: page, next })
+        Ok(Page::overfetched(page, limit, |w| w.id.clone()))
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
@@ -220,17 +216,13 @@ impl DeliveryLog for MemoryDeliveryLog {
             webhook_id.to_string(),
             before.map(str::to_string).unwrap_or_else(|| "~".into()),
         );
-        let mut items: Vec<Delivery> = all
+        let items: Vec<Delivery> = all
             .range(lo..hi)
             .rev()
             .take(limit + 1)
             .map(|(_, d)| d.clone())
             .collect();
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        Ok(Page::overfetched(items, limit, |d| d.id.clone()))
     }
 }
 
@@ -363,20 +355,7 @@ impl EventStore for MemoryEventStore {
             .collect();
         items.sort_by(|a, b| (b.timestamp_ms, b.id.as_str()).cmp(&(a.timestamp_ms, a.id.as_str())));
         items.truncate(limit + 1);
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items
-                .last()
-                .map(|e| {
-                    EventCursor {
-                        timestamp_ms: e.timestamp_ms,
-                        id: e.id.clone(),
-                    }
-                    .encode()
-                })
-                .unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        Ok(Page::overfetched(items, limit, EventCursor::after))
     }
 }
 
@@ -552,9 +531,7 @@ impl Queue for MemoryQueue {
             .ok_or(QueueError::InvalidReceipt)?;
         let received_at = m.receipt.as_ref().map_or(now, |(_, at)| *at);
         let held = now.saturating_duration_since(received_at).as_secs();
-        if seconds as u64 > MAX_VISIBILITY_S || held + seconds as u64 > MAX_VISIBILITY_S {
-            return Err(QueueError::VisibilityTooLong(seconds as u64));
-        }
+        check_visibility(held, seconds)?;
         m.visible_at = now + Duration::from_secs(seconds as u64);
         drop(queues);
         if seconds == 0 {

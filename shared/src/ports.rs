@@ -28,6 +28,18 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from `limit + 1` items fetched (the extra one only says there is more): the
+    /// first `limit`, and when there was more, the cursor of the last one kept.
+    pub fn overfetched(mut items: Vec<T>, limit: usize, cursor: impl FnOnce(&T) -> String) -> Page<T> {
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(cursor).unwrap_or_default()
+        });
+        Page { items, next }
+    }
+}
+
 /// Webhooks, owned by tenants. Every method is scoped by tenant, so one tenant's id never
 /// reaches another tenant's data.
 #[async_trait]
@@ -242,6 +254,15 @@ pub struct EventCursor {
 }
 
 impl EventCursor {
+    /// The cursor that continues a listing after `e`.
+    pub fn after(e: &EventSummary) -> String {
+        EventCursor {
+            timestamp_ms: e.timestamp_ms,
+            id: e.id.clone(),
+        }
+        .encode()
+    }
+
     pub fn encode(&self) -> String {
         use base64::Engine;
         format!(
@@ -350,6 +371,15 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// SQS refuses a visibility timeout that would end more than 12 h after the message was
 /// received, counted from the receive, not from the call.
 pub const MAX_VISIBILITY_S: u64 = 12 * 3600;
+
+/// SQS's 12 h rule for `ChangeMessageVisibility` on a message received `held_s` seconds ago.
+pub fn check_visibility(held_s: u64, seconds: u32) -> Result<(), QueueError> {
+    let seconds = u64::from(seconds);
+    if seconds > MAX_VISIBILITY_S || held_s + seconds > MAX_VISIBILITY_S {
+        return Err(QueueError::VisibilityTooLong(seconds));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

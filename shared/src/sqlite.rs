@@ -26,13 +26,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use crate::domain::{Health, Webhook};
-use crate::event_types::{EVENT_TYPES, EventType};
+use crate::event_types::EventType;
 use crate::memory::{MAX_ITEM_BYTES, event_item_size};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
-    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, MAX_VISIBILITY_S, OutgoingMessage, Page, Queue, QueueError,
-    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch,
+    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
+    StoredEvent, WebhookStore, check_batch, check_visibility,
 };
 use crate::time::Clock;
 
@@ -355,19 +355,8 @@ fn uint(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// The event types an active webhook is subscribed to, wildcards expanded (as the DynamoDB
-/// adapter's subscription items), so that fan-out is one key lookup.
-fn subscriptions(w: &Webhook) -> Vec<&'static str> {
-    if !w.active {
-        return Vec::new();
-    }
-    EVENT_TYPES
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| EventType::parse(name).is_some_and(|e| w.subscribes_to(e)))
-        .collect()
-}
-
+/// Adds or removes the webhook's rows of the subscriber index (`Webhook::subscribed_types`, as
+/// the DynamoDB adapter's subscription items), so that fan-out is one key lookup.
 fn set_subscriptions(c: &Connection, w: &Webhook, add: bool) -> Result<(), DbError> {
     let sql = if add {
         "INSERT OR IGNORE INTO subscriptions (tenant, event, webhook_id) VALUES (?1, ?2, ?3)"
@@ -375,7 +364,7 @@ fn set_subscriptions(c: &Connection, w: &Webhook, add: bool) -> Result<(), DbErr
         "DELETE FROM subscriptions WHERE tenant = ?1 AND event = ?2 AND webhook_id = ?3"
     };
     let mut stmt = c.prepare_cached(sql)?;
-    for event in subscriptions(w) {
+    for event in w.subscribed_types() {
         stmt.execute(params![w.tenant, event, w.id])?;
     }
     Ok(())
@@ -432,7 +421,7 @@ impl WebhookStore for SqliteWebhookStore {
 
     async fn list(&self, tenant: &str, limit: usize, after: Option<&str>) -> Result<Page<Webhook>, StoreError> {
         let (tenant, after) = (tenant.to_string(), after.unwrap_or("").to_string());
-        let mut items: Vec<Webhook> = self
+        let items: Vec<Webhook> = self
             .db
             .read(move |c| {
                 let mut stmt =
@@ -445,11 +434,7 @@ impl WebhookStore for SqliteWebhookStore {
                 Ok(out)
             })
             .await?;
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|w| w.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        Ok(Page::overfetched(items, limit, |w| w.id.clone()))
     }
 
     async fn update(&self, old: &Webhook, new: &Webhook) -> Result<(), StoreError> {
@@ -671,7 +656,7 @@ impl DeliveryLog for SqliteDeliveryLog {
         let webhook_id = webhook_id.to_string();
         // '~' sorts after every id character: no cursor means from the newest.
         let before = before.unwrap_or("~").to_string();
-        let mut items: Vec<Delivery> = self
+        let items: Vec<Delivery> = self
             .db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
@@ -687,11 +672,7 @@ impl DeliveryLog for SqliteDeliveryLog {
                 Ok(out)
             })
             .await?;
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        Ok(Page::overfetched(items, limit, |d| d.id.clone()))
     }
 }
 
@@ -873,20 +854,7 @@ impl EventStore for SqliteEventStore {
                 fanned,
             });
         }
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items
-                .last()
-                .map(|e| {
-                    EventCursor {
-                        timestamp_ms: e.timestamp_ms,
-                        id: e.id.clone(),
-                    }
-                    .encode()
-                })
-                .unwrap_or_default()
-        });
-        Ok(Page { items, next })
+        Ok(Page::overfetched(items, limit, EventCursor::after))
     }
 }
 
@@ -1120,8 +1088,8 @@ impl Queue for SqliteQueue {
                     return Ok(Err(QueueError::InvalidReceipt));
                 };
                 let held = now.saturating_sub(received_at.map_or(now, uint)) / 1000;
-                if seconds as u64 > MAX_VISIBILITY_S || held + seconds as u64 > MAX_VISIBILITY_S {
-                    return Ok(Err(QueueError::VisibilityTooLong(seconds as u64)));
+                if let Err(e) = check_visibility(held, seconds) {
+                    return Ok(Err(e));
                 }
                 // Hidden on purpose (a retry's delay): kept hidden across a restart.
                 c.prepare_cached("UPDATE messages SET visible_at = ?2, in_flight = 0 WHERE seq = ?1")?

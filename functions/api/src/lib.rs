@@ -179,21 +179,21 @@ async fn create_webhook(
     Ok(response)
 }
 
+/// `?limit=` of a listing: 1 to `MAX_PAGE`.
+fn parse_limit(v: &str) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))
+}
+
 /// `?limit=` and `?cursor=` of a listing.
 fn page_params(uri: &Uri, cursor_prefix: &str) -> Result<(usize, Option<String>), ApiError> {
     let mut limit = DEFAULT_PAGE;
     let mut cursor = None;
     for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
-                    })?;
-            }
+            "limit" => limit = parse_limit(&v)?,
             "cursor" => {
                 if !ids::is_id(cursor_prefix, &v) {
                     return Err(ApiError::bad_request("cursor", "is not a cursor this API returned"));
@@ -717,15 +717,7 @@ async fn list_events(State(state): State<AppState>, Auth(who): Auth, uri: Uri) -
                     EventType::parse(&v).ok_or_else(|| ApiError::bad_request("event", "is not a known event type"))?,
                 );
             }
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
-                    })?;
-            }
+            "limit" => limit = parse_limit(&v)?,
             "cursor" => {
                 cursor = Some(
                     EventCursor::parse(&v)
