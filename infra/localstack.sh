@@ -121,17 +121,25 @@ start() {
   local started
   started=$(date +%s.%N)
   # setsid: its own session and process group (pgid = pid), so stop can end everything it made.
+  # The process writes its own pid: when this script runs as a process-group leader (a shell
+  # with job control), setsid forks, and `$!` would be the parent that exits at once.
+  rm -f "$state/pid"
   env OVERRIDE_IN_DOCKER=0 GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" \
     LOCALSTACK_HOST="127.0.0.1:$port" SQS_ENDPOINT_STRATEGY=path SERVICES=sqs \
     EAGER_SERVICE_LOADING=1 SQS_DISABLE_CLOUDWATCH_METRICS=1 DNS_ADDRESS=0 \
     DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
     FILESYSTEM_ROOT="$state/fs" TMPDIR="$state/tmp" PERSISTENCE=0 \
-    setsid "$venv/bin/python" -m localstack.runtime.main >"$state/log" 2>&1 </dev/null &
-  echo $! >"$state/pid"
+    setsid sh -c 'echo $$ >"$0"; exec "$@"' "$state/pid" "$venv/bin/python" -m localstack.runtime.main \
+    >"$state/log" 2>&1 </dev/null &
+  for _ in $(seq 1 50); do
+    [ -s "$state/pid" ] && break
+    sleep 0.1
+  done
   echo "$port" >"$state/port"
   local deadline=$(($(date +%s) + start_timeout))
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    if ! pid_alive; then
+    # kill -0, not pid_alive: until the exec the process is still `sh`.
+    if ! kill -0 "$(cat "$state/pid" 2>/dev/null)" 2>/dev/null; then
       echo "localstack: exited during start; last lines of $state/log:" >&2
       tail -20 "$state/log" >&2
       rm -f "$state/pid"
