@@ -16,7 +16,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import SCREENSHOTS, axe_check, new_page, sign_in
+from conftest import SCREENSHOTS, Runner, axe_check, new_page, sign_in
 
 GUIDE_PAYLOAD = {
     "id": "1",
@@ -392,6 +392,7 @@ def test_screenshots_layout_and_accessibility(runner, browser, ok_receiver, fail
         item = page.get_by_role("list", name="Deliveries").get_by_role("listitem").first
         item.locator("summary").click()
         expect(item.get_by_role("table")).to_be_visible()
+        expect(page.get_by_role("region", name="Endpoint health")).to_contain_text("Failing")
         shot("detail-failed")
         page.get_by_role("link", name="Webhooks", exact=True).last.click()
         page.get_by_role("link", name=ok_receiver.url("/orders")).click()
@@ -452,3 +453,89 @@ def test_the_page_weighs_under_100_kb(runner, browser, ok_receiver, failing_rece
     assert total < 100 * 1024
     context.close()
     assert errors.unexpected() == []
+
+
+# ------------------------------------------------------------------ endpoint health
+
+
+def test_health_of_a_failing_endpoint_is_shown(browser, failing_receiver):
+    """A runner whose breaker opens after 2 failures (and stays open a minute): the list and
+    the webhook's page show it, with the API's counts and last error."""
+    runner = Runner(BREAKER_FAILURES="2", BREAKER_PROBE_SECONDS="60")
+    # axe is injected, so this context bypasses the CSP.
+    context, page, errors = new_page(browser, bypass_csp=True)
+    try:
+        token = runner.token()
+        url = failing_receiver.url("/health")
+        webhook = create_webhook(runner, token, url, ["system.error"])
+        send_event(runner, token, "system.error", {"message": "disk full"})
+
+        def health():
+            return runner.api("GET", f"/api/webhooks/{webhook['id']}", token)[1]["health"]
+
+        assert wait_until(lambda: health()["status"] == "open", timeout=15)
+        h = health()
+        assert h["consecutiveFailures"] == 2
+        sign_in(page, runner, token)
+        row = page.get_by_role("listitem").filter(has=page.get_by_role("link", name=url))
+        expect(row).to_contain_text("Breaker open")
+        expect(row).to_contain_text("2 consecutive failures")
+        row.get_by_role("link", name=url).click()
+        card = page.get_by_role("region", name="Endpoint health")
+        expect(card).to_contain_text("Breaker open")
+        expect(card).to_contain_text("2 consecutive failures")
+        expect(card).to_contain_text("Deliveries are paused until the next probe")
+        expect(card.locator("dd").filter(has_text=h["lastError"])).to_have_count(1)
+        expect(card.locator("dd time[datetime='%s']" % h["nextProbeAt"])).to_have_count(1)
+        stats = runner.api("GET", f"/api/webhooks/{webhook['id']}/stats", token)[1]
+        assert stats["byStatus"]["pending"] == 1 and stats["failedAttempts"] == 2
+        pending = card.locator(".stat").filter(has=page.locator("dt", has_text="Pending")).locator("dd")
+        expect(pending).to_have_text("1")
+        expect(card).to_contain_text("2 attempts, 2 failed.")
+        # The delivery waits for the breaker: pending.
+        item = page.get_by_role("list", name="Deliveries").get_by_role("listitem").first
+        expect(item).to_contain_text("pending")
+        page.screenshot(path=str(SCREENSHOTS / "health-open-1440.png"), full_page=True)
+        assert axe_check(page, "health-open-1440") == []
+        context.close()
+        assert errors.unexpected() == []
+    finally:
+        runner.close()
+
+
+def test_an_auto_disabled_webhook_shows_its_reason_and_can_be_enabled(browser, failing_receiver):
+    runner = Runner(AUTO_DISABLE_AFTER_SECONDS="1")
+    context, page, errors = new_page(browser, 375, 812, bypass_csp=True)
+    try:
+        token = runner.token()
+        url = failing_receiver.url("/disabled")
+        webhook = create_webhook(runner, token, url, ["system.error"])
+        send_event(runner, token, "system.error", {"message": "disk full"})
+
+        def stored():
+            return runner.api("GET", f"/api/webhooks/{webhook['id']}", token)[1]
+
+        assert wait_until(lambda: stored()["active"] is False, timeout=15)
+        reason = stored()["disabledReason"]
+        assert reason
+        sign_in(page, runner, token)
+        row = page.get_by_role("listitem").filter(has=page.get_by_role("link", name=url))
+        expect(row).to_contain_text("Disabled")
+        expect(row).to_contain_text("Disabled automatically")
+        expect(row).to_contain_text(reason)
+        row.get_by_role("link", name=url).click()
+        notice = page.locator("#detail-disabled")
+        expect(notice).to_contain_text(reason)
+        page.screenshot(path=str(SCREENSHOTS / "disabled-375.png"), full_page=True)
+        assert no_horizontal_overflow(page)
+        assert axe_check(page, "disabled-375") == []
+        page.get_by_role("button", name="Enable").click()
+        expect(notice).to_be_hidden()
+        expect(page.locator("#detail-badge")).to_have_text("Active")
+        after = stored()
+        assert after["active"] is True and "disabledReason" not in after
+        assert after["health"]["status"] == "healthy"
+        context.close()
+        assert errors.unexpected() == []
+    finally:
+        runner.close()

@@ -23,6 +23,7 @@ const state = {
   deliveries: [],
   deliveriesNext: null,
   deliveriesOf: null, // the webhook whose deliveries are loaded
+  deliveriesSeen: null, // their versions at the last refresh; a change re-reads the health
   editing: null, // the webhook the form edits; null: a new one
   pollTimer: 0,
   route: "",
@@ -43,7 +44,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -328,17 +329,59 @@ function activeBadge(active) {
   return h("span", { class: active ? "badge active" : "badge" }, active ? "Active" : "Disabled");
 }
 
+/** The endpoint's health in words: `open` is the circuit breaker holding deliveries back. */
+const HEALTH_WORDS = { healthy: "Healthy", failing: "Failing", open: "Breaker open" };
+
+function failures(n) {
+  return n === 1 ? "1 consecutive failure" : `${n} consecutive failures`;
+}
+
+function healthBadge(health) {
+  const status = health?.status || "healthy";
+  const label = HEALTH_WORDS[status] || status;
+  return h("span", { class: `badge health-${status}`, title: health?.lastError || null }, label);
+}
+
+/** One line on the health: what the list row and the detail's summary say. */
+function healthLine(health) {
+  if (!health || health.status === "healthy") {
+    // lastSuccessAt is written only on a change of state: the start of this healthy stretch.
+    return health?.lastSuccessAt ? ["Delivering normally since ", timeEl(health.lastSuccessAt, true), "."] : ["No failed attempt."];
+  }
+  const parts = [`${failures(health.consecutiveFailures)}`];
+  if (health.failingSince) parts.push(", failing since ", timeEl(health.failingSince, true));
+  if (health.status === "open") {
+    parts.push(". Deliveries are paused");
+    if (health.nextProbeAt) parts.push(" until the next probe ", timeEl(health.nextProbeAt, true));
+  }
+  parts.push(".");
+  return parts;
+}
+
+/** The dispatcher disabled this webhook itself: say when and why. */
+function disabledWhen(w) {
+  return ["Disabled automatically", w.disabledAt ? [" ", timeEl(w.disabledAt, true)] : ""];
+}
+
+function disabledLine(w) {
+  return w.disabledReason ? [...disabledWhen(w), ": ", w.disabledReason] : null;
+}
+
 function renderList() {
   const list = $("#webhook-list");
   const items = state.webhooks.map((w) => {
     const last = h("span", { class: "wh-last" }, "Last delivery: …");
+    const reason = disabledLine(w);
+    const unwell = w.health && w.health.status !== "healthy";
     const li = h(
       "li",
       { class: "wh-item", dataset: { id: w.id } },
       h("a", { class: "wh-link", href: `#/webhooks/${w.id}` }, w.url),
-      activeBadge(w.active),
+      h("span", { class: "badges" }, activeBadge(w.active), healthBadge(w.health)),
       h("span", { class: "wh-events" }, `${w.events.length === 1 ? "1 event" : `${w.events.length} events`}: ${eventsSummary(w.events)}`),
       last,
+      reason ? h("span", { class: "wh-reason" }, reason) : null,
+      unwell && !reason ? h("span", { class: "wh-reason" }, healthLine(w.health)) : null,
     );
     lastDelivery(w.id, last);
     return li;
@@ -375,6 +418,7 @@ async function showDetail(id, moveFocus) {
     state.deliveriesOf = id;
     state.deliveries = [];
     state.deliveriesNext = null;
+    state.deliveriesSeen = null;
     $("#delivery-list").replaceChildren();
     $("#deliveries-empty").hidden = true;
   }
@@ -393,6 +437,7 @@ async function showDetail(id, moveFocus) {
   $("#detail-head").hidden = false;
   $(".detail-grid").hidden = false;
   if (moveFocus) focusHeading("#detail-title");
+  loadStats(state.current);
   await refreshDeliveries();
   startPolling();
 }
@@ -404,14 +449,79 @@ function renderDetail() {
   const badge = $("#detail-badge");
   badge.className = w.active ? "badge active" : "badge";
   badge.textContent = w.active ? "Active" : "Disabled";
+  $("#detail-health").replaceChildren(healthBadge(w.health));
   $("#detail-signing").textContent = w.hasSecret ? "Signed with a secret" : "Unsigned (no secret)";
   $("#detail-toggle").textContent = w.active ? "Disable" : "Enable";
+  const notice = $("#detail-disabled");
+  notice.hidden = !w.disabledReason;
+  notice.replaceChildren(...(w.disabledReason
+    ? [h("strong", {}, disabledWhen(w)), h("span", {}, w.disabledReason), h("span", { class: "muted" }, "Enable it to deliver again; that also resets its health.")]
+    : []));
   $("#detail-events").replaceChildren(...w.events.map((e) => h("li", {}, e)));
+  const previous = w.previousSecrets || [];
   $("#detail-facts").replaceChildren(
     h("dt", {}, "ID"), h("dd", { class: "mono" }, w.id),
     h("dt", {}, "Created"), h("dd", {}, timeEl(w.createdAt)),
     h("dt", {}, "Updated"), h("dd", {}, timeEl(w.updatedAt)),
+    ...(previous.length
+      ? [
+        h("dt", {}, previous.length === 1 ? "Previous secret" : "Previous secrets"),
+        h("dd", { id: "previous-secrets" }, h("ul", { class: "plain" }, previous.map((p) => h("li", {}, "signs until ", timeEl(p.expiresAt))))),
+      ]
+      : []),
   );
+  renderHealth(w.health);
+}
+
+function renderHealth(health) {
+  const status = health?.status || "healthy";
+  $("#health-summary").replaceChildren(healthBadge(health), " ", h("span", {}, healthLine(health)));
+  const facts = [];
+  const fact = (label, value) => value && facts.push(h("dt", {}, label), h("dd", {}, value));
+  if (status === "healthy" && health?.lastSuccessAt) fact("Healthy since", timeEl(health.lastSuccessAt));
+  if (health?.lastFailureAt) fact("Last failure", timeEl(health.lastFailureAt));
+  if (health?.lastError) fact("Last error", health.lastError);
+  if (status === "open" && health.nextProbeAt) fact("Next probe", timeEl(health.nextProbeAt));
+  $("#health-facts").replaceChildren(...facts);
+}
+
+/** The 24 h counts of `GET /api/webhooks/{id}/stats`. */
+async function loadStats(w) {
+  try {
+    const { data } = await api("GET", `api/webhooks/${encodeURIComponent(w.id)}/stats`);
+    if (state.current?.id !== w.id) return;
+    const by = data.byStatus || {};
+    const rate = typeof data.successRate === "number" ? `${Math.round(data.successRate * 1000) / 10}%` : "—";
+    const stat = (label, value, cls) => h("div", { class: `stat ${cls || ""}` }, h("dt", {}, label), h("dd", {}, String(value)));
+    $("#stats").replaceChildren(
+      stat("Deliveries", data.total),
+      stat("Success rate", rate),
+      stat("Succeeded", by.succeeded ?? 0, by.succeeded ? "ok" : ""),
+      stat("Failed", by.failed ?? 0, by.failed ? "bad" : ""),
+      stat("Pending", by.pending ?? 0),
+      stat("Skipped", by.skipped ?? 0),
+    );
+    const failedAttempts = data.failedAttempts === 1 ? "1 failed" : `${data.failedAttempts} failed`;
+    $("#stats-note").textContent = `${data.attempts === 1 ? "1 attempt" : `${data.attempts} attempts`}, ${failedAttempts}.${data.complete ? "" : " Counted from the newest deliveries only."}`;
+  } catch (e) {
+    if (e.status !== 401) $("#stats-note").textContent = `Statistics unavailable: ${e.detail || e.title}`;
+  }
+}
+
+/** Re-reads the webhook (health, disabled reason) and its stats, after deliveries changed. */
+async function refreshWebhook() {
+  const w = state.current;
+  if (!w) return;
+  try {
+    const { data } = await api("GET", `api/webhooks/${encodeURIComponent(w.id)}`);
+    if (state.current?.id !== w.id || $("dialog[open]")) return;
+    state.current = data;
+    renderDetail();
+  } catch (e) {
+    if (e.status !== 401) showProblem($("#view-detail"), e, $("#detail-alert"));
+    return;
+  }
+  await loadStats(state.current);
 }
 
 // ---------------------------------------------------------------- deliveries
@@ -515,6 +625,10 @@ async function refreshDeliveries() {
     state.deliveries = [...data, ...older];
     if (!older.length) state.deliveriesNext = nextLink(headers);
     renderDeliveries();
+    // A delivery that moved on may have changed the endpoint's health (or disabled it).
+    const seen = state.deliveries.map(deliveryVersion).join(",");
+    if (state.deliveriesSeen !== null && state.deliveriesSeen !== seen) refreshWebhook();
+    state.deliveriesSeen = seen;
   } catch (e) {
     if (e.status !== 401) {
       stopPolling();
