@@ -7,6 +7,7 @@ a missing or wrong label fails a test.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -143,13 +144,15 @@ def test_create_test_deliver_disable_delete(runner, page, ok_receiver):
     assert sorted(webhook["events"]) == ["task.execution.failed", "workflow.execution.completed"]
     assert "secret" not in webhook and webhook["hasSecret"] is True
 
-    # Send test event: the guide's example payload, signed with the secret.
+    # Send test event to the registered webhook: the guide's example payload, signed with the
+    # stored secret (the user does not type it again).
     page.get_by_role("button", name="Send test event").click()
     test = page.get_by_role("dialog", name="Send test event")
-    expect(test.get_by_label("URL")).to_have_value(url)
+    expect(test).to_contain_text(f"To {url}, signed with its secret")
+    expect(test.get_by_label("URL")).to_be_hidden()
+    expect(test.get_by_label("Secret")).to_be_hidden()
     expect(test.get_by_label("Event type")).to_have_value("workflow.execution.completed")
     assert json.loads(test.get_by_label("Payload").input_value()) == GUIDE_PAYLOAD
-    test.get_by_label("Secret").fill(secret)
     test.get_by_role("button", name="Send test").click()
     expect(test.get_by_role("status")).to_contain_text("Webhook delivered successfully")
     expect(test.get_by_role("status")).to_contain_text("HTTP 200")
@@ -237,9 +240,11 @@ def test_a_failing_receivers_attempts_are_shown(runner, page, failing_receiver):
     test.get_by_role("button", name="Send test").click()
     expect(test.get_by_role("status")).to_contain_text("Not delivered · HTTP 500")
     status, result = runner.api(
-        "POST", "/api/webhooks/test", token, {"url": url, "event": "system.error", "payload": GUIDE_PAYLOAD}
+        "POST", f"/api/webhooks/{webhook['id']}/test", token, {"event": "system.error", "payload": GUIDE_PAYLOAD}
     )
+    assert status == 200 and result["success"] is False
     expect(test.get_by_role("status")).to_contain_text(result["message"])
+    assert len(failing_receiver.to("/down")) == 5
 
 
 def test_api_problems_are_shown_next_to_the_fields_they_name(runner, page_and_errors):
@@ -279,9 +284,11 @@ def test_api_problems_are_shown_next_to_the_fields_they_name(runner, page_and_er
     expect(test.get_by_label("Payload")).to_have_accessible_description(re.compile("is not valid JSON"))
     test.get_by_label("Payload").fill("[1]")
     test.get_by_role("button", name="Send test").click()
+    webhook_id = runner.api("GET", "/api/webhooks", token)[1][0]["id"]
     status, problem = runner.api(
-        "POST", "/api/webhooks/test", token, {"url": "http://127.0.0.1:9/hook", "event": "system.error", "payload": [1]}
+        "POST", f"/api/webhooks/{webhook_id}/test", token, {"event": "system.error", "payload": [1]}
     )
+    assert status == 422
     message = {e["field"]: e["message"] for e in problem["errors"]}["payload"]
     expect(test.get_by_label("Payload")).to_have_accessible_description(re.compile(re.escape(message)))
 
@@ -394,6 +401,10 @@ def test_screenshots_layout_and_accessibility(runner, browser, ok_receiver, fail
         expect(item.get_by_role("table")).to_be_visible()
         expect(page.get_by_role("region", name="Endpoint health")).to_contain_text("Failing")
         shot("detail-failed")
+        page.get_by_role("button", name="Rotate secret").click()
+        expect(page.get_by_role("dialog", name="Rotate secret")).to_be_visible()
+        shot("rotate", full_page=False)
+        page.keyboard.press("Escape")
         page.get_by_role("link", name="Webhooks", exact=True).last.click()
         page.get_by_role("link", name=ok_receiver.url("/orders")).click()
         expect(page.get_by_role("list", name="Deliveries").get_by_role("listitem")).to_have_count(2)
@@ -455,7 +466,86 @@ def test_the_page_weighs_under_100_kb(runner, browser, ok_receiver, failing_rece
     assert errors.unexpected() == []
 
 
-# ------------------------------------------------------------------ endpoint health
+# ------------------------------------------------------------------ secret rotation, endpoint health
+
+
+def guide_signature_ok(secret: str, request: dict) -> bool:
+    expected = hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
+    return hmac.compare_digest(request["headers"]["x-webhook-signature"], expected)
+
+
+def standard_signature_ok(secret: str, request: dict) -> bool:
+    """Standard Webhooks: one of the space-separated `v1,` signatures of `{id}.{ts}.{body}`,
+    keyed with the decoded bytes of a `whsec_` secret (the bytes of any other)."""
+    key = base64.b64decode(secret[len("whsec_"):]) if secret.startswith("whsec_") else secret.encode()
+    h = request["headers"]
+    signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + request["body"]
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(expected, s) for s in h["webhook-signature"].split(" "))
+
+
+def test_rotate_secret_signs_with_the_new_and_during_the_overlap_the_old(runner, page_and_errors, ok_receiver):
+    page, errors = page_and_errors
+    errors.allow_http(422)
+    token = runner.token()
+    old = "old-secret-for-rotation-0123"
+    url = ok_receiver.url("/rotate")
+    webhook = create_webhook(runner, token, url, ["system.info"], secret=old)
+    sign_in(page, runner, token)
+    page.get_by_role("link", name=url).click()
+    expect(page.get_by_role("heading", name=url, level=1)).to_be_visible()
+
+    # Rotate with a one-hour overlap; the API generates the new secret, shown once.
+    page.get_by_role("button", name="Rotate secret").click()
+    dialog = page.get_by_role("dialog", name="Rotate secret")
+    expect(dialog.get_by_label("New secret", exact=True)).to_be_focused()
+    expect(dialog.get_by_label("Old secret keeps signing for")).to_have_value("86400")
+    dialog.get_by_label("Old secret keeps signing for").select_option(label="1 hour")
+    dialog.get_by_role("button", name="Rotate secret").click()
+    shown = page.get_by_role("dialog", name="Save your signing secret")
+    new = shown.get_by_label("Signing secret").input_value()
+    assert new.startswith("whsec_") and new != old
+    shown.get_by_role("button", name="Done").click()
+    expect(shown).to_be_hidden()
+    # The old secret's expiry, as the API states it (it never shows the secret itself).
+    stored = runner.api("GET", f"/api/webhooks/{webhook['id']}", token)[1]
+    assert len(stored["previousSecrets"]) == 1 and "secret" not in stored
+    expires = stored["previousSecrets"][0]["expiresAt"]
+    previous = page.locator("#previous-secrets time")
+    expect(previous).to_have_attribute("datetime", expires)
+    expect(page.get_by_text("Previous secret", exact=True)).to_be_visible()
+
+    # A delivery after the rotation: the new secret verifies it, and (overlap) the old too.
+    send_event(runner, token, "system.info", {"n": 1})
+    assert wait_until(lambda: len(ok_receiver.to("/rotate")) == 1)
+    got = ok_receiver.to("/rotate")[0]
+    assert standard_signature_ok(new, got)
+    assert standard_signature_ok(old, got)
+    assert guide_signature_ok(old, got)  # the oldest valid secret signs X-Webhook-Signature
+    assert not standard_signature_ok("whsec_" + base64.b64encode(b"x" * 32).decode(), got)
+
+    # Rotate again with no overlap and a secret of our choosing: only it signs from then on.
+    page.get_by_role("button", name="Rotate secret").click()
+    dialog.get_by_label("New secret", exact=True).fill("too-short")
+    dialog.get_by_label("Old secret keeps signing for").select_option(label="No overlap: revoke it now")
+    dialog.get_by_role("button", name="Rotate secret").click()
+    _, problem = runner.api(
+        "POST", f"/api/webhooks/{webhook['id']}/rotate-secret", token, {"secret": "too-short", "overlapSeconds": 0}
+    )
+    message = {e["field"]: e["message"] for e in problem["errors"]}["secret"]
+    expect(dialog.get_by_label("New secret", exact=True)).to_have_accessible_description(re.compile(re.escape(message)))
+    expect(dialog.get_by_label("New secret", exact=True)).to_have_attribute("aria-invalid", "true")
+    third = "third-secret-chosen-by-the-user-42"
+    dialog.get_by_label("New secret", exact=True).fill(third)
+    dialog.get_by_role("button", name="Rotate secret").click()
+    expect(shown.get_by_label("Signing secret")).to_have_value(third)
+    shown.get_by_role("button", name="Done").click()
+    expect(page.locator("#previous-secrets")).to_have_count(0)
+    send_event(runner, token, "system.info", {"n": 2})
+    assert wait_until(lambda: len(ok_receiver.to("/rotate")) == 2)
+    got = ok_receiver.to("/rotate")[1]
+    assert standard_signature_ok(third, got) and guide_signature_ok(third, got)
+    assert not standard_signature_ok(new, got) and not standard_signature_ok(old, got)
 
 
 def test_health_of_a_failing_endpoint_is_shown(browser, failing_receiver):

@@ -25,6 +25,7 @@ const state = {
   deliveriesOf: null, // the webhook whose deliveries are loaded
   deliveriesSeen: null, // their versions at the last refresh; a change re-reads the health
   editing: null, // the webhook the form edits; null: a new one
+  testing: null, // the registered webhook the test dialog sends to; null: any URL
   pollTimer: 0,
   route: "",
 };
@@ -874,6 +875,41 @@ async function confirmDelete() {
   }
 }
 
+// ---------------------------------------------------------------- rotate the secret
+
+function openRotateForm() {
+  const form = $("#rotate-form");
+  form.reset();
+  clearErrors(form);
+  openDialog($("#dlg-rotate"));
+  $("#rotate-secret").focus();
+}
+
+async function submitRotate(e) {
+  e.preventDefault();
+  const w = state.current;
+  const form = $("#rotate-form");
+  const submit = $("#rotate-submit");
+  clearErrors(form);
+  const body = { overlapSeconds: Number($("#rotate-overlap").value) };
+  const secret = $("#rotate-secret").value;
+  if (secret) body.secret = secret;
+  submit.disabled = true;
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/rotate-secret`, body);
+    closeDialog($("#dlg-rotate"));
+    state.current = data;
+    renderDetail();
+    const kept = data.previousSecrets?.length || 0;
+    toast(kept ? "Secret rotated: the previous one signs too until its overlap ends." : "Secret rotated: only the new one signs.");
+    if (typeof data.secret === "string" && data.secret) showSecretOnce(data.secret);
+  } catch (err) {
+    if (err.status !== 401) showProblem(form, err);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- test event
 
 function buildEventSelect() {
@@ -884,10 +920,20 @@ function buildEventSelect() {
   );
 }
 
+/** Opened on a webhook's page, the test goes to that webhook (`POST /api/webhooks/{id}/test`):
+ * its URL and stored secret, which the user need not have kept. Otherwise any URL. */
 function openTestForm(webhook) {
   const form = $("#test-form");
   clearErrors(form);
+  state.testing = webhook || null;
   $("#test-result").replaceChildren();
+  $("#test-url-field").hidden = Boolean(webhook);
+  $("#test-secret-field").hidden = Boolean(webhook);
+  const target = $("#test-target");
+  target.hidden = !webhook;
+  target.replaceChildren(...(webhook
+    ? ["To ", h("strong", { class: "mono break" }, webhook.url), webhook.hasSecret ? ", signed with its secret (and any previous one still valid)." : ", unsigned (it has no secret)."]
+    : []));
   $("#test-url").value = webhook ? webhook.url : "";
   const preferred = webhook?.events.find((e) => state.eventTypes.some((t) => t.name === e));
   $("#test-event").value = webhook && preferred && !webhook.events.includes(EXAMPLE_EVENT) ? preferred : EXAMPLE_EVENT;
@@ -910,14 +956,16 @@ async function submitTest(e) {
     showProblem(form, { status: 422, title: "Invalid payload", errors: [{ field: "payload", message: `is not valid JSON (${err.message})` }] });
     return;
   }
-  const body = { url: $("#test-url").value.trim(), event: $("#test-event").value, payload };
+  const webhook = state.testing;
+  const body = webhook ? { event: $("#test-event").value, payload } : { url: $("#test-url").value.trim(), event: $("#test-event").value, payload };
   const secret = $("#test-secret").value;
-  if (secret) body.secret = secret;
+  if (secret && !webhook) body.secret = secret;
   const submit = $("#test-submit");
   submit.disabled = true;
   submit.textContent = "Sending…";
   try {
-    const { data } = await api("POST", "api/webhooks/test", body);
+    const path = webhook ? `api/webhooks/${encodeURIComponent(webhook.id)}/test` : "api/webhooks/test";
+    const { data } = await api("POST", path, body);
     const status = data.statusCode === null || data.statusCode === undefined ? "no HTTP response" : `HTTP ${data.statusCode}`;
     result.replaceChildren(
       h(
@@ -952,6 +1000,14 @@ $("#list-more").addEventListener("click", loadMoreWebhooks);
 $("#detail-edit").addEventListener("click", () => openWebhookForm(state.current));
 $("#detail-test").addEventListener("click", () => openTestForm(state.current));
 $("#detail-toggle").addEventListener("click", toggleActive);
+$("#detail-rotate").addEventListener("click", openRotateForm);
+$("#rotate-form").addEventListener("submit", submitRotate);
+$("#rotate-generate").addEventListener("click", () => {
+  const input = $("#rotate-secret");
+  input.value = generateSecret();
+  input.focus();
+  input.select();
+});
 $("#detail-delete").addEventListener("click", askDelete);
 $("#deliveries-refresh").addEventListener("click", refreshDeliveries);
 $("#deliveries-more").addEventListener("click", loadMoreDeliveries);
