@@ -17,7 +17,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import SCREENSHOTS, Runner, axe_check, new_page, sign_in
+from conftest import SCREENSHOTS, Receiver, Runner, axe_check, new_page, sign_in
 
 GUIDE_PAYLOAD = {
     "id": "1",
@@ -410,6 +410,13 @@ def test_screenshots_layout_and_accessibility(runner, browser, ok_receiver, fail
         expect(page.get_by_role("list", name="Deliveries").get_by_role("listitem")).to_have_count(2)
         page.get_by_role("list", name="Deliveries").locator("summary").first.click()
         shot("detail")
+        # Nothing failed here, so a recovery queues nothing (and the screenshot shows its words).
+        page.get_by_role("button", name="Recover").click()
+        recover = page.get_by_role("dialog", name="Recover failed deliveries")
+        recover.get_by_role("button", name="Recover").click()
+        expect(recover.get_by_role("status")).to_contain_text("No failed delivery")
+        shot("recover", full_page=False)
+        recover.get_by_role("button", name="Close").first.click()
         page.get_by_role("button", name="Send test event").click()
         dialog = page.get_by_role("dialog", name="Send test event")
         dialog.get_by_role("button", name="Send test").click()
@@ -466,7 +473,7 @@ def test_the_page_weighs_under_100_kb(runner, browser, ok_receiver, failing_rece
     assert errors.unexpected() == []
 
 
-# ------------------------------------------------------------------ secret rotation, endpoint health
+# ------------------------------------------------------------------ rotation, resend, recover, health
 
 
 def guide_signature_ok(secret: str, request: dict) -> bool:
@@ -482,6 +489,15 @@ def standard_signature_ok(secret: str, request: dict) -> bool:
     signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + request["body"]
     expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return any(hmac.compare_digest(expected, s) for s in h["webhook-signature"].split(" "))
+
+
+def deliveries_of(runner, token, webhook_id):
+    return runner.api("GET", f"/api/webhooks/{webhook_id}/deliveries", token)[1]
+
+
+def all_failed(runner, token, webhook_id, count):
+    ds = deliveries_of(runner, token, webhook_id)
+    return len(ds) == count and all(d["status"] == "failed" for d in ds)
 
 
 def test_rotate_secret_signs_with_the_new_and_during_the_overlap_the_old(runner, page_and_errors, ok_receiver):
@@ -546,6 +562,111 @@ def test_rotate_secret_signs_with_the_new_and_during_the_overlap_the_old(runner,
     got = ok_receiver.to("/rotate")[1]
     assert standard_signature_ok(third, got) and guide_signature_ok(third, got)
     assert not standard_signature_ok(new, got) and not standard_signature_ok(old, got)
+
+
+def test_a_failed_delivery_is_resent_after_the_receiver_is_fixed(runner, page_and_errors):
+    page, errors = page_and_errors
+    errors.allow_http(409)
+    receiver = Receiver(500, b"down for a deploy")
+    try:
+        token = runner.token()
+        url = receiver.url("/resend")
+        webhook = create_webhook(runner, token, url, ["system.error"])
+        send_event(runner, token, "system.error", {"message": "disk full"})
+        sign_in(page, runner, token)
+        page.get_by_role("link", name=url).click()
+        item = page.get_by_role("list", name="Deliveries").get_by_role("listitem").first
+        expect(item).to_contain_text("failed", timeout=15000)
+        expect(item).to_contain_text("3 attempts")
+        receiver.status = 200
+        item.locator("summary").click()
+        item.get_by_role("button", name="Resend").click()
+        expect(item).to_contain_text("succeeded", timeout=15000)
+        expect(item).to_contain_text("4 attempts")
+        rows = item.get_by_role("table").get_by_role("row")
+        expect(rows).to_have_count(5)
+        expect(rows.nth(4)).to_contain_text("200")
+        page.screenshot(path=str(SCREENSHOTS / "resent-1440.png"), full_page=True)
+        got = receiver.to("/resend")
+        assert len(got) == 4
+        # The same delivery, sent again: the same id and the same body.
+        assert len({r["headers"]["webhook-id"] for r in got}) == 1
+        assert len({r["body"] for r in got}) == 1
+        (delivery,) = deliveries_of(runner, token, webhook["id"])
+        assert delivery["status"] == "succeeded" and len(delivery["attempts"]) == 4
+
+        # A refusal is shown as the API words it: inactive webhooks are not resent.
+        runner.api("PUT", f"/api/webhooks/{webhook['id']}", token, {"active": False})
+        page.reload()
+        item = page.get_by_role("list", name="Deliveries").get_by_role("listitem").first
+        item.locator("summary").click()
+        button = item.get_by_role("button", name="Resend")
+        button.click()
+        _, problem = runner.api("POST", f"/api/webhooks/{webhook['id']}/deliveries/{delivery['id']}/resend", token)
+        expect(button).to_have_accessible_description(f"{problem['title']}: {problem['detail']}")
+        assert len(receiver.to("/resend")) == 4
+    finally:
+        receiver.close()
+
+
+def local_input(page, epoch_s: float) -> str:
+    """A `datetime-local` value for an instant, in the browser's own time zone."""
+    return page.evaluate(
+        """s => { const d = new Date(s * 1000), p = n => String(n).padStart(2, "0");
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; }""",
+        epoch_s,
+    )
+
+
+def test_recover_since_a_time_redelivers_the_failed_deliveries(runner, page_and_errors):
+    page, errors = page_and_errors
+    errors.allow_http(422)
+    receiver = Receiver(500, b"down")
+    try:
+        token = runner.token()
+        url = receiver.url("/recover")
+        webhook = create_webhook(runner, token, url, ["system.error"])
+        send_event(runner, token, "system.error", {"n": "before the window"})
+        assert wait_until(lambda: all_failed(runner, token, webhook["id"], 1), timeout=15)
+        time.sleep(1.1)  # the window starts a whole second after the first event
+        since = time.time()
+        send_event(runner, token, "system.error", {"n": 1})
+        send_event(runner, token, "system.error", {"n": 2})
+        assert wait_until(lambda: all_failed(runner, token, webhook["id"], 3), timeout=20)
+        assert len(receiver.to("/recover")) == 9
+        receiver.status = 200
+
+        sign_in(page, runner, token)
+        page.get_by_role("link", name=url).click()
+        deliveries = page.get_by_role("list", name="Deliveries")
+        expect(deliveries.get_by_role("listitem")).to_have_count(3)
+        page.get_by_role("button", name="Recover").click()
+        dialog = page.get_by_role("dialog", name="Recover failed deliveries")
+        expect(dialog.get_by_label("Since")).to_be_focused()
+        # "until" before "since": the API's problem, next to the field it names.
+        dialog.get_by_label("Since").fill(local_input(page, since))
+        dialog.get_by_label("Until").fill(local_input(page, since - 3600))
+        dialog.get_by_role("button", name="Recover").click()
+        expect(dialog.get_by_label("Until")).to_have_accessible_description(re.compile("must not be before since"))
+        expect(dialog.get_by_label("Until")).to_have_attribute("aria-invalid", "true")
+        assert len(receiver.to("/recover")) == 9
+        dialog.get_by_label("Until").fill("")
+        dialog.get_by_role("button", name="Recover").click()
+        result = dialog.get_by_role("status")
+        expect(result).to_contain_text("Queued 2 failed deliveries to be delivered again")
+        expect(result).to_contain_text("That is the whole window.")
+        dialog.get_by_role("button", name="Close").first.click()
+
+        # The two in the window succeed; the one before it is left alone.
+        expect(deliveries.get_by_text("succeeded")).to_have_count(2, timeout=15000)
+        expect(deliveries.get_by_text("failed", exact=True)).to_have_count(1)
+        assert wait_until(lambda: len(receiver.to("/recover")) == 11)
+        by_status = sorted(d["status"] for d in deliveries_of(runner, token, webhook["id"]))
+        assert by_status == ["failed", "succeeded", "succeeded"]
+        bodies = [json.loads(r["body"])["payload"]["n"] for r in receiver.to("/recover")[9:]]
+        assert sorted(bodies) == [1, 2]
+    finally:
+        receiver.close()
 
 
 def test_health_of_a_failing_endpoint_is_shown(browser, failing_receiver):

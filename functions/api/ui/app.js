@@ -575,8 +575,7 @@ function deliveryItem(d, open) {
         h("dt", {}, "Created"), h("dd", {}, timeEl(d.createdAt)),
         ...(d.nextAttemptAt ? [h("dt", {}, "Next attempt"), h("dd", {}, timeEl(d.nextAttemptAt))] : []),
       ),
-      // Per-delivery actions (resend, ...) go here once the API offers them.
-      h("div", { class: "dl-actions" }),
+      deliveryActions(d),
       n === 0
         ? h("p", { class: "muted" }, "No attempt yet.")
         : h(
@@ -589,6 +588,36 @@ function deliveryItem(d, open) {
     ),
   );
   return h("li", { class: "delivery", dataset: { id: d.id, version: deliveryVersion(d) } }, details);
+}
+
+function deliveryActions(d) {
+  const box = h("div", { class: "dl-actions" });
+  if (d.status === "pending") return box;
+  const button = h("button", { type: "button", class: "btn small", "aria-describedby": `resend-msg-${d.id}` }, "Resend");
+  const message = h("p", { class: "dl-message", id: `resend-msg-${d.id}`, role: "status" });
+  button.addEventListener("click", () => resend(d, button, message));
+  box.append(button, message);
+  return box;
+}
+
+/** `POST .../resend`: the same delivery gets a fresh cycle of attempts; polling shows them. */
+async function resend(d, button, message) {
+  const w = state.current;
+  button.disabled = true;
+  message.className = "dl-message";
+  message.textContent = "";
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/deliveries/${encodeURIComponent(d.id)}/resend`);
+    message.textContent = `Resend queued (cycle ${data.cycle}): new attempts appear below.`;
+    toast("Resend queued.");
+    setTimeout(refreshDeliveries, 500);
+  } catch (e) {
+    if (e.status === 401) return;
+    message.className = "dl-message bad";
+    message.textContent = e.detail ? `${e.title}: ${e.detail}` : e.title;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** Updates the list in place: unchanged deliveries keep their element (and open state, focus). */
@@ -910,6 +939,64 @@ async function submitRotate(e) {
   }
 }
 
+// ---------------------------------------------------------------- recover
+
+/** A `datetime-local` value (the user's local time) as the API's ISO-8601; "" stays "". */
+function isoOfLocal(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? value : d.toISOString();
+}
+
+function localOf(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+function openRecoverForm() {
+  const form = $("#recover-form");
+  form.reset();
+  clearErrors(form);
+  $("#recover-result").replaceChildren();
+  $("#recover-since").value = localOf(new Date(Date.now() - 24 * 3600 * 1000));
+  openDialog($("#dlg-recover"));
+  $("#recover-since").focus();
+}
+
+async function submitRecover(e) {
+  e.preventDefault();
+  const w = state.current;
+  const form = $("#recover-form");
+  const result = $("#recover-result");
+  const submit = $("#recover-submit");
+  clearErrors(form);
+  result.replaceChildren();
+  // Empty "since" goes to the API as "", so its own words say what is missing.
+  const body = { since: isoOfLocal($("#recover-since").value) };
+  const until = isoOfLocal($("#recover-until").value);
+  if (until) body.until = until;
+  submit.disabled = true;
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/recover`, body);
+    const queued = data.queued === 1 ? "1 failed delivery" : `${data.queued} failed deliveries`;
+    const scanned = data.scanned === 1 ? "1 delivery" : `${data.scanned} deliveries`;
+    result.replaceChildren(
+      h(
+        "div",
+        { class: data.queued ? "result-box ok" : "result-box" },
+        h("span", { class: "result-title" }, data.queued || !data.complete ? `Queued ${queued} to be delivered again` : "No failed delivery to recover"),
+        h("span", { class: "result-message" }, `Examined ${scanned} of events from `, timeEl(data.since), " to ", timeEl(data.until), ". ",
+          data.complete ? "That is the whole window." : "The rest of the window is worked through in the background."),
+      ),
+    );
+    if (data.queued) setTimeout(refreshDeliveries, 500);
+  } catch (err) {
+    if (err.status !== 401) showProblem(form, err);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- test event
 
 function buildEventSelect() {
@@ -1008,6 +1095,8 @@ $("#rotate-generate").addEventListener("click", () => {
   input.focus();
   input.select();
 });
+$("#deliveries-recover").addEventListener("click", openRecoverForm);
+$("#recover-form").addEventListener("submit", submitRecover);
 $("#detail-delete").addEventListener("click", askDelete);
 $("#deliveries-refresh").addEventListener("click", refreshDeliveries);
 $("#deliveries-more").addEventListener("click", loadMoreDeliveries);
