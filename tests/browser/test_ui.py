@@ -342,6 +342,22 @@ def test_keyboard_only(runner, page, ok_receiver):
     summary.focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("list", name="Deliveries").get_by_role("table")).to_be_visible()
+    # The delivery's Resend is the next stop after its summary.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("list", name="Deliveries").get_by_role("button", name="Resend")).to_be_focused()
+    # Rotate secret opens on the keyboard, starts in its first field, and Escape gives focus back.
+    rotate = page.get_by_role("button", name="Rotate secret")
+    rotate.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Rotate secret")
+    expect(dialog.get_by_label("New secret", exact=True)).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Generate new secret")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_label("Old secret keeps signing for")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(rotate).to_be_focused()
 
 
 def populate(runner, ok_receiver, failing_receiver):
