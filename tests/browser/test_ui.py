@@ -182,6 +182,13 @@ def test_create_test_deliver_disable_delete(runner, page, ok_receiver):
     expect(row).to_contain_text(re.compile(r"\d+ ms"))
     expect(item).to_contain_text(accepted["id"])
     assert len(ok_receiver.to("/life")) == 2
+    # The stored event's payload, on request: what the receiver got.
+    item.get_by_role("button", name="Show payload").click()
+    shown_payload = item.get_by_label(f"Payload of {accepted['id']}")
+    expect(shown_payload).to_contain_text('"workflowDefinitionId"')
+    assert json.loads(shown_payload.inner_text()) == json.loads(ok_receiver.to("/life")[1]["body"])["payload"]
+    expect(item.get_by_role("button", name="Hide payload")).to_have_attribute("aria-expanded", "true")
+    page.screenshot(path=str(SCREENSHOTS / "payload-1440.png"), full_page=True)
 
     # Disable: the badge and the button say so, and events no longer arrive.
     page.get_by_role("button", name="Disable").click()
@@ -342,7 +349,11 @@ def test_keyboard_only(runner, page, ok_receiver):
     summary.focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("list", name="Deliveries").get_by_role("table")).to_be_visible()
-    # The delivery's Resend is the next stop after its summary.
+    # The delivery's Show payload and Resend are the next stops after its summary.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("list", name="Deliveries").get_by_role("button", name="Show payload")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("list", name="Deliveries").get_by_role("button", name="Hide payload")).to_be_focused()
     page.keyboard.press("Tab")
     expect(page.get_by_role("list", name="Deliveries").get_by_role("button", name="Resend")).to_be_focused()
     # Rotate secret opens on the keyboard, starts in its first field, and Escape gives focus back.

@@ -592,12 +592,40 @@ function deliveryItem(d, open) {
 
 function deliveryActions(d) {
   const box = h("div", { class: "dl-actions" });
-  if (d.status === "pending") return box;
-  const button = h("button", { type: "button", class: "btn small", "aria-describedby": `resend-msg-${d.id}` }, "Resend");
-  const message = h("p", { class: "dl-message", id: `resend-msg-${d.id}`, role: "status" });
-  button.addEventListener("click", () => resend(d, button, message));
-  box.append(button, message);
-  return box;
+  const payload = h("div", { class: "dl-payload", id: `payload-${d.id}`, hidden: true });
+  const show = h("button", { type: "button", class: "btn small", "aria-expanded": "false", "aria-controls": payload.id }, "Show payload");
+  show.addEventListener("click", () => togglePayload(d, show, payload));
+  box.append(show);
+  // A pending delivery is still being attempted: the API refuses to resend it.
+  if (d.status !== "pending") {
+    const button = h("button", { type: "button", class: "btn small", "aria-describedby": `resend-msg-${d.id}` }, "Resend");
+    const message = h("p", { class: "dl-message", id: `resend-msg-${d.id}`, role: "status" });
+    button.addEventListener("click", () => resend(d, button, message));
+    box.append(button, message);
+  }
+  return [box, payload];
+}
+
+/** The stored event's payload (`GET /api/events/{id}`), read when first asked for. */
+async function togglePayload(d, button, box) {
+  const open = button.getAttribute("aria-expanded") === "true";
+  button.setAttribute("aria-expanded", String(!open));
+  button.textContent = open ? "Show payload" : "Hide payload";
+  box.hidden = open;
+  if (open || box.dataset.loaded) return;
+  box.replaceChildren(h("p", { class: "muted small-text" }, "Loading…"));
+  try {
+    const { data } = await api("GET", `api/events/${encodeURIComponent(d.eventId)}`);
+    const others = data.fanOut > 1 ? ` It went to ${data.fanOut} webhooks.` : "";
+    box.replaceChildren(
+      h("p", { class: "muted small-text" }, `Payload of this ${data.event} event.${others}`),
+      h("pre", { class: "payload", tabindex: "0", "aria-label": `Payload of ${d.eventId}` }, JSON.stringify(data.payload, null, 2)),
+    );
+    box.dataset.loaded = "1";
+  } catch (e) {
+    if (e.status === 401) return;
+    box.replaceChildren(h("p", { class: "dl-message bad" }, e.detail ? `${e.title}: ${e.detail}` : e.title));
+  }
 }
 
 /** `POST .../resend`: the same delivery gets a fresh cycle of attempts; polling shows them. */
