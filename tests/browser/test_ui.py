@@ -591,6 +591,30 @@ def test_rotate_secret_signs_with_the_new_and_during_the_overlap_the_old(runner,
     assert not standard_signature_ok(new, got) and not standard_signature_ok(old, got)
 
 
+def test_a_refused_rotation_shows_the_apis_problem(runner, page_and_errors, ok_receiver):
+    """Three replaced secrets still valid is the most a webhook keeps: the 409 is shown whole."""
+    page, errors = page_and_errors
+    errors.allow_http(409)
+    token = runner.token()
+    url = ok_receiver.url("/full")
+    webhook = create_webhook(runner, token, url, ["system.info"])
+    for _ in range(3):
+        assert runner.api("POST", f"/api/webhooks/{webhook['id']}/rotate-secret", token, {})[0] == 200
+    sign_in(page, runner, token)
+    page.get_by_role("link", name=url).click()
+    expect(page.get_by_text("Previous secrets", exact=True)).to_be_visible()
+    expect(page.locator("#previous-secrets li")).to_have_count(3)
+    page.get_by_role("button", name="Rotate secret").click()
+    dialog = page.get_by_role("dialog", name="Rotate secret")
+    dialog.get_by_role("button", name="Rotate secret").click()
+    status, problem = runner.api("POST", f"/api/webhooks/{webhook['id']}/rotate-secret", token, {})
+    assert status == 409
+    alert = dialog.get_by_role("alert")
+    expect(alert).to_contain_text(problem["title"])
+    expect(alert).to_contain_text(problem["detail"])
+    expect(page.get_by_role("dialog", name="Save your signing secret")).to_be_hidden()
+
+
 def test_a_failed_delivery_is_resent_after_the_receiver_is_fixed(runner, page_and_errors):
     page, errors = page_and_errors
     errors.allow_http(409)
