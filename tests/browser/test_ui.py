@@ -371,6 +371,45 @@ def test_keyboard_only(runner, page, ok_receiver):
     expect(rotate).to_be_focused()
 
 
+def test_events_view_lists_events_with_payload_and_deliveries(runner, page, ok_receiver):
+    token = runner.token()
+    url = ok_receiver.url("/events-view")
+    webhook = create_webhook(runner, token, url, ["system.info"])
+    info = send_event(runner, token, "system.info", {"n": 1, "note": "for the events view"})
+    assert wait_until(lambda: [d["status"] for d in deliveries_of(runner, token, webhook["id"])] == ["succeeded"])
+    time.sleep(0.01)
+    lonely = send_event(runner, token, "milestone.achieved", {"milestone": "nobody listens"})
+    sign_in(page, runner, token)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+    expect(page.get_by_role("heading", name="Events", level=1)).to_be_focused()
+    events = page.get_by_role("list", name="Events")
+    items = events.get_by_role("listitem").filter(has=page.locator("summary"))
+    expect(items).to_have_count(2)
+    # Newest first: the event no webhook subscribes to, then the delivered one.
+    expect(items.nth(0)).to_contain_text("milestone.achieved")
+    expect(items.nth(1)).to_contain_text("system.info")
+    items.nth(0).locator("summary").click()
+    expect(items.nth(0)).to_contain_text("No webhook subscribed to it.")
+    expect(items.nth(0)).to_contain_text(lonely["id"])
+    items.nth(1).locator("summary").click()
+    payload = items.nth(1).get_by_label(f"Payload of {info['id']}")
+    expect(payload).to_contain_text("for the events view")
+    assert json.loads(payload.inner_text()) == {"n": 1, "note": "for the events view"}
+    delivered = items.nth(1).get_by_role("list", name=f"Deliveries of {info['id']}").get_by_role("listitem")
+    expect(delivered).to_have_count(1)
+    expect(delivered).to_contain_text("succeeded")
+    expect(delivered).to_contain_text("1 attempt")
+    # The type filter goes to the API; the webhook link opens the webhook.
+    view = page.get_by_role("region", name="Events")
+    view.get_by_label("Event type").select_option("system.info")
+    view.get_by_role("button", name="Show", exact=True).click()
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("system.info")
+    items.first.locator("summary").click()
+    items.first.get_by_role("link", name=webhook["id"]).click()
+    expect(page.get_by_role("heading", name=url, level=1)).to_be_visible()
+
+
 def populate(runner, ok_receiver, failing_receiver):
     """A tenant with a few webhooks and deliveries in every final state, for looks and axe."""
     token = runner.token()
@@ -418,6 +457,12 @@ def test_screenshots_layout_and_accessibility(runner, browser, ok_receiver, fail
         expect(page.get_by_role("listitem").filter(has_text="/billing")).to_contain_text("failed")
         expect(page.get_by_role("listitem").filter(has_text="/orders")).to_contain_text("succeeded")
         shot("list")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+        first_event = page.get_by_role("list", name="Events").locator("summary").first
+        first_event.click()
+        expect(page.get_by_role("list", name="Events").locator("pre").first).to_be_visible()
+        shot("events")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
         page.get_by_role("button", name="New webhook").click()
         expect(page.get_by_role("dialog", name="New webhook")).to_be_visible()
         shot("new-webhook", full_page=False)

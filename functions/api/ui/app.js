@@ -26,6 +26,8 @@ const state = {
   deliveriesSeen: null, // their versions at the last refresh; a change re-reads the health
   editing: null, // the webhook the form edits; null: a new one
   testing: null, // the registered webhook the test dialog sends to; null: any URL
+  events: [], // the Events view's listing
+  eventsNext: null,
   pollTimer: 0,
   route: "",
 };
@@ -198,7 +200,7 @@ function fieldMessage(field, name, message) {
 
 // ---------------------------------------------------------------- views and routing
 
-const views = ["signin", "list", "detail"];
+const views = ["signin", "list", "events", "detail"];
 
 function showView(name, title) {
   $("#booting").hidden = true;
@@ -227,15 +229,20 @@ async function route() {
   }
   const m = hash.match(/^#\/webhooks\/([A-Za-z0-9_-]+)$/);
   const previous = state.route;
-  state.route = m ? `detail:${m[1]}` : "list";
+  state.route = m ? `detail:${m[1]}` : hash === "#/events" ? "events" : "list";
+  const moved = previous !== "" && previous !== state.route;
+  for (const a of $$("#mainnav a")) a.removeAttribute("aria-current");
+  $(state.route === "events" ? "#nav-events" : "#nav-webhooks").setAttribute("aria-current", "page");
   if (m) await showDetail(m[1], previous !== state.route);
-  else await showList(previous !== "" && previous !== state.route);
+  else if (state.route === "events") await showEvents(moved);
+  else await showList(moved);
 }
 
 // ---------------------------------------------------------------- sign in
 
 function showSignin(message) {
   $("#account").hidden = true;
+  $("#mainnav").hidden = true;
   showView("signin", "Sign in");
   const form = $("#signin-form");
   clearErrors(form);
@@ -270,8 +277,10 @@ async function signIn(token) {
   const who = claims.tenant && claims.tenant !== claims.sub ? `${claims.sub} · ${claims.tenant}` : claims.sub || "signed in";
   $("#who").textContent = who;
   $("#account").hidden = false;
+  $("#mainnav").hidden = false;
   buildEventPicker();
   buildEventSelect();
+  buildEventsFilter();
   state.route = "";
   if (!location.hash.startsWith("#/")) history.replaceState(null, "", "#/");
   await route();
@@ -407,6 +416,105 @@ async function lastDelivery(id, el) {
 
 function statusBadge(status) {
   return h("span", { class: `status ${status}` }, status);
+}
+
+// ---------------------------------------------------------------- events
+
+async function showEvents(moveFocus) {
+  stopPolling();
+  state.current = null;
+  showView("events", "Events");
+  if (moveFocus) focusHeading("#events-page-title");
+  await loadEvents();
+}
+
+/** The first page of `GET /api/events`, with the chosen type filter (the API checks it). */
+async function loadEvents() {
+  const form = $("#events-filter");
+  clearErrors(form);
+  $("#events-alert").hidden = true;
+  const type = $("#events-type").value;
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  if (type) query.set("event", type);
+  try {
+    const { data, headers } = await api("GET", `api/events?${query}`);
+    state.events = data;
+    state.eventsNext = nextLink(headers);
+  } catch (e) {
+    if (e.status !== 401) showProblem(form, e, $("#events-alert"));
+    return;
+  }
+  renderEvents();
+}
+
+async function loadMoreEvents() {
+  if (!state.eventsNext) return;
+  try {
+    const { data, headers } = await api("GET", state.eventsNext);
+    state.events.push(...data);
+    state.eventsNext = nextLink(headers);
+    renderEvents();
+  } catch (e) {
+    if (e.status !== 401) showProblem($("#events-filter"), e, $("#events-alert"));
+  }
+}
+
+function renderEvents() {
+  $("#event-list").replaceChildren(...state.events.map(eventItem));
+  $("#events-empty").hidden = state.events.length > 0;
+  $("#events-more").hidden = !state.eventsNext;
+}
+
+function eventItem(ev) {
+  const body = h("div", { class: "dl-body" }, h("p", { class: "muted small-text" }, "Loading…"));
+  const details = h(
+    "details",
+    {},
+    h(
+      "summary",
+      {},
+      h("span", { class: `status ${ev.status === "fannedOut" ? "succeeded" : "pending"}` }, ev.status === "fannedOut" ? "fanned out" : "queued"),
+      h("span", { class: "dl-event" }, ev.event),
+      h("span", { class: "dl-meta" }, timeEl(ev.timestamp, true)),
+    ),
+    body,
+  );
+  details.addEventListener("toggle", () => { if (details.open && !body.dataset.loaded) loadEvent(ev, body); });
+  return h("li", { class: "delivery", dataset: { id: ev.id } }, details);
+}
+
+/** `GET /api/events/{id}`: the payload and each webhook's delivery of the event. */
+async function loadEvent(ev, body) {
+  try {
+    const { data } = await api("GET", `api/events/${encodeURIComponent(ev.id)}`);
+    const deliveries = data.deliveries || [];
+    body.replaceChildren(
+      h("dl", { class: "kv" },
+        h("dt", {}, "Event ID"), h("dd", { class: "mono" }, data.id),
+        h("dt", {}, "Time"), h("dd", {}, timeEl(data.timestamp)),
+        h("dt", {}, "Webhooks"), h("dd", {}, data.fanOut === 1 ? "1 subscribed" : `${data.fanOut} subscribed`)),
+      h("pre", { class: "payload", tabindex: "0", "aria-label": `Payload of ${data.id}` }, JSON.stringify(data.payload, null, 2)),
+      deliveries.length
+        ? h("ul", { class: "event-deliveries", "aria-label": `Deliveries of ${data.id}` }, deliveries.map((d) => h(
+          "li", {},
+          statusBadge(d.status),
+          h("a", { class: "mono", href: `#/webhooks/${d.webhookId}` }, d.webhookId),
+          h("span", { class: "muted" }, d.attempts === 1 ? "1 attempt" : `${d.attempts} attempts`),
+        )))
+        : h("p", { class: "muted small-text" }, "No webhook subscribed to it."),
+    );
+    body.dataset.loaded = "1";
+  } catch (e) {
+    if (e.status !== 401) body.replaceChildren(h("p", { class: "dl-message bad" }, e.detail ? `${e.title}: ${e.detail}` : e.title));
+  }
+}
+
+function buildEventsFilter() {
+  $("#events-type").replaceChildren(
+    h("option", { value: "" }, "All event types"),
+    ...[...groupedEventTypes()].map(([category, types]) =>
+      h("optgroup", { label: category }, types.map((t) => h("option", { value: t.name }, t.name)))),
+  );
 }
 
 // ---------------------------------------------------------------- webhook detail
@@ -1124,6 +1232,11 @@ $("#rotate-generate").addEventListener("click", () => {
   input.select();
 });
 $("#deliveries-recover").addEventListener("click", openRecoverForm);
+$("#events-filter").addEventListener("submit", (e) => {
+  e.preventDefault();
+  loadEvents();
+});
+$("#events-more").addEventListener("click", loadMoreEvents);
 $("#recover-form").addEventListener("submit", submitRecover);
 $("#detail-delete").addEventListener("click", askDelete);
 $("#deliveries-refresh").addEventListener("click", refreshDeliveries);
