@@ -42,7 +42,8 @@ def free_port() -> int:
 
 
 class Receiver:
-    """An HTTP receiver on 127.0.0.1 that records every request and answers `status`."""
+    """An HTTP receiver on 127.0.0.1 that records every request and answers `status` (which a
+    test may change, to fix a failing receiver)."""
 
     def __init__(self, status: int, body: bytes):
         self.requests: list[dict] = []
@@ -80,13 +81,15 @@ class Receiver:
 
 
 class Runner:
-    def __init__(self):
+    """`webhooks-local` on a free port; `settings` override its environment (e.g. breaker)."""
+
+    def __init__(self, **settings: str):
         if not RUNNER.exists():
             raise RuntimeError(f"{RUNNER} is missing: run `cargo build -p webhooks-local` first")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = SCREENSHOTS / "runner.log"
+        self.log_path = SCREENSHOTS / ("runner.log" if not settings else f"runner-{uuid.uuid4().hex[:8]}.log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL") and k != "BACKEND"}
         # The durable default, in an empty data directory of its own.
         self.data_dir = tempfile.mkdtemp(prefix="webhooks-browser-")
@@ -99,7 +102,12 @@ class Runner:
             TEST_TIMEOUT_SECONDS="5",
             DELIVERY_TIMEOUT_SECONDS="5",
             RUST_LOG="warn",
+            # The breaker stays shut here, so a failing receiver's story (and a resend or a
+            # recovery after it) is never deferred by it; the health tests run a runner of
+            # their own with a low BREAKER_FAILURES.
+            BREAKER_FAILURES="1000",
         )
+        env.update(settings)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([str(RUNNER)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30

@@ -23,7 +23,11 @@ const state = {
   deliveries: [],
   deliveriesNext: null,
   deliveriesOf: null, // the webhook whose deliveries are loaded
+  deliveriesSeen: null, // their versions at the last refresh; a change re-reads the health
   editing: null, // the webhook the form edits; null: a new one
+  testing: null, // the registered webhook the test dialog sends to; null: any URL
+  events: [], // the Events view's listing
+  eventsNext: null,
   pollTimer: 0,
   route: "",
 };
@@ -43,7 +47,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -196,7 +200,7 @@ function fieldMessage(field, name, message) {
 
 // ---------------------------------------------------------------- views and routing
 
-const views = ["signin", "list", "detail"];
+const views = ["signin", "list", "events", "detail"];
 
 function showView(name, title) {
   $("#booting").hidden = true;
@@ -225,15 +229,20 @@ async function route() {
   }
   const m = hash.match(/^#\/webhooks\/([A-Za-z0-9_-]+)$/);
   const previous = state.route;
-  state.route = m ? `detail:${m[1]}` : "list";
+  state.route = m ? `detail:${m[1]}` : hash === "#/events" ? "events" : "list";
+  const moved = previous !== "" && previous !== state.route;
+  for (const a of $$("#mainnav a")) a.removeAttribute("aria-current");
+  $(state.route === "events" ? "#nav-events" : "#nav-webhooks").setAttribute("aria-current", "page");
   if (m) await showDetail(m[1], previous !== state.route);
-  else await showList(previous !== "" && previous !== state.route);
+  else if (state.route === "events") await showEvents(moved);
+  else await showList(moved);
 }
 
 // ---------------------------------------------------------------- sign in
 
 function showSignin(message) {
   $("#account").hidden = true;
+  $("#mainnav").hidden = true;
   showView("signin", "Sign in");
   const form = $("#signin-form");
   clearErrors(form);
@@ -268,8 +277,10 @@ async function signIn(token) {
   const who = claims.tenant && claims.tenant !== claims.sub ? `${claims.sub} · ${claims.tenant}` : claims.sub || "signed in";
   $("#who").textContent = who;
   $("#account").hidden = false;
+  $("#mainnav").hidden = false;
   buildEventPicker();
   buildEventSelect();
+  buildEventsFilter();
   state.route = "";
   if (!location.hash.startsWith("#/")) history.replaceState(null, "", "#/");
   await route();
@@ -328,17 +339,59 @@ function activeBadge(active) {
   return h("span", { class: active ? "badge active" : "badge" }, active ? "Active" : "Disabled");
 }
 
+/** The endpoint's health in words: `open` is the circuit breaker holding deliveries back. */
+const HEALTH_WORDS = { healthy: "Healthy", failing: "Failing", open: "Breaker open" };
+
+function failures(n) {
+  return n === 1 ? "1 consecutive failure" : `${n} consecutive failures`;
+}
+
+function healthBadge(health) {
+  const status = health?.status || "healthy";
+  const label = HEALTH_WORDS[status] || status;
+  return h("span", { class: `badge health-${status}`, title: health?.lastError || null }, label);
+}
+
+/** One line on the health: what the list row and the detail's summary say. */
+function healthLine(health) {
+  if (!health || health.status === "healthy") {
+    // lastSuccessAt is written only on a change of state: the start of this healthy stretch.
+    return health?.lastSuccessAt ? ["Delivering normally since ", timeEl(health.lastSuccessAt, true), "."] : ["No failed attempt."];
+  }
+  const parts = [`${failures(health.consecutiveFailures)}`];
+  if (health.failingSince) parts.push(", failing since ", timeEl(health.failingSince, true));
+  if (health.status === "open") {
+    parts.push(". Deliveries are paused");
+    if (health.nextProbeAt) parts.push(" until the next probe ", timeEl(health.nextProbeAt, true));
+  }
+  parts.push(".");
+  return parts;
+}
+
+/** The dispatcher disabled this webhook itself: say when and why. */
+function disabledWhen(w) {
+  return ["Disabled automatically", w.disabledAt ? [" ", timeEl(w.disabledAt, true)] : ""];
+}
+
+function disabledLine(w) {
+  return w.disabledReason ? [...disabledWhen(w), ": ", w.disabledReason] : null;
+}
+
 function renderList() {
   const list = $("#webhook-list");
   const items = state.webhooks.map((w) => {
     const last = h("span", { class: "wh-last" }, "Last delivery: …");
+    const reason = disabledLine(w);
+    const unwell = w.health && w.health.status !== "healthy";
     const li = h(
       "li",
       { class: "wh-item", dataset: { id: w.id } },
       h("a", { class: "wh-link", href: `#/webhooks/${w.id}` }, w.url),
-      activeBadge(w.active),
+      h("span", { class: "badges" }, activeBadge(w.active), healthBadge(w.health)),
       h("span", { class: "wh-events" }, `${w.events.length === 1 ? "1 event" : `${w.events.length} events`}: ${eventsSummary(w.events)}`),
       last,
+      reason ? h("span", { class: "wh-reason" }, reason) : null,
+      unwell && !reason ? h("span", { class: "wh-reason" }, healthLine(w.health)) : null,
     );
     lastDelivery(w.id, last);
     return li;
@@ -365,6 +418,105 @@ function statusBadge(status) {
   return h("span", { class: `status ${status}` }, status);
 }
 
+// ---------------------------------------------------------------- events
+
+async function showEvents(moveFocus) {
+  stopPolling();
+  state.current = null;
+  showView("events", "Events");
+  if (moveFocus) focusHeading("#events-page-title");
+  await loadEvents();
+}
+
+/** The first page of `GET /api/events`, with the chosen type filter (the API checks it). */
+async function loadEvents() {
+  const form = $("#events-filter");
+  clearErrors(form);
+  $("#events-alert").hidden = true;
+  const type = $("#events-type").value;
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  if (type) query.set("event", type);
+  try {
+    const { data, headers } = await api("GET", `api/events?${query}`);
+    state.events = data;
+    state.eventsNext = nextLink(headers);
+  } catch (e) {
+    if (e.status !== 401) showProblem(form, e, $("#events-alert"));
+    return;
+  }
+  renderEvents();
+}
+
+async function loadMoreEvents() {
+  if (!state.eventsNext) return;
+  try {
+    const { data, headers } = await api("GET", state.eventsNext);
+    state.events.push(...data);
+    state.eventsNext = nextLink(headers);
+    renderEvents();
+  } catch (e) {
+    if (e.status !== 401) showProblem($("#events-filter"), e, $("#events-alert"));
+  }
+}
+
+function renderEvents() {
+  $("#event-list").replaceChildren(...state.events.map(eventItem));
+  $("#events-empty").hidden = state.events.length > 0;
+  $("#events-more").hidden = !state.eventsNext;
+}
+
+function eventItem(ev) {
+  const body = h("div", { class: "dl-body" }, h("p", { class: "muted small-text" }, "Loading…"));
+  const details = h(
+    "details",
+    {},
+    h(
+      "summary",
+      {},
+      h("span", { class: `status ${ev.status === "fannedOut" ? "succeeded" : "pending"}` }, ev.status === "fannedOut" ? "fanned out" : "queued"),
+      h("span", { class: "dl-event" }, ev.event),
+      h("span", { class: "dl-meta" }, timeEl(ev.timestamp, true)),
+    ),
+    body,
+  );
+  details.addEventListener("toggle", () => { if (details.open && !body.dataset.loaded) loadEvent(ev, body); });
+  return h("li", { class: "delivery", dataset: { id: ev.id } }, details);
+}
+
+/** `GET /api/events/{id}`: the payload and each webhook's delivery of the event. */
+async function loadEvent(ev, body) {
+  try {
+    const { data } = await api("GET", `api/events/${encodeURIComponent(ev.id)}`);
+    const deliveries = data.deliveries || [];
+    body.replaceChildren(
+      h("dl", { class: "kv" },
+        h("dt", {}, "Event ID"), h("dd", { class: "mono" }, data.id),
+        h("dt", {}, "Time"), h("dd", {}, timeEl(data.timestamp)),
+        h("dt", {}, "Webhooks"), h("dd", {}, data.fanOut === 1 ? "1 subscribed" : `${data.fanOut} subscribed`)),
+      h("pre", { class: "payload", tabindex: "0", "aria-label": `Payload of ${data.id}` }, JSON.stringify(data.payload, null, 2)),
+      deliveries.length
+        ? h("ul", { class: "event-deliveries", "aria-label": `Deliveries of ${data.id}` }, deliveries.map((d) => h(
+          "li", {},
+          statusBadge(d.status),
+          h("a", { class: "mono", href: `#/webhooks/${d.webhookId}` }, d.webhookId),
+          h("span", { class: "muted" }, d.attempts === 1 ? "1 attempt" : `${d.attempts} attempts`),
+        )))
+        : h("p", { class: "muted small-text" }, "No webhook subscribed to it."),
+    );
+    body.dataset.loaded = "1";
+  } catch (e) {
+    if (e.status !== 401) body.replaceChildren(h("p", { class: "dl-message bad" }, e.detail ? `${e.title}: ${e.detail}` : e.title));
+  }
+}
+
+function buildEventsFilter() {
+  $("#events-type").replaceChildren(
+    h("option", { value: "" }, "All event types"),
+    ...[...groupedEventTypes()].map(([category, types]) =>
+      h("optgroup", { label: category }, types.map((t) => h("option", { value: t.name }, t.name)))),
+  );
+}
+
 // ---------------------------------------------------------------- webhook detail
 
 async function showDetail(id, moveFocus) {
@@ -375,6 +527,7 @@ async function showDetail(id, moveFocus) {
     state.deliveriesOf = id;
     state.deliveries = [];
     state.deliveriesNext = null;
+    state.deliveriesSeen = null;
     $("#delivery-list").replaceChildren();
     $("#deliveries-empty").hidden = true;
   }
@@ -393,6 +546,7 @@ async function showDetail(id, moveFocus) {
   $("#detail-head").hidden = false;
   $(".detail-grid").hidden = false;
   if (moveFocus) focusHeading("#detail-title");
+  loadStats(state.current);
   await refreshDeliveries();
   startPolling();
 }
@@ -404,14 +558,79 @@ function renderDetail() {
   const badge = $("#detail-badge");
   badge.className = w.active ? "badge active" : "badge";
   badge.textContent = w.active ? "Active" : "Disabled";
+  $("#detail-health").replaceChildren(healthBadge(w.health));
   $("#detail-signing").textContent = w.hasSecret ? "Signed with a secret" : "Unsigned (no secret)";
   $("#detail-toggle").textContent = w.active ? "Disable" : "Enable";
+  const notice = $("#detail-disabled");
+  notice.hidden = !w.disabledReason;
+  notice.replaceChildren(...(w.disabledReason
+    ? [h("strong", {}, disabledWhen(w)), h("span", {}, w.disabledReason), h("span", { class: "muted" }, "Enable it to deliver again; that also resets its health.")]
+    : []));
   $("#detail-events").replaceChildren(...w.events.map((e) => h("li", {}, e)));
+  const previous = w.previousSecrets || [];
   $("#detail-facts").replaceChildren(
     h("dt", {}, "ID"), h("dd", { class: "mono" }, w.id),
     h("dt", {}, "Created"), h("dd", {}, timeEl(w.createdAt)),
     h("dt", {}, "Updated"), h("dd", {}, timeEl(w.updatedAt)),
+    ...(previous.length
+      ? [
+        h("dt", {}, previous.length === 1 ? "Previous secret" : "Previous secrets"),
+        h("dd", { id: "previous-secrets" }, h("ul", { class: "plain" }, previous.map((p) => h("li", {}, "signs until ", timeEl(p.expiresAt))))),
+      ]
+      : []),
   );
+  renderHealth(w.health);
+}
+
+function renderHealth(health) {
+  const status = health?.status || "healthy";
+  $("#health-summary").replaceChildren(healthBadge(health), " ", h("span", {}, healthLine(health)));
+  const facts = [];
+  const fact = (label, value) => value && facts.push(h("dt", {}, label), h("dd", {}, value));
+  if (status === "healthy" && health?.lastSuccessAt) fact("Healthy since", timeEl(health.lastSuccessAt));
+  if (health?.lastFailureAt) fact("Last failure", timeEl(health.lastFailureAt));
+  if (health?.lastError) fact("Last error", health.lastError);
+  if (status === "open" && health.nextProbeAt) fact("Next probe", timeEl(health.nextProbeAt));
+  $("#health-facts").replaceChildren(...facts);
+}
+
+/** The 24 h counts of `GET /api/webhooks/{id}/stats`. */
+async function loadStats(w) {
+  try {
+    const { data } = await api("GET", `api/webhooks/${encodeURIComponent(w.id)}/stats`);
+    if (state.current?.id !== w.id) return;
+    const by = data.byStatus || {};
+    const rate = typeof data.successRate === "number" ? `${Math.round(data.successRate * 1000) / 10}%` : "—";
+    const stat = (label, value, cls) => h("div", { class: `stat ${cls || ""}` }, h("dt", {}, label), h("dd", {}, String(value)));
+    $("#stats").replaceChildren(
+      stat("Deliveries", data.total),
+      stat("Success rate", rate),
+      stat("Succeeded", by.succeeded ?? 0, by.succeeded ? "ok" : ""),
+      stat("Failed", by.failed ?? 0, by.failed ? "bad" : ""),
+      stat("Pending", by.pending ?? 0),
+      stat("Skipped", by.skipped ?? 0),
+    );
+    const failedAttempts = data.failedAttempts === 1 ? "1 failed" : `${data.failedAttempts} failed`;
+    $("#stats-note").textContent = `${data.attempts === 1 ? "1 attempt" : `${data.attempts} attempts`}, ${failedAttempts}.${data.complete ? "" : " Counted from the newest deliveries only."}`;
+  } catch (e) {
+    if (e.status !== 401) $("#stats-note").textContent = `Statistics unavailable: ${e.detail || e.title}`;
+  }
+}
+
+/** Re-reads the webhook (health, disabled reason) and its stats, after deliveries changed. */
+async function refreshWebhook() {
+  const w = state.current;
+  if (!w) return;
+  try {
+    const { data } = await api("GET", `api/webhooks/${encodeURIComponent(w.id)}`);
+    if (state.current?.id !== w.id || $("dialog[open]")) return;
+    state.current = data;
+    renderDetail();
+  } catch (e) {
+    if (e.status !== 401) showProblem($("#view-detail"), e, $("#detail-alert"));
+    return;
+  }
+  await loadStats(state.current);
 }
 
 // ---------------------------------------------------------------- deliveries
@@ -464,8 +683,7 @@ function deliveryItem(d, open) {
         h("dt", {}, "Created"), h("dd", {}, timeEl(d.createdAt)),
         ...(d.nextAttemptAt ? [h("dt", {}, "Next attempt"), h("dd", {}, timeEl(d.nextAttemptAt))] : []),
       ),
-      // Per-delivery actions (resend, ...) go here once the API offers them.
-      h("div", { class: "dl-actions" }),
+      deliveryActions(d),
       n === 0
         ? h("p", { class: "muted" }, "No attempt yet.")
         : h(
@@ -478,6 +696,64 @@ function deliveryItem(d, open) {
     ),
   );
   return h("li", { class: "delivery", dataset: { id: d.id, version: deliveryVersion(d) } }, details);
+}
+
+function deliveryActions(d) {
+  const box = h("div", { class: "dl-actions" });
+  const payload = h("div", { class: "dl-payload", id: `payload-${d.id}`, hidden: true });
+  const show = h("button", { type: "button", class: "btn small", "aria-expanded": "false", "aria-controls": payload.id }, "Show payload");
+  show.addEventListener("click", () => togglePayload(d, show, payload));
+  box.append(show);
+  // A pending delivery is still being attempted: the API refuses to resend it.
+  if (d.status !== "pending") {
+    const button = h("button", { type: "button", class: "btn small", "aria-describedby": `resend-msg-${d.id}` }, "Resend");
+    const message = h("p", { class: "dl-message", id: `resend-msg-${d.id}`, role: "status" });
+    button.addEventListener("click", () => resend(d, button, message));
+    box.append(button, message);
+  }
+  return [box, payload];
+}
+
+/** The stored event's payload (`GET /api/events/{id}`), read when first asked for. */
+async function togglePayload(d, button, box) {
+  const open = button.getAttribute("aria-expanded") === "true";
+  button.setAttribute("aria-expanded", String(!open));
+  button.textContent = open ? "Show payload" : "Hide payload";
+  box.hidden = open;
+  if (open || box.dataset.loaded) return;
+  box.replaceChildren(h("p", { class: "muted small-text" }, "Loading…"));
+  try {
+    const { data } = await api("GET", `api/events/${encodeURIComponent(d.eventId)}`);
+    const others = data.fanOut > 1 ? ` It went to ${data.fanOut} webhooks.` : "";
+    box.replaceChildren(
+      h("p", { class: "muted small-text" }, `Payload of this ${data.event} event.${others}`),
+      h("pre", { class: "payload", tabindex: "0", "aria-label": `Payload of ${d.eventId}` }, JSON.stringify(data.payload, null, 2)),
+    );
+    box.dataset.loaded = "1";
+  } catch (e) {
+    if (e.status === 401) return;
+    box.replaceChildren(h("p", { class: "dl-message bad" }, e.detail ? `${e.title}: ${e.detail}` : e.title));
+  }
+}
+
+/** `POST .../resend`: the same delivery gets a fresh cycle of attempts; polling shows them. */
+async function resend(d, button, message) {
+  const w = state.current;
+  button.disabled = true;
+  message.className = "dl-message";
+  message.textContent = "";
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/deliveries/${encodeURIComponent(d.id)}/resend`);
+    message.textContent = `Resend queued (cycle ${data.cycle}): new attempts appear below.`;
+    toast("Resend queued.");
+    setTimeout(refreshDeliveries, 500);
+  } catch (e) {
+    if (e.status === 401) return;
+    message.className = "dl-message bad";
+    message.textContent = e.detail ? `${e.title}: ${e.detail}` : e.title;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** Updates the list in place: unchanged deliveries keep their element (and open state, focus). */
@@ -515,6 +791,10 @@ async function refreshDeliveries() {
     state.deliveries = [...data, ...older];
     if (!older.length) state.deliveriesNext = nextLink(headers);
     renderDeliveries();
+    // A delivery that moved on may have changed the endpoint's health (or disabled it).
+    const seen = state.deliveries.map(deliveryVersion).join(",");
+    if (state.deliveriesSeen !== null && state.deliveriesSeen !== seen) refreshWebhook();
+    state.deliveriesSeen = seen;
   } catch (e) {
     if (e.status !== 401) {
       stopPolling();
@@ -760,6 +1040,99 @@ async function confirmDelete() {
   }
 }
 
+// ---------------------------------------------------------------- rotate the secret
+
+function openRotateForm() {
+  const form = $("#rotate-form");
+  form.reset();
+  clearErrors(form);
+  openDialog($("#dlg-rotate"));
+  $("#rotate-secret").focus();
+}
+
+async function submitRotate(e) {
+  e.preventDefault();
+  const w = state.current;
+  const form = $("#rotate-form");
+  const submit = $("#rotate-submit");
+  clearErrors(form);
+  const body = { overlapSeconds: Number($("#rotate-overlap").value) };
+  const secret = $("#rotate-secret").value;
+  if (secret) body.secret = secret;
+  submit.disabled = true;
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/rotate-secret`, body);
+    closeDialog($("#dlg-rotate"));
+    state.current = data;
+    renderDetail();
+    const kept = data.previousSecrets?.length || 0;
+    toast(kept ? "Secret rotated: the previous one signs too until its overlap ends." : "Secret rotated: only the new one signs.");
+    if (typeof data.secret === "string" && data.secret) showSecretOnce(data.secret);
+  } catch (err) {
+    if (err.status !== 401) showProblem(form, err);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- recover
+
+/** A `datetime-local` value (the user's local time) as the API's ISO-8601; "" stays "". */
+function isoOfLocal(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? value : d.toISOString();
+}
+
+function localOf(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+function openRecoverForm() {
+  const form = $("#recover-form");
+  form.reset();
+  clearErrors(form);
+  $("#recover-result").replaceChildren();
+  $("#recover-since").value = localOf(new Date(Date.now() - 24 * 3600 * 1000));
+  openDialog($("#dlg-recover"));
+  $("#recover-since").focus();
+}
+
+async function submitRecover(e) {
+  e.preventDefault();
+  const w = state.current;
+  const form = $("#recover-form");
+  const result = $("#recover-result");
+  const submit = $("#recover-submit");
+  clearErrors(form);
+  result.replaceChildren();
+  // Empty "since" goes to the API as "", so its own words say what is missing.
+  const body = { since: isoOfLocal($("#recover-since").value) };
+  const until = isoOfLocal($("#recover-until").value);
+  if (until) body.until = until;
+  submit.disabled = true;
+  try {
+    const { data } = await api("POST", `api/webhooks/${encodeURIComponent(w.id)}/recover`, body);
+    const queued = data.queued === 1 ? "1 failed delivery" : `${data.queued} failed deliveries`;
+    const scanned = data.scanned === 1 ? "1 delivery" : `${data.scanned} deliveries`;
+    result.replaceChildren(
+      h(
+        "div",
+        { class: data.queued ? "result-box ok" : "result-box" },
+        h("span", { class: "result-title" }, data.queued || !data.complete ? `Queued ${queued} to be delivered again` : "No failed delivery to recover"),
+        h("span", { class: "result-message" }, `Examined ${scanned} of events from `, timeEl(data.since), " to ", timeEl(data.until), ". ",
+          data.complete ? "That is the whole window." : "The rest of the window is worked through in the background."),
+      ),
+    );
+    if (data.queued) setTimeout(refreshDeliveries, 500);
+  } catch (err) {
+    if (err.status !== 401) showProblem(form, err);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- test event
 
 function buildEventSelect() {
@@ -770,10 +1143,20 @@ function buildEventSelect() {
   );
 }
 
+/** Opened on a webhook's page, the test goes to that webhook (`POST /api/webhooks/{id}/test`):
+ * its URL and stored secret, which the user need not have kept. Otherwise any URL. */
 function openTestForm(webhook) {
   const form = $("#test-form");
   clearErrors(form);
+  state.testing = webhook || null;
   $("#test-result").replaceChildren();
+  $("#test-url-field").hidden = Boolean(webhook);
+  $("#test-secret-field").hidden = Boolean(webhook);
+  const target = $("#test-target");
+  target.hidden = !webhook;
+  target.replaceChildren(...(webhook
+    ? ["To ", h("strong", { class: "mono break" }, webhook.url), webhook.hasSecret ? ", signed with its secret (and any previous one still valid)." : ", unsigned (it has no secret)."]
+    : []));
   $("#test-url").value = webhook ? webhook.url : "";
   const preferred = webhook?.events.find((e) => state.eventTypes.some((t) => t.name === e));
   $("#test-event").value = webhook && preferred && !webhook.events.includes(EXAMPLE_EVENT) ? preferred : EXAMPLE_EVENT;
@@ -796,14 +1179,16 @@ async function submitTest(e) {
     showProblem(form, { status: 422, title: "Invalid payload", errors: [{ field: "payload", message: `is not valid JSON (${err.message})` }] });
     return;
   }
-  const body = { url: $("#test-url").value.trim(), event: $("#test-event").value, payload };
+  const webhook = state.testing;
+  const body = webhook ? { event: $("#test-event").value, payload } : { url: $("#test-url").value.trim(), event: $("#test-event").value, payload };
   const secret = $("#test-secret").value;
-  if (secret) body.secret = secret;
+  if (secret && !webhook) body.secret = secret;
   const submit = $("#test-submit");
   submit.disabled = true;
   submit.textContent = "Sending…";
   try {
-    const { data } = await api("POST", "api/webhooks/test", body);
+    const path = webhook ? `api/webhooks/${encodeURIComponent(webhook.id)}/test` : "api/webhooks/test";
+    const { data } = await api("POST", path, body);
     const status = data.statusCode === null || data.statusCode === undefined ? "no HTTP response" : `HTTP ${data.statusCode}`;
     result.replaceChildren(
       h(
@@ -838,6 +1223,21 @@ $("#list-more").addEventListener("click", loadMoreWebhooks);
 $("#detail-edit").addEventListener("click", () => openWebhookForm(state.current));
 $("#detail-test").addEventListener("click", () => openTestForm(state.current));
 $("#detail-toggle").addEventListener("click", toggleActive);
+$("#detail-rotate").addEventListener("click", openRotateForm);
+$("#rotate-form").addEventListener("submit", submitRotate);
+$("#rotate-generate").addEventListener("click", () => {
+  const input = $("#rotate-secret");
+  input.value = generateSecret();
+  input.focus();
+  input.select();
+});
+$("#deliveries-recover").addEventListener("click", openRecoverForm);
+$("#events-filter").addEventListener("submit", (e) => {
+  e.preventDefault();
+  loadEvents();
+});
+$("#events-more").addEventListener("click", loadMoreEvents);
+$("#recover-form").addEventListener("submit", submitRecover);
 $("#detail-delete").addEventListener("click", askDelete);
 $("#deliveries-refresh").addEventListener("click", refreshDeliveries);
 $("#deliveries-more").addEventListener("click", loadMoreDeliveries);
