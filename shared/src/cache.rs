@@ -338,7 +338,8 @@ mod tests {
             gets: AtomicU64::new(0),
             queries: AtomicU64::new(0),
         });
-        let clock = Clock::default();
+        // Stopped: only `advance` moves it, so the bound is checked to the millisecond.
+        let clock = Clock::stopped_at(1_000_000);
         let cache = CachedWebhookStore::new(inner.clone(), Duration::from_secs(ttl_s), clock.clone());
         (inner, cache, clock)
     }
