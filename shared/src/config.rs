@@ -52,6 +52,9 @@ pub struct Config {
     pub recover_page: usize,
     /// `BREAKER_FAILURES`, `BREAKER_PROBE_SECONDS`, `AUTO_DISABLE_AFTER_SECONDS`.
     pub breaker: BreakerPolicy,
+    /// How long ingest and the dispatcher serve a webhook or a subscriber list from their
+    /// container's memory (`WEBHOOK_CACHE_SECONDS`, see `cache`); zero: not at all.
+    pub webhook_cache: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for Config {
             .field("function_timeout", &self.function_timeout)
             .field("recover_page", &self.recover_page)
             .field("breaker", &self.breaker)
+            .field("webhook_cache", &self.webhook_cache)
             .finish()
     }
 }
@@ -90,6 +94,9 @@ pub const MAX_RETRY_ATTEMPTS: usize = 50;
 /// A recover page: 100 deliveries are one Query (up to 1 MB) and 10 SendMessageBatch calls.
 pub const DEFAULT_RECOVER_PAGE: usize = 100;
 pub const MAX_RECOVER_PAGE: usize = 1000;
+/// `WEBHOOK_CACHE_SECONDS` in the Lambda functions: a deleted webhook gets at most this many
+/// seconds of deliveries, and one busy tenant's keys are read once per container per period.
+pub const DEFAULT_WEBHOOK_CACHE_S: u64 = 5;
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -170,6 +177,21 @@ impl Config {
                 probe: Duration::from_secs(seconds("BREAKER_PROBE_SECONDS", 60, MAX_RETRY_DELAY_S)?),
                 disable_after: Duration::from_secs(seconds("AUTO_DISABLE_AFTER_SECONDS", 5 * 86_400, 365 * 86_400)?),
             },
+            webhook_cache: Duration::from_secs(match get("WEBHOOK_CACHE_SECONDS") {
+                None => DEFAULT_WEBHOOK_CACHE_S,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(s) if s <= crate::cache::MAX_CACHE_SECONDS => s,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "WEBHOOK_CACHE_SECONDS",
+                            why: format!(
+                                "'{v}' is not a whole number from 0 to {}",
+                                crate::cache::MAX_CACHE_SECONDS
+                            ),
+                        });
+                    }
+                },
+            }),
         };
         config.check()?;
         Ok(config)
@@ -373,6 +395,15 @@ mod tests {
         let c = cfg(&[("AUTO_DISABLE_AFTER_SECONDS", "3"), ("BREAKER_PROBE_SECONDS", "1")]).expect("ok");
         assert_eq!(c.breaker.disable_after, Duration::from_secs(3));
         assert_eq!(c.breaker.probe, Duration::from_secs(1));
+        assert_eq!(cfg(&[]).expect("defaults").webhook_cache, Duration::from_secs(5));
+        assert_eq!(
+            cfg(&[("WEBHOOK_CACHE_SECONDS", "0")]).expect("ok").webhook_cache,
+            Duration::ZERO
+        );
+        for bad in ["61", "-1", "5s"] {
+            let e = cfg(&[("WEBHOOK_CACHE_SECONDS", bad)]).expect_err("invalid");
+            assert!(e.to_string().starts_with("WEBHOOK_CACHE_SECONDS is invalid"), "{e}");
+        }
     }
 
     fn c_default_breaker() -> BreakerPolicy {

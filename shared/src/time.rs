@@ -38,11 +38,22 @@ mod tests {
 #[derive(Clone, Default, Debug)]
 pub struct Clock {
     skew_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set for a clock that only `advance` moves (the bench's capacity simulation, whose
+    /// simulated seconds must not stretch with the machine's speed).
+    stopped_at: Option<u64>,
 }
 
 impl Clock {
+    /// A clock standing at `ms` until advanced.
+    pub fn stopped_at(ms: u64) -> Clock {
+        Clock {
+            stopped_at: Some(ms),
+            ..Clock::default()
+        }
+    }
+
     pub fn now_ms(&self) -> u64 {
-        now_ms() + self.skew_ms.load(std::sync::atomic::Ordering::Relaxed)
+        self.stopped_at.unwrap_or_else(now_ms) + self.skew_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn advance(&self, by: std::time::Duration) {

@@ -1,6 +1,7 @@
 //! Helpers of the end-to-end suites: a recording receiver on 127.0.0.1, tokens, and access to
 //! the AWS-API emulator the README's test command starts.
 
+pub mod counting;
 pub mod runtime_api;
 
 use std::collections::VecDeque;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
+use webhooks::cache::CachedWebhookStore;
 use webhooks::config::Config;
 use webhooks::delivery::Deliverer;
 use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
@@ -22,7 +23,12 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let sdk = webhooks::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let dispatcher = Dispatcher {
-        store: Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+        // Per container, for WEBHOOK_CACHE_SECONDS: see `webhooks::cache` for what it costs.
+        store: CachedWebhookStore::wrap(
+            Arc::new(DynamoWebhookStore::new(dynamo.clone(), &config.webhooks_table)),
+            config.webhook_cache,
+            webhooks::time::Clock::default(),
+        ),
         log: Arc::new(DynamoDeliveryLog::new(dynamo.clone(), &config.deliveries_table)),
         events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
         queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),

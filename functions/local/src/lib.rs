@@ -42,6 +42,9 @@ pub fn local_config(get: impl Fn(&str) -> Option<String>) -> Result<Config, Conf
     Config::from_lookup(|k| {
         get(k).or_else(|| match k {
             "ALLOW_PRIVATE_TARGETS" | "ALLOW_HTTP_TARGETS" => Some("true".into()),
+            // One process serves the API and the pipeline, with no hot partition to spare:
+            // a change made through the API applies to the very next delivery.
+            "WEBHOOK_CACHE_SECONDS" => Some("0".into()),
             _ => None,
         })
     })
@@ -229,8 +232,11 @@ impl Runner {
             deliverer: deliverer.clone(),
             test_timeout: config.test_timeout,
         };
+        // The API reads and writes the store itself; ingest and the dispatcher share one cache,
+        // as one Lambda container would each have (off unless WEBHOOK_CACHE_SECONDS is set).
+        let cached = webhooks::cache::CachedWebhookStore::wrap(store.clone(), config.webhook_cache, clock.clone());
         let ingest = Ingest {
-            store: store.clone(),
+            store: cached.clone(),
             events: events.clone(),
             queue: queue.clone(),
             events_queue_url: urls.events.clone(),
@@ -240,7 +246,7 @@ impl Runner {
             metrics: Default::default(),
         };
         let dispatcher = Dispatcher {
-            store,
+            store: cached,
             log,
             events,
             queue,

@@ -1,11 +1,13 @@
 //! `cargo run --release -p webhooks-tests --bin bench [sections…] [--quick]`
 //!
 //! One table per section, measured side by side in one run (see tests/BENCH.md):
-//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`. Without names,
+//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`, `capacity`. Without names,
 //! all of them but the soak.
 //! `cost` and `fanout` need the emulator (`AWS_ENDPOINT_URL`); `cold` needs the release
 //! binaries (`cargo build --release --bins`). Everything listens and connects on 127.0.0.1.
 
+#[path = "bench/capacity.rs"]
+mod capacity;
 #[path = "bench/cold.rs"]
 mod cold;
 #[path = "bench/cost.rs"]
@@ -33,8 +35,8 @@ mod table;
 
 use table::Table;
 
-const SECTIONS: [&str; 9] = [
-    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health",
+const SECTIONS: [&str; 10] = [
+    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health", "capacity",
 ];
 
 fn machine() -> Table {
@@ -167,6 +169,9 @@ async fn main() {
     }
     if run("health") {
         health::run(quick).await.print();
+    }
+    if run("capacity") {
+        capacity::run().await.print();
     }
     if run("soak") {
         soak::run(events).await.print();
