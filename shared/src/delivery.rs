@@ -217,16 +217,21 @@ impl Deliverer {
     pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
         let timeout = timeout.max(Duration::from_millis(1));
         let started = Instant::now();
-        // IP literals never reach the resolver, so they are checked here.
-        if let Err(e) = ssrf::check_url(url, self.policy) {
-            e.log_setting(url);
-            let outcome = match e {
-                TargetError::Blocked { .. } | TargetError::BlockedName { .. } => Outcome::NotAllowed,
-                _ => Outcome::ConnectionFailed,
-            };
-            return AttemptReport::failed(outcome, capitalise(&e.to_string()), started);
-        }
-        let mut builder = self.client.post(url).timeout(timeout).body(request.body.clone());
+        // IP literals never reach the resolver, so they are checked here. The URL parsed for
+        // the check is the one sent: reqwest would parse the string a second time.
+        let parsed = match ssrf::check_url(url, self.policy) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                e.log_setting(url);
+                let outcome = match e {
+                    TargetError::Blocked { .. } | TargetError::BlockedName { .. } => Outcome::NotAllowed,
+                    _ => Outcome::ConnectionFailed,
+                };
+                return AttemptReport::failed(outcome, capitalise(&e.to_string()), started);
+            }
+        };
+        // `Bytes`: the body is shared with the request, not copied.
+        let mut builder = self.client.post(parsed).timeout(timeout).body(request.body.clone());
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
         }

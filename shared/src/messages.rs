@@ -6,8 +6,9 @@
 //! redeliveries); without `timestamp`, the time SQS received the message.
 //!
 //! Delivery queue, from ingest to the dispatcher: one job per (event, webhook), carrying the
-//! payload as the stored event has it, already rendered.
+//! delivery body rendered once per event (see `DeliveryJob` for the format and its versions).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -209,11 +210,27 @@ pub fn encode_event(event: &Event) -> String {
     .to_string()
 }
 
+/// The delivery-job format this build writes (see `DeliveryJob::encode`).
+pub const JOB_FORMAT: u32 = 2;
+
 /// One delivery to do: everything the dispatcher needs to sign and send, so that the happy
-/// path reads nothing but the webhook. `payload` is the stored event's rendering, carried as
-/// raw JSON (neither escaped into a string nor parsed again).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// path reads nothing but the webhook.
+///
+/// On the queue (format 2) a job is one line of JSON, the header, then `\n`, then the
+/// delivery body exactly as it is signed and sent (empty for a resend or recover job):
+///
+/// ```text
+/// {"v":2,"deliveryId":"dl_…","webhookId":"wh_…","tenant":"acme","eventId":"evt-1","event":"system.info","timestampMs":1747862829442,"cycle":0}
+/// {"event":"system.info","timestamp":"2025-05-21T21:27:09.442Z","payload":{"a":1}}
+/// ```
+///
+/// The body is rendered once per event by ingest; the dispatcher reads the header (a few
+/// hundred bytes) and takes the rest as the bytes to sign, without scanning or copying it into
+/// a JSON tree, for every webhook and every retry. The body has no raw newline (JSON.stringify
+/// escapes them), so the first `\n` always ends the header. Format 1 (one JSON object with
+/// the rendered payload under `payload`, no newline) is still read, because the queues hold
+/// jobs across a deploy: its body is built around the payload at each attempt, as before.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryJob {
     pub delivery_id: String,
     pub webhook_id: String,
@@ -223,26 +240,129 @@ pub struct DeliveryJob {
     pub timestamp_ms: u64,
     /// The attempt cycle this job belongs to (see `ports::Delivery::cycle`): 0 from fan-out,
     /// higher for a redriven or resent delivery.
-    #[serde(default)]
     pub cycle: u32,
-    /// Absent on a resend or recover job: the dispatcher reads it from the stored event (the
-    /// claim check), so those jobs stay small and the API reads no event per delivery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Box<RawValue>>,
+    pub body: JobBody,
 }
 
-impl DeliveryJob {
-    pub fn decode(body: &str) -> Result<Self, DecodeError> {
-        let job: DeliveryJob = serde_json::from_str(body).map_err(|e| DecodeError(format!("bad delivery job: {e}")))?;
-        if EventType::parse(&job.event).is_none() {
-            return Err(DecodeError(format!("bad delivery job: unknown event '{}'", job.event)));
+/// What a job carries to send.
+#[derive(Debug, Clone)]
+pub enum JobBody {
+    /// Format 2: the delivery body, rendered by ingest; every attempt signs and sends these bytes.
+    Rendered(Bytes),
+    /// Format 1: the payload as `jsjson` rendered it; the body is built around it per attempt.
+    Payload(Box<RawValue>),
+    /// A resend or recover job: the dispatcher reads the stored event (the claim check), so
+    /// those jobs stay small and the API reads no event per delivery.
+    Stored,
+}
+
+impl PartialEq for JobBody {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (JobBody::Rendered(a), JobBody::Rendered(b)) => a == b,
+            (JobBody::Payload(a), JobBody::Payload(b)) => a.get() == b.get(),
+            (JobBody::Stored, JobBody::Stored) => true,
+            _ => false,
         }
-        Ok(job)
+    }
+}
+
+/// A job's fields as JSON: format 2's header line, and the whole of a format 1 job.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    /// Absent in format 1.
+    #[serde(default)]
+    v: u32,
+    #[serde(borrow)]
+    delivery_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    webhook_id: std::borrow::Cow<'a, str>,
+    tenant: Tenant,
+    event_id: EventId,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    timestamp_ms: u64,
+    #[serde(default)]
+    cycle: u32,
+    /// Format 1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<Box<RawValue>>,
+}
+
+/// Every format 2 body starts so (`signing::delivery_body_rendered`).
+const BODY_PREFIX: &str = "{\"event\":";
+
+impl DeliveryJob {
+    pub fn decode(message: &str) -> Result<Self, DecodeError> {
+        let bad = |m: String| DecodeError(format!("bad delivery job: {m}"));
+        let (header, body) = match message.split_once('\n') {
+            Some((header, body)) => (header, Some(body)),
+            None => (message, None),
+        };
+        let h: Header<'_> = serde_json::from_str(header).map_err(|e| bad(e.to_string()))?;
+        let body = match (h.v, body, h.payload) {
+            (0 | 1, None, Some(payload)) => JobBody::Payload(payload),
+            (0 | 1, None, None) => JobBody::Stored,
+            (JOB_FORMAT, Some(""), None) => JobBody::Stored,
+            (JOB_FORMAT, Some(body), None) => {
+                if !body.starts_with(BODY_PREFIX) || !body.ends_with('}') {
+                    return Err(bad("the body is not a delivery body".into()));
+                }
+                JobBody::Rendered(Bytes::copy_from_slice(body.as_bytes()))
+            }
+            (v, _, _) if v > JOB_FORMAT => {
+                // Written by a newer build: to the DLQ with this reason, and a redrive after
+                // the dispatcher is upgraded delivers it.
+                return Err(bad(format!(
+                    "format {v} is newer than this dispatcher reads (up to {JOB_FORMAT})"
+                )));
+            }
+            (v, _, _) => return Err(bad(format!("not a well-formed job of format {}", v.max(1)))),
+        };
+        if EventType::parse(&h.event).is_none() {
+            return Err(bad(format!("unknown event '{}'", h.event)));
+        }
+        Ok(DeliveryJob {
+            delivery_id: h.delivery_id.into_owned(),
+            webhook_id: h.webhook_id.into_owned(),
+            tenant: h.tenant,
+            event_id: h.event_id,
+            event: h.event.into_owned(),
+            timestamp_ms: h.timestamp_ms,
+            cycle: h.cycle,
+            body,
+        })
     }
 
+    /// Format 2, whatever format the job was read in: a format 1 job that is sent on (to the
+    /// DLQ, or again when deferred) gets its body rendered here once.
     pub fn encode(&self) -> String {
-        // Strings, numbers and already-valid raw JSON: serialising cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let header = Header {
+            v: JOB_FORMAT,
+            delivery_id: self.delivery_id.as_str().into(),
+            webhook_id: self.webhook_id.as_str().into(),
+            tenant: self.tenant.clone(),
+            event_id: self.event_id.clone(),
+            event: self.event.as_str().into(),
+            timestamp_ms: self.timestamp_ms,
+            cycle: self.cycle,
+            payload: None,
+        };
+        // Strings and numbers: serialising cannot fail.
+        let mut out = serde_json::to_string(&header).unwrap_or_default();
+        out.push('\n');
+        match &self.body {
+            JobBody::Rendered(body) => out.push_str(&String::from_utf8_lossy(body)),
+            JobBody::Payload(payload) => out.push_str(&String::from_utf8_lossy(&self.render(payload.get()))),
+            JobBody::Stored => {}
+        }
+        out
+    }
+
+    /// The delivery body around a payload rendered by `jsjson`.
+    pub fn render(&self, payload: &str) -> Vec<u8> {
+        crate::signing::delivery_body_rendered(&self.event, &crate::time::iso_ms(self.timestamp_ms), payload)
     }
 
     /// The same job in another cycle: what a redrive or a resend sends.
@@ -285,6 +405,83 @@ mod tests {
         .0;
         assert_eq!((e.id.as_str(), e.timestamp_ms), ("evt-9", 1_747_862_829_442));
         assert_eq!(decode_event(&encode_event(&e), "other", 5).expect("round trip").0, e);
+    }
+
+    fn job(body: JobBody) -> DeliveryJob {
+        DeliveryJob {
+            delivery_id: "dl_1".into(),
+            webhook_id: "wh_1".into(),
+            tenant: Tenant::parse("acme").expect("tenant"),
+            event_id: EventId::parse("evt-1").expect("id"),
+            event: "system.info".into(),
+            timestamp_ms: 1_747_862_829_442,
+            cycle: 0,
+            body,
+        }
+    }
+
+    const BODY: &str = r#"{"event":"system.info","timestamp":"2025-05-21T21:27:09.442Z","payload":{"a":"x\ny"}}"#;
+
+    #[test]
+    fn format_2_carries_the_body_after_one_header_line() {
+        let j = job(JobBody::Rendered(Bytes::from_static(BODY.as_bytes())));
+        let wire = j.encode();
+        assert_eq!(
+            wire,
+            format!(
+                "{}\n{BODY}",
+                r#"{"v":2,"deliveryId":"dl_1","webhookId":"wh_1","tenant":"acme","eventId":"evt-1","event":"system.info","timestampMs":1747862829442,"cycle":0}"#
+            )
+        );
+        assert_eq!(DeliveryJob::decode(&wire).expect("decodes"), j);
+        // Resend and recover jobs: the header alone.
+        let stored = job(JobBody::Stored).in_cycle(3);
+        let wire = stored.encode();
+        assert!(wire.ends_with("}\n"), "{wire}");
+        assert_eq!(DeliveryJob::decode(&wire).expect("decodes"), stored);
+    }
+
+    #[test]
+    fn format_1_jobs_are_still_read_and_sent_on_as_format_2() {
+        // Byte for byte what the builds before format 2 wrote (`#[derive(Serialize)]`).
+        let old = r#"{"deliveryId":"dl_1","webhookId":"wh_1","tenant":"acme","eventId":"evt-1","event":"system.info","timestampMs":1747862829442,"cycle":0,"payload":{"a":"x\ny"}}"#;
+        let j = DeliveryJob::decode(old).expect("format 1");
+        assert_eq!(j, job(JobBody::Payload(raw_payload(r#"{"a":"x\ny"}"#))));
+        // The body it is sent with is the one format 2 would carry.
+        let JobBody::Payload(p) = &j.body else { unreachable!() };
+        assert_eq!(j.render(p.get()), BODY.as_bytes());
+        // Sent on (to the DLQ, or again when deferred): as format 2, body rendered.
+        let again = DeliveryJob::decode(&j.in_cycle(1).encode()).expect("format 2");
+        assert_eq!(
+            again,
+            job(JobBody::Rendered(Bytes::from_static(BODY.as_bytes()))).in_cycle(1)
+        );
+        // A payload-less format 1 job (a resend's) reads the stored event.
+        let old = r#"{"deliveryId":"dl_1","webhookId":"wh_1","tenant":"acme","eventId":"evt-1","event":"system.info","timestampMs":1747862829442,"cycle":2}"#;
+        assert_eq!(
+            DeliveryJob::decode(old).expect("format 1"),
+            job(JobBody::Stored).in_cycle(2)
+        );
+    }
+
+    #[test]
+    fn jobs_that_are_not_well_formed_are_refused_with_the_reason() {
+        let header = r#"{"v":2,"deliveryId":"dl_1","webhookId":"wh_1","tenant":"acme","eventId":"evt-1","event":"system.info","timestampMs":1}"#;
+        let newer = header.replace(r#""v":2"#, r#""v":3"#);
+        for (bad, why) in [
+            (format!("{newer}\n{BODY}"), "format 3 is newer"),
+            (format!("{header}\n[1]"), "not a delivery body"),
+            (format!("{header}\n{{\"event\":"), "not a delivery body"),
+            (format!("{}\n{BODY}", header.replace(r#""v":2,"#, "")), "format 1"),
+            (
+                format!("{}\n", header.replace("system.info", "system.nope")),
+                "unknown event",
+            ),
+            ("nope".to_string(), "bad delivery job"),
+        ] {
+            let e = DeliveryJob::decode(&bad).expect_err(&bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{DeliveryJob, EventId, Tenant};
+use crate::messages::{DeliveryJob, EventId, JobBody, Tenant};
 use crate::ports::{DeliveryLog, DeliveryStatus, OutgoingMessage, Queue, send_all};
 use crate::retry;
 
@@ -102,7 +102,7 @@ pub async fn run_page(
             event: d.event.clone(),
             timestamp_ms: at,
             cycle: d.cycle + 1,
-            payload: None,
+            body: JobBody::Stored,
         });
     }
     let messages: Vec<OutgoingMessage> = jobs

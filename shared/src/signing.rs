@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -61,10 +62,48 @@ pub fn guide_signature(secret: &str, body: &[u8]) -> String {
 /// bytes, as the spec's libraries do; any other secret with its UTF-8 bytes, so an
 /// off-the-shelf verifier works when given `whsec_` + base64(secret).
 pub fn standard_signature(secret: &str, id: &str, timestamp_s: u64, body: &[u8]) -> String {
-    let key = standard_key(secret);
-    let ts = timestamp_s.to_string();
-    let mac = hmac(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-    format!("v1,{}", B64.encode(mac))
+    let mut out = String::with_capacity(STANDARD_SIGNATURE_LEN);
+    push_standard_signature(&mut out, secret, id, timestamp_s, body);
+    out
+}
+
+/// `v1,` + 44 characters of base64.
+const STANDARD_SIGNATURE_LEN: usize = 47;
+
+/// Appends one `v1,` signature. Every attempt of every delivery signs, so this works on the
+/// stack: the key decoded into a buffer, the timestamp's digits, the base64 into `out`.
+fn push_standard_signature(out: &mut String, secret: &str, id: &str, timestamp_s: u64, body: &[u8]) {
+    let mut buf = [0u8; 256];
+    let heap;
+    let key: &[u8] = match secret.strip_prefix("whsec_") {
+        Some(b64) if b64.len() / 4 * 3 + 3 <= buf.len() => match B64.decode_slice(b64, &mut buf) {
+            Ok(n) => &buf[..n],
+            Err(_) => secret.as_bytes(),
+        },
+        Some(_) => {
+            heap = standard_key(secret);
+            &heap
+        }
+        None => secret.as_bytes(),
+    };
+    let mut digits = [0u8; 20];
+    let ts = decimal(timestamp_s, &mut digits);
+    let mac = hmac(key, &[id.as_bytes(), b".", ts, b".", body]);
+    out.push_str("v1,");
+    B64.encode_string(mac, out);
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 fn standard_key(secret: &str) -> Vec<u8> {
@@ -110,10 +149,11 @@ pub fn verify_standard_signature(secret: &str, id: &str, timestamp: &str, body: 
     })
 }
 
-/// One signed delivery request, ready to send.
+/// One signed delivery request, ready to send. The body is shared, not copied, with the HTTP
+/// client and with the job it came from.
 #[derive(Debug, Clone)]
 pub struct SignedRequest {
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -133,34 +173,59 @@ impl Envelope<'_> {
         self.sign_with(secret.as_slice(), now_s)
     }
 
-    /// Signs with every secret valid now (`Webhook::signing_secrets`: the current one first,
-    /// then the ones a rotation replaced, newest first). `webhook-signature` carries one `v1,`
-    /// signature per secret, space-separated, as the Standard Webhooks spec allows, so a
-    /// receiver holding any one of them verifies. `X-Webhook-Signature` is one hex value (the
-    /// guide's receiver compares it whole), by the *oldest* valid secret: a receiver that was
-    /// not touched keeps verifying until the overlap ends, and one that tries its old and new
-    /// secret in turn verifies before and after; the new secret alone takes over when the
-    /// old one expires.
+    /// Signs with every secret valid now: see `sign_rendered`.
     pub fn sign_with(&self, secrets: &[&str], now_s: u64) -> SignedRequest {
         let body = delivery_body_rendered(self.event, &crate::time::iso_ms(self.timestamp_ms), self.payload);
-        let mut headers = vec![
-            ("content-type", "application/json".to_string()),
-            (HEADER_EVENT, self.event.to_string()),
-            (HEADER_TIMESTAMP, self.timestamp_ms.to_string()),
-            (HEADER_ID, self.id.to_string()),
-            (HEADER_SW_ID, self.id.to_string()),
-            (HEADER_SW_TIMESTAMP, now_s.to_string()),
-        ];
-        if let Some(oldest) = secrets.last() {
-            headers.push((HEADER_SIGNATURE, guide_signature(oldest, &body)));
-            let standard: Vec<String> = secrets
-                .iter()
-                .map(|s| standard_signature(s, self.id, now_s, &body))
-                .collect();
-            headers.push((HEADER_SW_SIGNATURE, standard.join(" ")));
-        }
-        SignedRequest { body, headers }
+        sign_rendered(
+            self.id,
+            self.event,
+            self.timestamp_ms,
+            Bytes::from(body),
+            secrets,
+            now_s,
+        )
     }
+}
+
+/// Every header of a delivery whose body is already rendered (`delivery_body_rendered`, once
+/// per event in ingest): the dispatcher's path, which renders nothing and only signs.
+///
+/// Signs with every secret valid now (`Webhook::signing_secrets`: the current one first, then
+/// the ones a rotation replaced, newest first). `webhook-signature` carries one `v1,`
+/// signature per secret, space-separated, as the Standard Webhooks spec allows, so a receiver
+/// holding any one of them verifies. `X-Webhook-Signature` is one hex value (the guide's
+/// receiver compares it whole), by the *oldest* valid secret: a receiver that was not touched
+/// keeps verifying until the overlap ends, and one that tries its old and new secret in turn
+/// verifies before and after; the new secret alone takes over when the old one expires.
+pub fn sign_rendered(
+    id: &str,
+    event: &str,
+    timestamp_ms: u64,
+    body: Bytes,
+    secrets: &[&str],
+    now_s: u64,
+) -> SignedRequest {
+    let mut headers = Vec::with_capacity(8);
+    headers.extend([
+        ("content-type", "application/json".to_string()),
+        (HEADER_EVENT, event.to_string()),
+        (HEADER_TIMESTAMP, timestamp_ms.to_string()),
+        (HEADER_ID, id.to_string()),
+        (HEADER_SW_ID, id.to_string()),
+        (HEADER_SW_TIMESTAMP, now_s.to_string()),
+    ]);
+    if let Some(oldest) = secrets.last() {
+        headers.push((HEADER_SIGNATURE, guide_signature(oldest, &body)));
+        let mut standard = String::with_capacity(secrets.len() * (STANDARD_SIGNATURE_LEN + 1));
+        for (i, s) in secrets.iter().enumerate() {
+            if i > 0 {
+                standard.push(' ');
+            }
+            push_standard_signature(&mut standard, s, id, now_s, &body);
+        }
+        headers.push((HEADER_SW_SIGNATURE, standard));
+    }
+    SignedRequest { body, headers }
 }
 
 #[cfg(test)]
@@ -222,6 +287,27 @@ mod tests {
         ));
         let none = env.sign(None, 1_747_862_830);
         assert!(header(&none, HEADER_SIGNATURE).is_none() && header(&none, HEADER_SW_SIGNATURE).is_none());
+    }
+
+    #[test]
+    fn standard_signatures_key_and_count_as_the_spec_libraries_do_for_any_secret() {
+        let long = format!("whsec_{}", B64.encode([7u8; 300]));
+        for secret in [
+            long.as_str(),
+            "whsec_not base64!",
+            "plain",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            for ts in [0, 9, 1_614_265_330, u64::MAX] {
+                let key = standard_key(secret);
+                let mac = hmac(&key, &[b"msg_1.", ts.to_string().as_bytes(), b".body"]);
+                assert_eq!(
+                    standard_signature(secret, "msg_1", ts, b"body"),
+                    format!("v1,{}", B64.encode(mac)),
+                    "{secret} at {ts}"
+                );
+            }
+        }
     }
 
     #[test]

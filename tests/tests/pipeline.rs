@@ -748,6 +748,117 @@ async fn record(
         .expect("recorded")
 }
 
+/// Issue 13: ingest renders the delivery body once per event and writes it into each job
+/// (format 2); jobs written by the builds before (format 1: the payload, the body built at
+/// each attempt) are still in the queues after a deploy and still delivered. Both reach their
+/// receivers with the same bytes, which are `JSON.stringify`'s and verify under both schemes.
+async fn jobs_of_both_formats_deliver_the_same_signed_bytes(kind: Kind) {
+    let Some(h) = harness_with(kind, &[], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let secret = "whsec_c2VjcmV0LWtleS1vZi0yNC1ieXRlcyEh";
+    let hooks = [
+        h.webhook(&tenant, &receiver.url("/two"), json!(["system.info"]), Some(secret))
+            .await,
+        h.webhook(&tenant, &receiver.url("/one"), json!(["system.info"]), Some(secret))
+            .await,
+    ];
+    // What JSON.stringify changes: 1.0 and 1e21, integer-like keys moved first, escapes.
+    let payload: Value =
+        serde_json::from_str(r#"{"id":"1","n":1.0,"big":1e21,"10":"a","2":"b","s":"naïve \"q\"\n\t\u2028"}"#)
+            .expect("json");
+    h.event(&tenant, "system.info", payload.clone(), Some("both-formats"))
+        .await;
+    let events = take(&h, &h.urls.events, 1).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let mut jobs = take(&h, &h.urls.delivery, 2).await;
+    let decoded: Vec<webhooks::messages::DeliveryJob> = jobs
+        .iter()
+        .map(|m| webhooks::messages::DeliveryJob::decode(m.body.as_deref().unwrap_or_default()).expect("job"))
+        .collect();
+    let expected = signing::delivery_body(
+        "system.info",
+        &webhooks::time::iso_ms(decoded[0].timestamp_ms),
+        &payload,
+    );
+    assert!(
+        String::from_utf8_lossy(&expected).contains(r#""payload":{"2":"b","10":"a","id":"1","n":1,"big":1e+21,"#),
+        "{}",
+        String::from_utf8_lossy(&expected)
+    );
+    for (m, job) in jobs.iter().zip(&decoded) {
+        let (header, body) = m
+            .body
+            .as_deref()
+            .unwrap_or_default()
+            .split_once('\n')
+            .expect("format 2");
+        assert!(header.starts_with(r#"{"v":2,"#), "{header}");
+        assert_eq!(
+            body.as_bytes(),
+            expected.as_slice(),
+            "ingest wrote the body, rendered once"
+        );
+        assert_eq!(job.body, webhooks::messages::JobBody::Rendered(expected.clone().into()));
+    }
+    // The job for /one, rewritten as format 1 wrote it (the old `#[derive(Serialize)]`).
+    let i = decoded
+        .iter()
+        .position(|j| j.webhook_id == hooks[1])
+        .expect("job for /one");
+    let old = &decoded[i];
+    let format1 = format!(
+        r#"{{"deliveryId":"{}","webhookId":"{}","tenant":"{}","eventId":"both-formats","event":"system.info","timestampMs":{},"cycle":0,"payload":{}}}"#,
+        old.delivery_id,
+        old.webhook_id,
+        tenant,
+        old.timestamp_ms,
+        webhooks::jsjson::to_string(&payload)
+    );
+    jobs[i].body = Some(format1);
+    assert!(
+        h.dispatcher
+            .handle(sqs_event(jobs), None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    for req in &got {
+        assert_eq!(req.body.as_ref(), expected.as_slice(), "{}: the same bytes", req.path);
+        assert!(signing::verify_guide_signature(
+            secret,
+            &req.body,
+            req.header("x-webhook-signature").expect("sig")
+        ));
+        let (id, ts) = (
+            req.header("webhook-id").expect("id"),
+            req.header("webhook-timestamp").expect("ts"),
+        );
+        assert!(signing::verify_standard_signature(
+            secret,
+            id,
+            ts,
+            &req.body,
+            req.header("webhook-signature").expect("sig")
+        ));
+        let job = decoded.iter().find(|j| j.delivery_id == id).expect("its job");
+        let d = h
+            .log
+            .get(&job.webhook_id, &job.delivery_id)
+            .await
+            .expect("get")
+            .expect("recorded");
+        assert_eq!(d.status.as_str(), "succeeded", "{}", req.path);
+    }
+    let mut paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/one", "/two"]);
+}
+
 /// Defect 1: an event near the payload limit reaches all of a dozen subscribers: its jobs are
 /// packed into batches by bytes (twelve 120 KiB jobs are well over one batch's 1 MiB).
 async fn large_payloads_reach_every_subscriber(kind: Kind) {
@@ -1549,7 +1660,7 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
         event: "system.info".into(),
         timestamp_ms: 5_000,
         cycle: 1,
-        payload: None,
+        body: webhooks::messages::JobBody::Stored,
     };
     let mut message = job.clone();
     message.body = Some(orphan.encode());
@@ -2194,6 +2305,7 @@ on_both_backends!(
     a_poison_message_does_not_block_its_batch,
     node_receivers_that_reserialise_verify,
     large_payloads_reach_every_subscriber,
+    jobs_of_both_formats_deliver_the_same_signed_bytes,
     racing_copies_of_an_event_fan_out_once,
     receives_without_an_attempt_cost_no_attempt,
     a_duplicate_job_is_not_posted_again,

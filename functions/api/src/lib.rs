@@ -20,9 +20,9 @@ use webhooks::auth::JwtVerifier;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{self, Webhook};
 use webhooks::event_types::EventType;
-use webhooks::messages::DeliveryJob;
 use webhooks::messages::EventId;
 use webhooks::messages::Tenant;
+use webhooks::messages::{DeliveryJob, JobBody};
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{
     Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore, OutgoingMessage, Queue,
@@ -610,7 +610,7 @@ async fn resend_delivery(
         event: delivery.event.clone(),
         timestamp_ms: record.event.timestamp_ms,
         cycle,
-        payload: None,
+        body: JobBody::Stored,
     };
     enqueue_jobs(&state, &[job]).await?;
     tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use bytes::Bytes;
 use tracing::Instrument;
 use webhooks::batch;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::{Disabled, Webhook};
 use webhooks::event_types::EventType;
 use webhooks::health::{BreakerPolicy, Gate};
-use webhooks::messages::{DeliveryJob, Event, EventId, Tenant, encode_event};
+use webhooks::messages::{DeliveryJob, Event, EventId, JobBody, Tenant, encode_event};
 use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{
     Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, StoreError,
@@ -28,7 +29,7 @@ use webhooks::ports::{
 };
 use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
-use webhooks::signing::Envelope;
+use webhooks::signing::sign_rendered;
 use webhooks::time::Clock;
 
 /// Jobs of one batch are delivered concurrently, at most this many at once.
@@ -226,7 +227,7 @@ impl Dispatcher {
 
     /// Load -> ended? due? -> attempt -> record.
     pub async fn process(&self, job: &DeliveryJob, deadline: Option<Instant>, tally: &Tally) -> JobResult {
-        let (webhook, record, payload) = match self.load(job).await {
+        let (webhook, record, body) = match self.load(job).await {
             Ok(loaded) => loaded,
             Err(e) => return JobResult::Error(e),
         };
@@ -266,7 +267,7 @@ impl Dispatcher {
                 };
             }
         };
-        let Some(payload) = payload else {
+        let Some(body) = body else {
             // A resend or recover job whose event's retention ran out: nothing left to send.
             let note = "the event is no longer stored (DELIVERY_RETENTION_DAYS)";
             return match self.log.finish(&delivery, DeliveryStatus::Skipped, note, now).await {
@@ -281,7 +282,7 @@ impl Dispatcher {
             Ok(w) => w,
             Err(result) => return result,
         };
-        self.attempt(job, &delivery, &webhook, &payload, timeout, tally).await
+        self.attempt(job, &delivery, &webhook, body, timeout, tally).await
     }
 
     /// The breaker's verdict: closed, or open with a probe due that this job claimed (one
@@ -453,28 +454,30 @@ impl Dispatcher {
     }
 
     /// The webhook (as it is now: a new URL or secret, or a rotation, applies from the next
-    /// attempt on), the delivery's record and the payload (the job's, or the stored event's
-    /// for a job that carries none), read together.
-    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<String>), String> {
-        let payload = async {
-            match &job.payload {
-                Some(p) => Ok(Some(p.get().to_string())),
-                None => self
+    /// attempt on), the delivery's record and the body to send, read together. The body is the
+    /// job's (format 2, rendered by ingest); built around the job's payload (format 1); or
+    /// built around the stored event's payload for a job that carries none.
+    async fn load(&self, job: &DeliveryJob) -> Result<(Option<Webhook>, Option<Delivery>, Option<Bytes>), String> {
+        let body = async {
+            match &job.body {
+                JobBody::Rendered(body) => Ok(Some(body.clone())),
+                JobBody::Payload(payload) => Ok(Some(Bytes::from(job.render(payload.get())))),
+                JobBody::Stored => self
                     .events
                     .get(&job.tenant, &job.event_id, false)
                     .await
-                    .map(|r| r.map(|r| r.event.payload)),
+                    .map(|r| r.map(|r| Bytes::from(job.render(&r.event.payload)))),
             }
         };
-        let (webhook, record, payload) = futures::join!(
+        let (webhook, record, body) = futures::join!(
             self.store.get(&job.tenant, &job.webhook_id),
             self.log.get(&job.webhook_id, &job.delivery_id),
-            payload
+            body
         );
         Ok((
             webhook.map_err(|e| e.to_string())?,
             record.map_err(|e| e.to_string())?,
-            payload.map_err(|e| e.to_string())?,
+            body.map_err(|e| e.to_string())?,
         ))
     }
 
@@ -551,22 +554,23 @@ impl Dispatcher {
         job: &DeliveryJob,
         delivery: &Delivery,
         webhook: &Webhook,
-        payload: &str,
+        body: Bytes,
         timeout: Duration,
         tally: &Tally,
     ) -> JobResult {
         let started = self.clock.now_ms();
         let number = delivery.attempts.len() as u32 + 1;
         tracing::Span::current().record("attempt", number);
-        let envelope = Envelope {
-            id: &job.delivery_id,
-            event: &job.event,
-            timestamp_ms: job.timestamp_ms,
-            payload,
-        };
         // The secrets valid at this attempt, not at the event: a retry after a rotation is
         // signed with the new secret too, and one after the overlap with the new one only.
-        let request = envelope.sign_with(&webhook.signing_secrets(started), started / 1000);
+        let request = sign_rendered(
+            &job.delivery_id,
+            &job.event,
+            job.timestamp_ms,
+            body,
+            &webhook.signing_secrets(started),
+            started / 1000,
+        );
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;
         tally.time(metric::LATENCY, report.duration_ms);
         if !report.success() {

@@ -9,12 +9,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use bytes::Bytes;
 use tracing::Instrument;
 use webhooks::batch;
-use webhooks::messages::{DeliveryJob, decode_event, raw_payload};
+use webhooks::messages::{DeliveryJob, JobBody, decode_event};
 use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{Claim, EventStore, OutgoingMessage, Queue, StoredEvent, WebhookStore, send_all};
-use webhooks::{ids, retry, time};
+use webhooks::{ids, retry, signing, time};
 
 /// How long a claim protects a fan-out in progress: longer than the ingest function's 60 s
 /// timeout, so a live owner never loses it; a crashed owner's claim lapses after this.
@@ -249,8 +250,17 @@ impl Ingest {
 
 /// One job per subscribed webhook. The delivery id depends on the tenant, the event id and the
 /// webhook, and on the stored event's timestamp, which the first claim fixed: so every copy
-/// and every retry of the event gives a webhook the same id.
+/// and every retry of the event gives a webhook the same id. The body every webhook is sent
+/// (and its signatures cover) is rendered here once for the event; the jobs share it.
 pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
+    if webhook_ids.is_empty() {
+        return Vec::new();
+    }
+    let body = Bytes::from(signing::delivery_body_rendered(
+        event.event.as_str(),
+        &time::iso_ms(event.timestamp_ms),
+        &event.payload,
+    ));
     webhook_ids
         .iter()
         .map(|webhook_id| DeliveryJob {
@@ -261,7 +271,7 @@ pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
             event: event.event.as_str().to_string(),
             timestamp_ms: event.timestamp_ms,
             cycle: 0,
-            payload: Some(raw_payload(&event.payload)),
+            body: JobBody::Rendered(body.clone()),
         })
         .collect()
 }

@@ -42,9 +42,9 @@ fn event_for(function: &str) -> Value {
                 event: EVENT.into(),
                 timestamp_ms: webhooks::time::now_ms(),
                 cycle: 0,
-                payload: Some(webhooks::messages::raw_payload(&webhooks::jsjson::to_string(&payload(
-                    1024, None,
-                )))),
+                body: webhooks::messages::JobBody::Payload(webhooks::messages::raw_payload(
+                    &webhooks::jsjson::to_string(&payload(1024, None)),
+                )),
             };
             fixture("sqs-event.json", &[("BODY", &job.encode())])
         }

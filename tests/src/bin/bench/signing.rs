@@ -58,8 +58,8 @@ pub fn measure(fs: &mut [Op<'_>], budget: Duration) -> Vec<f64> {
 pub fn run(quick: bool) -> Table {
     let budget = Duration::from_millis(if quick { 10 } else { 40 });
     let mut table = Table::new(
-        "1. Signing: canonical body + both signatures vs one plain HMAC-SHA256 (median of 7 interleaved samples)",
-        &["payload", "body bytes", "operation", "ns/op", "x floor"],
+        "1. Signing: both signatures of a rendered body, and the body built per attempt, vs bare HMAC-SHA256 (median of 7 interleaved samples)",
+        &["payload", "body bytes", "operation", "ns/op", "x floor", "x 2 HMACs"],
     );
     let mut ratio_1k = f64::NAN;
     let now_s = webhooks::time::now_ms() / 1000;
@@ -75,17 +75,19 @@ pub fn run(quick: bool) -> Table {
         };
         let body = env.sign(Some(SECRET), now_s).body;
         let iso = webhooks::time::iso_ms(timestamp_ms);
+        let ts = now_s.to_string();
         let mut fs: Vec<Op<'_>> = vec![
             (
-                "Envelope::sign (body + both signatures + headers)",
+                "sign_rendered: both signatures + headers (body rendered once, in ingest)",
                 Box::new(|| {
-                    black_box(env.sign(Some(black_box(SECRET)), now_s));
-                }),
-            ),
-            (
-                "  of which: canonical body (around the rendered payload)",
-                Box::new(|| {
-                    black_box(signing::delivery_body_rendered(EVENT, black_box(&iso), &rendered));
+                    black_box(signing::sign_rendered(
+                        DELIVERY_ID,
+                        EVENT,
+                        timestamp_ms,
+                        black_box(body.clone()),
+                        &[black_box(SECRET)],
+                        now_s,
+                    ));
                 }),
             ),
             (
@@ -106,9 +108,35 @@ pub fn run(quick: bool) -> Table {
                 }),
             ),
             (
+                "Envelope::sign: body built per attempt + the above (job format 1)",
+                Box::new(|| {
+                    black_box(env.sign(Some(black_box(SECRET)), now_s));
+                }),
+            ),
+            (
+                "  of which: canonical body (around the rendered payload)",
+                Box::new(|| {
+                    black_box(signing::delivery_body_rendered(EVENT, black_box(&iso), &rendered));
+                }),
+            ),
+            (
                 "  reference: serde_json::to_vec(payload), not JS-exact",
                 Box::new(|| {
                     black_box(serde_json::to_vec(black_box(&p)).unwrap_or_default());
+                }),
+            ),
+            (
+                "floor for both: two bare HMAC-SHA256 (body; id.ts.body)",
+                Box::new(|| {
+                    let key = black_box(SECRET).as_bytes();
+                    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+                    mac.update(black_box(&body));
+                    black_box(mac.finalize().into_bytes());
+                    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+                    for part in [DELIVERY_ID.as_bytes(), b".", ts.as_bytes(), b".", black_box(&body)] {
+                        mac.update(part);
+                    }
+                    black_box(mac.finalize().into_bytes());
                 }),
             ),
             (
@@ -123,6 +151,7 @@ pub fn run(quick: bool) -> Table {
         ];
         let ns = measure(&mut fs, budget);
         let floor = ns[ns.len() - 1];
+        let floor2 = ns[ns.len() - 2];
         for (i, (name, _)) in fs.iter().enumerate() {
             table.row(vec![
                 label.to_string(),
@@ -130,19 +159,21 @@ pub fn run(quick: bool) -> Table {
                 name.to_string(),
                 int(ns[i]),
                 f2(ns[i] / floor),
+                f2(ns[i] / floor2),
             ]);
         }
         if size == 1024 {
-            ratio_1k = ns[0] / floor;
+            ratio_1k = ns[0] / floor2;
         }
     }
     table.note(
-        "note: two signatures are two HMACs over the body (different messages: body vs id.ts.body), so 2.0x floor is \
-         the least any code producing both can reach; the rest is the body's JSON.stringify-exact serialisation.",
+        "note: two signatures are two HMACs over the body (different messages: body vs id.ts.body), so the floor for \
+         both is two bare HMACs; job format 2 carries the body rendered once per event, so a delivery attempt only \
+         signs (sign_rendered); format 1 jobs (still read) build the body at each attempt (Envelope::sign).",
     );
     table.verdict(
-        ratio_1k <= 2.0,
-        format!("Envelope::sign at 1 KiB is {ratio_1k:.2}x the floor (target: within 2x)"),
+        ratio_1k <= 1.25,
+        format!("both signatures of a 1 KiB body (sign_rendered) take {ratio_1k:.2}x two bare HMAC-SHA256 (target: within 1.25x)"),
     );
     table
 }
