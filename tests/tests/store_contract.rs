@@ -926,3 +926,115 @@ async fn dynamodb_event_store_meets_the_contract() {
     };
     event_store_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }
+
+/// Completions, on every adapter: `a` and `b` are two handles on the same events (two
+/// processes where the adapter can have two). A completion made through a handle that did
+/// not make the claim counts; a stale owner's completion, before or after the current
+/// owner's, never counts nor undoes it; the listing and `get` agree on what is fanned out.
+async fn event_completion_contract(a: Arc<dyn EventStore>, b: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let event = |id: &str, ts: u64| StoredEvent {
+        tenant: tenant.clone(),
+        id: EventId::parse(id).expect("id"),
+        event: ev("system.info"),
+        timestamp_ms: ts,
+        payload: format!(r#"{{"id":"{id}"}}"#),
+        expires_at: 2_000_000_000,
+    };
+    let listed = |store: Arc<dyn EventStore>, tenant: Tenant| async move {
+        let page = store
+            .list(&tenant, EventQuery::default(), 10, None)
+            .await
+            .expect("list");
+        page.items
+            .into_iter()
+            .map(|e| (e.id.to_string(), e.fanned))
+            .collect::<Vec<_>>()
+    };
+    let (w1, w2) = (vec![ids::new_id("wh")], vec![ids::new_id("wh"), ids::new_id("wh")]);
+
+    // The stale owner completes after the current one.
+    let late = event("late", 1_000);
+    assert_eq!(
+        a.claim(&late, "old", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(late.clone())
+    );
+    assert_eq!(
+        b.claim(&late, "new", 100_001, 90_000).await.expect("lapsed"),
+        Claim::Won(late.clone())
+    );
+    a.complete(&tenant, &late.id, "new", &w1)
+        .await
+        .expect("completed through the handle that did not claim");
+    a.complete(&tenant, &late.id, "old", &w2)
+        .await
+        .expect("stale completion: no-op");
+    let got = b.get(&tenant, &late.id, true).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks, got.fan_out), (true, w1.clone(), 1));
+
+    // The stale owner completes first: it counts only once the current owner completes.
+    let early = event("early", 2_000);
+    assert_eq!(
+        b.claim(&early, "old", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(early.clone())
+    );
+    assert_eq!(
+        a.claim(&early, "new", 100_001, 90_000).await.expect("lapsed"),
+        Claim::Won(early.clone())
+    );
+    b.complete(&tenant, &early.id, "old", &w2)
+        .await
+        .expect("stale completion: no-op");
+    let got = a.get(&tenant, &early.id, true).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks, got.fan_out), (false, Vec::new(), 0));
+    assert_eq!(
+        listed(b.clone(), tenant.clone()).await,
+        vec![("early".to_string(), false), ("late".to_string(), true)]
+    );
+    assert!(matches!(
+        b.claim(&early, "third", 100_002, 90_000).await.expect("held"),
+        Claim::Busy { until_ms: 190_001 }
+    ));
+    a.complete(&tenant, &early.id, "new", &w1).await.expect("complete");
+    let got = b.get(&tenant, &early.id, false).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks), (true, w1.clone()));
+    assert_eq!(
+        listed(a.clone(), tenant.clone()).await,
+        vec![("early".to_string(), true), ("late".to_string(), true)]
+    );
+    for store in [&a, &b] {
+        assert_eq!(
+            store.claim(&early, "third", 999_999_999, 90_000).await.expect("dup"),
+            Claim::Duplicate(early.clone()),
+            "fanned out: a duplicate through either handle"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_event_store_keeps_completions_apart() {
+    let store: Arc<dyn EventStore> = Arc::new(webhooks::memory::MemoryEventStore::new());
+    event_completion_contract(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_keeps_completions_apart() {
+    let (_dir, db) = sqlite_db();
+    event_completion_contract(
+        Arc::new(SqliteEventStore::new(db.clone())),
+        Arc::new(SqliteEventStore::new(db)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_keeps_completions_apart() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_completion_contract(
+        Arc::new(webhooks::dynamo::DynamoEventStore::new(client.clone(), table.clone())),
+        Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table)),
+    )
+    .await;
+}
