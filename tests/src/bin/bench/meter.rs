@@ -199,6 +199,29 @@ pub fn delivery_size(d: &Delivery) -> usize {
         + n("expiresAt", d.expires_at)
 }
 
+/// An item's size as DynamoDB bills it: each attribute's name and value; numbers about one
+/// byte per two significant digits plus one; lists and maps 3 bytes plus 1 per element.
+pub fn item_size(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => s.len(),
+        A::N(n) => {
+            let digits = n.trim_start_matches('-').replace('.', "");
+            let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+            significant.div_ceil(2) + 1
+        }
+        A::B(b) => b.as_ref().len(),
+        A::L(l) => 3 + l.iter().map(|e| value_size(e) + 1).sum::<usize>(),
+        A::M(m) => 3 + m.iter().map(|(k, e)| k.len() + value_size(e) + 1).sum::<usize>(),
+        A::Ss(s) => s.iter().map(String::len).sum(),
+        _ => 1,
+    }
+}
+
 fn wru(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
 }
