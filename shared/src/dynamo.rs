@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Up
 
 use crate::domain::{Disabled, Health, PreviousSecret, Webhook};
 use crate::event_types::EventType;
+use crate::memory::{MAX_ITEM_BYTES, event_item_size};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
@@ -726,40 +727,219 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 }
 
-/// Events, in the deliveries table (`DELIVERIES_TABLE`), one item each: pk
-/// `E#{tenant}#{eventId}`, sk `E`, with the event (type, timestamp, rendered payload), its
-/// TTL, and its claim: `state` (`fanning` while a worker holds the lease in `owner` /
-/// `leaseUntil`, then `fanned`). The claim is one conditional UpdateItem that writes the event
-/// only if it is new (`if_not_exists`), so a lapsed claim taken over keeps the first
-/// submission's timestamp and payload.
+/// Events, in the deliveries table (`DELIVERIES_TABLE`), two items each, both under pk
+/// `E#{tenant}#{eventId}`:
+/// - sk `E`, the claim: the event (type, timestamp, rendered payload), its TTL, the
+///   events-by-time index keys, and who holds it: `owner`, `leaseUntil`, and `claim` (the
+///   claim's number: the ms it was made, raised past the previous one on a takeover). Written
+///   whole once, by a conditional PutItem; a takeover rewrites only `owner`/`leaseUntil`/
+///   `claim`, keeping the first submission's timestamp and payload.
+/// - sk `F`, the completion: the `claim` it completes, the fan-out list and count. The event
+///   is fanned out when the completion's `claim` equals the claim item's.
+///
+/// Why two items: DynamoDB charges an UpdateItem by the whole item's size, so a completion
+/// written on the claim item costs ⌈payload / 1 KB⌉ write units (and an index update, since a
+/// listed attribute changes), while a small item of its own costs 1 (see tests/BENCH.md,
+/// "Cost"). A completion never touches the claim item, so it never writes the index either.
+///
+/// Items written before this layout (one item with `state` = `fanned` and the fan-out list)
+/// still read as fanned out.
 #[derive(Clone)]
 pub struct DynamoEventStore {
     client: Client,
     table: String,
+    /// The claims this process made and may complete: (tenant, event, owner) -> (claim,
+    /// expiresAt). A completion needs both; without an entry (another process, or the map
+    /// was full) it reads the claim item instead.
+    claims: std::sync::Arc<std::sync::Mutex<OpenClaims>>,
 }
+
+/// (tenant, event id, owner) -> (claim number, expiresAt).
+type OpenClaims = HashMap<(String, String, String), (u64, u64)>;
+
+/// Entries of `DynamoEventStore::claims`: a claim leaves the map on its completion or
+/// release, so this bounds only claims whose owner never finished (a crash); past it the map
+/// starts over and completions read the claim item.
+const MAX_OPEN_CLAIMS: usize = 10_000;
 
 impl DynamoEventStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoEventStore {
             client,
             table: table.into(),
+            claims: Default::default(),
         }
+    }
+
+    fn open_claims(&self) -> std::sync::MutexGuard<'_, OpenClaims> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, event: &StoredEvent, owner: &str, claim: u64) {
+        let mut open = self.open_claims();
+        if open.len() >= MAX_OPEN_CLAIMS {
+            open.clear();
+        }
+        open.insert(
+            (event.tenant.to_string(), event.id.to_string(), owner.to_string()),
+            (claim, event.expires_at),
+        );
+    }
+
+    fn forget(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Option<(u64, u64)> {
+        self.open_claims()
+            .remove(&(tenant.to_string(), id.to_string(), owner.to_string()))
+    }
+
+    /// Both items of an event, read together.
+    async fn items(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<EventItems, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(event_pk(tenant, id)))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut items = EventItems::default();
+        for item in out.items() {
+            match get_s(item, "sk").as_deref() {
+                Some(CLAIM_SK) => items.claim = Some(item.clone()),
+                Some(COMPLETION_SK) => items.completion = Some(item.clone()),
+                _ => {}
+            }
+        }
+        Ok(items)
+    }
+
+    /// Takes over a claim seen lapsed (or given back): only if nobody changed it since.
+    async fn take_over(&self, seen: &Item, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Option<u64>, StoreError> {
+        let claim = now_ms.max(get_n(seen, "claim").unwrap_or(0) + 1);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([
+                ("pk".to_string(), seen.get("pk").cloned().unwrap_or_else(|| s(""))),
+                ("sk".to_string(), s(CLAIM_SK)),
+            ])))
+            .update_expression("SET #owner = :owner, #lease = :lease, #claim = :claim")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#lease", "leaseUntil")
+            .expression_attribute_names("#claim", "claim")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":lease", n(now_ms + lease_ms))
+            .expression_attribute_values(":claim", n(claim))
+            .expression_attribute_values(":fanning", s(FANNING))
+            .expression_attribute_values(":seen_owner", s(get_s(seen, "owner").unwrap_or_default()))
+            .expression_attribute_values(":seen_lease", n(get_n(seen, "leaseUntil").unwrap_or(0)));
+        update = match get_n(seen, "claim") {
+            Some(c) => update
+                .condition_expression(
+                    "#state = :fanning AND #owner = :seen_owner AND #lease = :seen_lease AND #claim = :seen_claim",
+                )
+                .expression_attribute_values(":seen_claim", n(c)),
+            // A claim item from before the `claim` attribute.
+            None => update.condition_expression(
+                "#state = :fanning AND #owner = :seen_owner AND #lease = :seen_lease AND attribute_not_exists(#claim)",
+            ),
+        };
+        Ok(conditional(update.send().await)?.then_some(claim))
     }
 }
 
 const FANNING: &str = "fanning";
-const FANNED: &str = "fanned";
+const CLAIM_SK: &str = "E";
+const COMPLETION_SK: &str = "F";
+
+/// An event's claim item and completion item, as read.
+#[derive(Default)]
+struct EventItems {
+    claim: Option<Item>,
+    completion: Option<Item>,
+}
+
+impl EventItems {
+    /// The completion, if it completes the current claim (a stale owner's does not).
+    fn current_completion(&self) -> Option<&Item> {
+        let claim = self.claim.as_ref()?;
+        let completion = self.completion.as_ref()?;
+        let current = get_n(claim, "claim")?;
+        (get_n(completion, "claim") == Some(current)).then_some(completion)
+    }
+
+    fn fanned(&self) -> bool {
+        let Some(claim) = &self.claim else {
+            return false;
+        };
+        // Written before this layout: the state itself says it.
+        get_s(claim, "state").as_deref() != Some(FANNING) || self.current_completion().is_some()
+    }
+
+    /// The fan-out list and its count: the completion's, or an older layout's claim item's.
+    fn fan_out(&self) -> (Vec<String>, usize) {
+        let from = match (self.current_completion(), &self.claim) {
+            (Some(c), _) => c,
+            (None, Some(claim)) if self.fanned() => claim,
+            _ => return (Vec::new(), 0),
+        };
+        let webhooks: Vec<String> = match from.get("webhooks") {
+            Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+            _ => Vec::new(),
+        };
+        let count = get_n(from, "fanOut").map_or(webhooks.len(), |c| c as usize);
+        (webhooks, count)
+    }
+}
 
 /// The events-by-time index's sort key: fixed-width milliseconds, so it sorts by time then id.
 fn event_time_key(timestamp_ms: u64, id: &str) -> String {
     format!("{timestamp_ms:015}#{id}")
 }
 
-fn event_key(tenant: &Tenant, event_id: &EventId) -> Item {
+fn event_pk(tenant: &Tenant, event_id: &EventId) -> String {
+    format!("E#{tenant}#{event_id}")
+}
+
+fn event_key(tenant: &Tenant, event_id: &EventId, sk: &str) -> Item {
     HashMap::from([
-        ("pk".to_string(), s(format!("E#{tenant}#{event_id}"))),
-        ("sk".to_string(), s("E")),
+        ("pk".to_string(), s(event_pk(tenant, event_id))),
+        ("sk".to_string(), s(sk)),
     ])
+}
+
+/// Payloads from this size on are stored deflated when that is smaller: a write is charged per
+/// started KB of the whole item, and JSON deflates to a third to a half of its size, so a
+/// 1 KiB payload's claim item costs 1 write unit instead of 2 (tests/BENCH.md, "Cost").
+const DEFLATE_FROM: usize = 256;
+
+/// The claim item's payload attribute: `payload` (the rendered JSON as a string) or, when
+/// smaller, `payloadZ` (its UTF-8 bytes deflated, raw DEFLATE, binary).
+pub fn payload_attribute(payload: &str) -> (&'static str, AttributeValue) {
+    if payload.len() >= DEFLATE_FROM {
+        let deflated = miniz_oxide::deflate::compress_to_vec(payload.as_bytes(), 6);
+        if deflated.len() < payload.len() {
+            return (
+                "payloadZ",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(deflated)),
+            );
+        }
+    }
+    ("payload", s(payload))
+}
+
+/// The payload as submitted, byte for byte. Inflates to at most DynamoDB's item size, so a
+/// corrupt item cannot make a reader allocate more.
+fn payload_of(item: &Item) -> Option<String> {
+    if let Some(p) = get_s(item, "payload") {
+        return Some(p);
+    }
+    let deflated = item.get("payloadZ")?.as_b().ok()?;
+    let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated.as_ref(), MAX_ITEM_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The stored event, whether it was fanned out, and the end of its lease (ms). `None` for an
@@ -770,7 +950,7 @@ fn event_from_item(item: &Item) -> Option<(StoredEvent, bool, u64)> {
         id: EventId::parse(&get_s(item, "id")?)?,
         event: EventType::parse(&get_s(item, "event")?)?,
         timestamp_ms: get_n(item, "ts")?,
-        payload: get_s(item, "payload")?,
+        payload: payload_of(item)?,
         expires_at: get_n(item, "expiresAt").unwrap_or(0),
     };
     let fanned = get_s(item, "state").as_deref() != Some(FANNING);
@@ -780,62 +960,67 @@ fn event_from_item(item: &Item) -> Option<(StoredEvent, bool, u64)> {
 #[async_trait]
 impl EventStore for DynamoEventStore {
     async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
-        let claimed = self
+        // Refused as DynamoDB would refuse the payload undeflated, so that what is accepted
+        // does not depend on how well a payload deflates (and the other adapters agree).
+        if event_item_size(event) > MAX_ITEM_BYTES {
+            return Err(StoreError::Backend(
+                "ValidationException: Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        // The common case, a new event: one PutItem of the whole claim item.
+        let (payload_name, payload) = payload_attribute(&event.payload);
+        let mut item = event_key(&event.tenant, &event.id, CLAIM_SK);
+        item.extend([
+            ("tenant".to_string(), s(event.tenant.as_str())),
+            ("id".to_string(), s(event.id.as_str())),
+            ("event".to_string(), s(event.event.as_str())),
+            ("ts".to_string(), n(event.timestamp_ms)),
+            (payload_name.to_string(), payload),
+            ("expiresAt".to_string(), n(event.expires_at)),
+            ("gsi1pk".to_string(), s(format!("EV#{}", event.tenant))),
+            (
+                "gsi1sk".to_string(),
+                s(event_time_key(event.timestamp_ms, event.id.as_str())),
+            ),
+            ("state".to_string(), s(FANNING)),
+            ("owner".to_string(), s(owner)),
+            ("leaseUntil".to_string(), n(now_ms + lease_ms)),
+            ("claim".to_string(), n(now_ms)),
+        ]);
+        let put = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .set_key(Some(event_key(&event.tenant, &event.id)))
-            .update_expression(
-                "SET tenant = if_not_exists(tenant, :tenant), #id = if_not_exists(#id, :id), \
-                 #ev = if_not_exists(#ev, :ev), #ts = if_not_exists(#ts, :ts), \
-                 #payload = if_not_exists(#payload, :payload), expiresAt = if_not_exists(expiresAt, :exp), \
-                 gsi1pk = if_not_exists(gsi1pk, :gpk), gsi1sk = if_not_exists(gsi1sk, :gsk), \
-                 #state = :fanning, #owner = :owner, #lease = :lease",
-            )
-            .condition_expression("attribute_not_exists(pk) OR (#state = :fanning AND #lease <= :now)")
-            .expression_attribute_names("#id", "id")
-            .expression_attribute_names("#ev", "event")
-            .expression_attribute_names("#ts", "ts")
-            .expression_attribute_names("#payload", "payload")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#lease", "leaseUntil")
-            .expression_attribute_values(":tenant", s(event.tenant.as_str()))
-            .expression_attribute_values(":id", s(event.id.as_str()))
-            .expression_attribute_values(":ev", s(event.event.as_str()))
-            .expression_attribute_values(":ts", n(event.timestamp_ms))
-            .expression_attribute_values(":payload", s(&event.payload))
-            .expression_attribute_values(":exp", n(event.expires_at))
-            .expression_attribute_values(":fanning", s(FANNING))
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":lease", n(now_ms + lease_ms))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":gpk", s(format!("EV#{}", event.tenant)))
-            .expression_attribute_values(":gsk", s(event_time_key(event.timestamp_ms, event.id.as_str())))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match claimed {
-            Ok(out) => {
-                let stored = out
-                    .attributes()
-                    .and_then(event_from_item)
-                    .map(|(e, _, _)| e)
-                    .unwrap_or_else(|| event.clone());
+        if conditional(put)? {
+            self.remember(event, owner, now_ms);
+            return Ok(Claim::Won(event.clone()));
+        }
+        // Claimed before: fanned out, held, or lapsed (then taken over here).
+        let items = self.items(&event.tenant, &event.id, true).await?;
+        let Some(claim) = &items.claim else {
+            // Gone between the two calls (its TTL): try again later.
+            return Ok(Claim::Busy { until_ms: now_ms });
+        };
+        let Some((stored, _, until_ms)) = event_from_item(claim) else {
+            return Ok(Claim::Duplicate(event.clone()));
+        };
+        if items.fanned() {
+            return Ok(Claim::Duplicate(stored));
+        }
+        if until_ms > now_ms {
+            return Ok(Claim::Busy { until_ms });
+        }
+        match self.take_over(claim, owner, now_ms, lease_ms).await? {
+            Some(number) => {
+                self.remember(&stored, owner, number);
                 Ok(Claim::Won(stored))
             }
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                match get_item(&self.client, &self.table, event_key(&event.tenant, &event.id)).await? {
-                    // Gone between the two calls (its TTL): try again later.
-                    None => Ok(Claim::Busy { until_ms: now_ms }),
-                    Some(item) => match event_from_item(&item) {
-                        None => Ok(Claim::Duplicate(event.clone())),
-                        Some((stored, true, _)) => Ok(Claim::Duplicate(stored)),
-                        Some((_, false, until_ms)) => Ok(Claim::Busy { until_ms }),
-                    },
-                }
-            }
-            Err(e) => Err(backend(e)),
+            // Another copy took it over first: back soon, to find it held or fanned out.
+            None => Ok(Claim::Busy { until_ms: now_ms }),
         }
     }
 
@@ -846,21 +1031,38 @@ impl EventStore for DynamoEventStore {
         owner: &str,
         webhooks: &[String],
     ) -> Result<(), StoreError> {
+        let (claim, expires_at) = match self.forget(tenant, id, owner) {
+            Some(known) => known,
+            None => {
+                let Some(item) = get_item(&self.client, &self.table, event_key(tenant, id, CLAIM_SK)).await? else {
+                    return Ok(());
+                };
+                let holds = get_s(&item, "owner").as_deref() == Some(owner)
+                    && get_s(&item, "state").as_deref() == Some(FANNING);
+                match (holds, get_n(&item, "claim")) {
+                    (true, Some(claim)) => (claim, get_n(&item, "expiresAt").unwrap_or(0)),
+                    _ => return Ok(()),
+                }
+            }
+        };
         let kept = webhooks.iter().take(MAX_RECORDED_FAN_OUT).map(s).collect();
+        let mut item = event_key(tenant, id, COMPLETION_SK);
+        item.extend([
+            ("claim".to_string(), n(claim)),
+            ("webhooks".to_string(), AttributeValue::L(kept)),
+            ("fanOut".to_string(), n(webhooks.len())),
+            ("expiresAt".to_string(), n(expires_at)),
+        ]);
+        // A completion of an older claim (an owner that outlived its lease) never replaces a
+        // newer one's.
         conditional(
             self.client
-                .update_item()
+                .put_item()
                 .table_name(&self.table)
-                .set_key(Some(event_key(tenant, id)))
-                .update_expression("SET #state = :fanned, webhooks = :webhooks, fanOut = :count REMOVE #lease")
-                .expression_attribute_values(":webhooks", AttributeValue::L(kept))
-                .expression_attribute_values(":count", n(webhooks.len()))
-                .condition_expression("#owner = :owner")
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_names("#owner", "owner")
-                .expression_attribute_names("#lease", "leaseUntil")
-                .expression_attribute_values(":fanned", s(FANNED))
-                .expression_attribute_values(":owner", s(owner))
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR #claim < :claim")
+                .expression_attribute_names("#claim", "claim")
+                .expression_attribute_values(":claim", n(claim))
                 .send()
                 .await,
         )
@@ -868,11 +1070,12 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
+        self.forget(tenant, id, owner);
         conditional(
             self.client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(event_key(tenant, id)))
+                .set_key(Some(event_key(tenant, id, CLAIM_SK)))
                 .update_expression("SET #lease = :zero")
                 .condition_expression("#owner = :owner AND #state = :fanning")
                 .expression_attribute_names("#state", "state")
@@ -888,20 +1091,16 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn get(&self, tenant: &Tenant, id: &EventId, consistent: bool) -> Result<Option<EventRecord>, StoreError> {
-        let item = get_item_with(&self.client, &self.table, event_key(tenant, id), consistent).await?;
-        Ok(item.as_ref().and_then(|item| {
-            let (event, fanned, _) = event_from_item(item)?;
-            let webhooks: Vec<String> = match item.get("webhooks") {
-                Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
-                _ => Vec::new(),
-            };
-            let fan_out = get_n(item, "fanOut").map_or(webhooks.len(), |c| c as usize);
-            Some(EventRecord {
-                event,
-                fanned,
-                webhooks,
-                fan_out,
-            })
+        let items = self.items(tenant, id, consistent).await?;
+        let Some((event, _, _)) = items.claim.as_ref().and_then(event_from_item) else {
+            return Ok(None);
+        };
+        let (webhooks, fan_out) = items.fan_out();
+        Ok(Some(EventRecord {
+            event,
+            fanned: items.fanned(),
+            webhooks,
+            fan_out,
         }))
     }
 
@@ -968,7 +1167,69 @@ impl EventStore for DynamoEventStore {
         } else {
             None
         };
+        self.mark_fanned(tenant, &mut items).await?;
         Ok(Page { items, next })
+    }
+}
+
+/// Keys one BatchGetItem may ask for (DynamoDB's limit).
+const BATCH_GET_KEYS: usize = 100;
+/// BatchGetItem calls one page's completions may take, unprocessed keys retried included.
+const MAX_BATCH_GETS: usize = 10;
+
+impl DynamoEventStore {
+    /// The index shows a claim, not its completion (a separate item, so that completing does
+    /// not rewrite the payload nor the index): reads both items of each event the index shows
+    /// in progress, eventually consistently like the index itself.
+    async fn mark_fanned(&self, tenant: &Tenant, events: &mut [EventSummary]) -> Result<(), StoreError> {
+        let mut keys: Vec<Item> = events
+            .iter()
+            .filter(|e| !e.fanned)
+            .flat_map(|e| [CLAIM_SK, COMPLETION_SK].map(|sk| event_key(tenant, &e.id, sk)))
+            .collect();
+        let mut found: HashMap<String, EventItems> = HashMap::new();
+        let mut calls = 0;
+        while !keys.is_empty() {
+            calls += 1;
+            if calls > MAX_BATCH_GETS {
+                return Err(StoreError::Backend(
+                    "event listing: DynamoDB left keys unprocessed too many times".into(),
+                ));
+            }
+            let chunk: Vec<Item> = keys.drain(..keys.len().min(BATCH_GET_KEYS)).collect();
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(chunk))
+                .projection_expression("pk, sk, #claim, #state")
+                .expression_attribute_names("#claim", "claim")
+                .expression_attribute_names("#state", "state")
+                .build()
+                .map_err(backend)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+                    continue;
+                };
+                let entry = found.entry(pk).or_default();
+                match sk.as_str() {
+                    CLAIM_SK => entry.claim = Some(item.clone()),
+                    COMPLETION_SK => entry.completion = Some(item.clone()),
+                    _ => {}
+                }
+            }
+            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                keys.extend(left.keys().iter().cloned());
+            }
+        }
+        for e in events.iter_mut().filter(|e| !e.fanned) {
+            e.fanned = found.get(&event_pk(tenant, &e.id)).is_some_and(EventItems::fanned);
+        }
+        Ok(())
     }
 }
 

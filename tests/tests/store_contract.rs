@@ -926,3 +926,266 @@ async fn dynamodb_event_store_meets_the_contract() {
     };
     event_store_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
 }
+
+/// Completions, on every adapter: `a` and `b` are two handles on the same events (two
+/// processes where the adapter can have two). A completion made through a handle that did
+/// not make the claim counts; a stale owner's completion, before or after the current
+/// owner's, never counts nor undoes it; the listing and `get` agree on what is fanned out.
+async fn event_completion_contract(a: Arc<dyn EventStore>, b: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let event = |id: &str, ts: u64| StoredEvent {
+        tenant: tenant.clone(),
+        id: EventId::parse(id).expect("id"),
+        event: ev("system.info"),
+        timestamp_ms: ts,
+        payload: format!(r#"{{"id":"{id}"}}"#),
+        expires_at: 2_000_000_000,
+    };
+    let listed = |store: Arc<dyn EventStore>, tenant: Tenant| async move {
+        let page = store
+            .list(&tenant, EventQuery::default(), 10, None)
+            .await
+            .expect("list");
+        page.items
+            .into_iter()
+            .map(|e| (e.id.to_string(), e.fanned))
+            .collect::<Vec<_>>()
+    };
+    let (w1, w2) = (vec![ids::new_id("wh")], vec![ids::new_id("wh"), ids::new_id("wh")]);
+
+    // The stale owner completes after the current one.
+    let late = event("late", 1_000);
+    assert_eq!(
+        a.claim(&late, "old", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(late.clone())
+    );
+    assert_eq!(
+        b.claim(&late, "new", 100_001, 90_000).await.expect("lapsed"),
+        Claim::Won(late.clone())
+    );
+    a.complete(&tenant, &late.id, "new", &w1)
+        .await
+        .expect("completed through the handle that did not claim");
+    a.complete(&tenant, &late.id, "old", &w2)
+        .await
+        .expect("stale completion: no-op");
+    let got = b.get(&tenant, &late.id, true).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks, got.fan_out), (true, w1.clone(), 1));
+
+    // The stale owner completes first: it counts only once the current owner completes.
+    let early = event("early", 2_000);
+    assert_eq!(
+        b.claim(&early, "old", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(early.clone())
+    );
+    assert_eq!(
+        a.claim(&early, "new", 100_001, 90_000).await.expect("lapsed"),
+        Claim::Won(early.clone())
+    );
+    b.complete(&tenant, &early.id, "old", &w2)
+        .await
+        .expect("stale completion: no-op");
+    let got = a.get(&tenant, &early.id, true).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks, got.fan_out), (false, Vec::new(), 0));
+    assert_eq!(
+        listed(b.clone(), tenant.clone()).await,
+        vec![("early".to_string(), false), ("late".to_string(), true)]
+    );
+    assert!(matches!(
+        b.claim(&early, "third", 100_002, 90_000).await.expect("held"),
+        Claim::Busy { until_ms: 190_001 }
+    ));
+    a.complete(&tenant, &early.id, "new", &w1).await.expect("complete");
+    let got = b.get(&tenant, &early.id, false).await.expect("get").expect("stored");
+    assert_eq!((got.fanned, got.webhooks), (true, w1.clone()));
+    assert_eq!(
+        listed(a.clone(), tenant.clone()).await,
+        vec![("early".to_string(), true), ("late".to_string(), true)]
+    );
+    for store in [&a, &b] {
+        assert_eq!(
+            store.claim(&early, "third", 999_999_999, 90_000).await.expect("dup"),
+            Claim::Duplicate(early.clone()),
+            "fanned out: a duplicate through either handle"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_event_store_keeps_completions_apart() {
+    let store: Arc<dyn EventStore> = Arc::new(webhooks::memory::MemoryEventStore::new());
+    event_completion_contract(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_keeps_completions_apart() {
+    let (_dir, db) = sqlite_db();
+    event_completion_contract(
+        Arc::new(SqliteEventStore::new(db.clone())),
+        Arc::new(SqliteEventStore::new(db)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_keeps_completions_apart() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_completion_contract(
+        Arc::new(webhooks::dynamo::DynamoEventStore::new(client.clone(), table.clone())),
+        Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table)),
+    )
+    .await;
+}
+
+/// Payloads come back byte for byte whatever their size and content (the DynamoDB adapter
+/// stores the larger ones deflated), through `get` and through a takeover's claim.
+async fn event_payload_contract(events: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    // Not JSON-regular: an xorshift stream of hex deflates far less than JSON does (the small
+    // payload above is stored as is).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: String = (0..2_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
+        })
+        .collect();
+    let payloads = [
+        r#"{"a":1}"#.to_string(),
+        format!(r#"{{"s":"{}"}}"#, "naïve café \\\"quoted\\\" ☃ 𝄞 ".repeat(12)),
+        format!(
+            r#"{{"rows":[{}]}}"#,
+            vec![r#"{"id":"exec_01jv9qk3","ok":true,"n":1.5e-7}"#; 25].join(",")
+        ),
+        format!(r#"{{"noise":"{noise}"}}"#),
+    ];
+    for (i, payload) in payloads.iter().enumerate() {
+        let e = StoredEvent {
+            tenant: tenant.clone(),
+            id: EventId::parse(&format!("p-{i}")).expect("id"),
+            event: ev("system.info"),
+            timestamp_ms: 1_000,
+            payload: payload.clone(),
+            expires_at: 2_000_000_000,
+        };
+        assert_eq!(
+            events.claim(&e, "a", 10_000, 90_000).await.expect("claim"),
+            Claim::Won(e.clone())
+        );
+        for consistent in [true, false] {
+            let got = events
+                .get(&tenant, &e.id, consistent)
+                .await
+                .expect("get")
+                .expect("stored");
+            assert_eq!(got.event.payload, *payload, "payload {i}, consistent {consistent}");
+        }
+        let retry = StoredEvent {
+            payload: "{}".into(),
+            ..e.clone()
+        };
+        assert_eq!(
+            events.claim(&retry, "b", 100_001, 90_000).await.expect("take over"),
+            Claim::Won(e.clone()),
+            "payload {i} as first stored"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_event_store_keeps_payloads_exact() {
+    event_payload_contract(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_keeps_payloads_exact() {
+    let (_dir, db) = sqlite_db();
+    event_payload_contract(Arc::new(SqliteEventStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_keeps_payloads_exact() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_payload_contract(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
+}
+
+/// What the event's writes cost on DynamoDB, read back from the table: a 1 KiB JSON payload's
+/// claim item fits in one write unit (1 KB; the payload is stored deflated), and so does the
+/// completion of a fan-out of 10 (its own item: the claim item is not rewritten).
+#[tokio::test]
+async fn dynamodb_event_items_fit_one_write_unit() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    let events = webhooks::dynamo::DynamoEventStore::new(client.clone(), table.clone());
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let steps: Vec<String> = (0..14)
+        .map(|i| {
+            format!(
+                r#"{{"name":"step-{i}","status":"COMPLETED","durationMs":{},"note":"naïve café"}}"#,
+                100 + i * 37
+            )
+        })
+        .collect();
+    let payload = format!(
+        r#"{{"id":"exec_01jv9qk3m4r7t2w8x5y6z0abcd","steps":[{}]}}"#,
+        steps.join(",")
+    );
+    assert!(payload.len() >= 1024, "a 1 KiB payload: {} bytes", payload.len());
+    let e = StoredEvent {
+        tenant: tenant.clone(),
+        id: EventId::parse("evt-1kib").expect("id"),
+        event: ev("system.info"),
+        timestamp_ms: time::now_ms(),
+        payload,
+        expires_at: 2_000_000_000,
+    };
+    assert!(matches!(
+        events.claim(&e, "a", 10_000, 90_000).await.expect("claim"),
+        Claim::Won(_)
+    ));
+    let fan_out: Vec<String> = (0..10).map(|_| ids::new_id("wh")).collect();
+    events.complete(&tenant, &e.id, "a", &fan_out).await.expect("complete");
+    let items = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("E#{tenant}#{}", e.id)),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query");
+    let sizes: Vec<usize> = items.items().iter().map(item_size).collect();
+    assert_eq!(sizes.len(), 2, "the claim item and the completion item");
+    for size in sizes {
+        assert!(size <= 1024, "an item of {size} bytes costs more than one write unit");
+    }
+    let got = events.get(&tenant, &e.id, true).await.expect("get").expect("stored");
+    assert_eq!((got.event, got.fanned, got.webhooks), (e, true, fan_out));
+}
+
+/// An item's size as DynamoDB counts it: attribute names and values (numbers about one byte
+/// per two significant digits, plus one; lists 3 bytes plus 1 per element).
+fn item_size(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    fn value(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        match v {
+            A::S(s) => s.len(),
+            A::N(n) => n.trim_start_matches('0').trim_end_matches('0').len().max(1).div_ceil(2) + 1,
+            A::B(b) => b.as_ref().len(),
+            A::L(l) => 3 + l.iter().map(|e| value(e) + 1).sum::<usize>(),
+            A::M(m) => 3 + m.iter().map(|(k, e)| k.len() + value(e) + 1).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}

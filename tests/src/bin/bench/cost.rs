@@ -1,7 +1,7 @@
 //! Sections 5 and 6: AWS calls and their price, through the emulator-backed pipeline with
 //! counting decorators around the DynamoDB and SQS adapters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use webhooks::config::DEFAULT_RETRY_SCHEDULE;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::Webhook;
-use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
+use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore, get_s};
 use webhooks::event_types::EventType;
 use webhooks::messages::{Event, encode_event};
 use webhooks::ports::{OutgoingMessage, Queue, WebhookStore};
@@ -24,7 +24,7 @@ use webhooks_dispatcher::Dispatcher;
 use webhooks_ingest::Ingest;
 use webhooks_local::{DISPATCH_POLLERS, Handler, INGEST_POLLERS, poll_once};
 
-use crate::meter::{CountingEvents, CountingLog, CountingQueue, CountingStore, Meter, Wire};
+use crate::meter::{CountingEvents, CountingLog, CountingQueue, CountingStore, Meter, Wire, item_size};
 use crate::payload::{EVENT, payload};
 use crate::sink::Sink;
 use crate::table::{Table, dollars, f1, f2, f3, int};
@@ -35,11 +35,31 @@ pub const PRICE_RRU: f64 = 0.125 / 1e6;
 pub const PRICE_SQS: f64 = 0.40 / 1e6;
 pub const PRICE_LAMBDA_REQ: f64 = 0.20 / 1e6;
 pub const PRICE_LAMBDA_GBS: f64 = 0.000_013_333_4;
+/// API Gateway HTTP API, first 300 M requests a month: what `POST /api/events` adds per event.
+pub const PRICE_HTTP_API: f64 = 1.00 / 1e6;
+/// DynamoDB provisioned capacity, us-east-1, per unit-hour: one WCU is one 1 KB write a second,
+/// one RCU one strongly consistent 4 KB read a second (two eventually consistent).
+pub const PRICE_WCU_HOUR: f64 = 0.000_65;
+pub const PRICE_RCU_HOUR: f64 = 0.000_13;
+/// Auto scaling's usual target: provisioned units are paid for whether used or not.
+pub const PROVISIONED_UTILISATION: f64 = 0.7;
 /// The functions' memory size in `template.yaml`, in GB.
 pub const LAMBDA_GB: f64 = 0.25;
 
-pub const PRICES: &str = "prices (us-east-1, on demand): DynamoDB $0.625/M WRU, $0.125/M RRU; SQS standard $0.40/M \
-                          requests (64 KB chunks); Lambda arm64 $0.20/M requests + $0.0000133334/GB-s at 0.25 GB";
+/// In-region latencies for the Lambda model (ms per call, SDK and network included): AWS
+/// gives single-digit ms on average for DynamoDB GetItem/PutItem; SQS is quoted below 10 ms
+/// to send and receive (tests/BENCH.md, "Prices used", has the sources).
+pub const MODEL_DYNAMODB_MS: f64 = 8.0;
+pub const MODEL_SQS_MS: f64 = 10.0;
+/// The receiver's answer, which a dispatcher invocation waits for (its jobs run concurrently,
+/// so about once per invocation). The bench's receiver answers at once; real ones do not.
+pub const MODEL_RECEIVER_MS: f64 = 100.0;
+/// Our own CPU per invocation (decode, sign, encode): well under this in section 2.
+pub const MODEL_CPU_MS: f64 = 2.0;
+
+pub const PRICES: &str = "prices (us-east-1): DynamoDB on demand $0.625/M WRU, $0.125/M RRU (provisioned $0.00065/WCU-h, \
+                          $0.00013/RCU-h at 70% use); SQS standard $0.40/M requests (64 KB chunks); Lambda arm64 \
+                          $0.20/M requests + $0.0000133334/GB-s at 0.25 GB; API Gateway HTTP API $1.00/M";
 
 struct Env {
     dynamo: aws_sdk_dynamodb::Client,
@@ -185,18 +205,23 @@ fn event_body(tenant: &str, id: String, seq: u64) -> String {
     })
 }
 
-/// Enqueues one event per call, as `POST /api/events` does.
-async fn send_event(p: &Pipeline, env: &Env, body: String) {
-    let m = OutgoingMessage {
-        id: "0".into(),
-        body,
-        reason: None,
-    };
+/// Enqueues events as a batching producer does: one SendMessageBatch of up to 10 straight to
+/// the events queue (what `POST /api/events` does with one event per call).
+async fn send_events(p: &Pipeline, env: &Env, bodies: Vec<String>) {
+    let m: Vec<OutgoingMessage> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| OutgoingMessage {
+            id: i.to_string(),
+            body,
+            reason: None,
+        })
+        .collect();
     let failed = p
         .queue
-        .send_batch(&env.urls[EVENTS_QUEUE.logical_id], &[m])
+        .send_batch(&env.urls[EVENTS_QUEUE.logical_id], &m)
         .await
-        .expect("send event");
+        .expect("send events");
     assert!(failed.is_empty(), "the emulator refused an event");
 }
 
@@ -240,20 +265,69 @@ fn per_unit(v: f64) -> String {
     if v >= 100.0 { int(v) } else { f3(v) }
 }
 
+/// What a run costs per million units, by service; Lambda both as measured on moto and as
+/// modelled with in-region latencies.
+struct Priced {
+    dynamodb: f64,
+    dynamodb_provisioned: f64,
+    sqs: f64,
+    lambda_measured: f64,
+    lambda_modelled: f64,
+}
+
+impl Priced {
+    fn measured(&self) -> f64 {
+        self.dynamodb + self.sqs + self.lambda_measured
+    }
+
+    /// The verdict's figure: in-region Lambda time, not moto's.
+    fn modelled(&self) -> f64 {
+        self.dynamodb + self.sqs + self.lambda_modelled
+    }
+
+    fn provisioned(&self) -> f64 {
+        self.dynamodb_provisioned + self.sqs + self.lambda_modelled
+    }
+}
+
+/// `ports::send_all`'s concurrent SendMessageBatch calls.
+const SEND_CONCURRENCY: f64 = 8.0;
+/// Events per SendMessageBatch of a batching producer (SQS's maximum).
+const PRODUCER_BATCH: usize = 10;
+
+/// Lambda time per invocation in region, from the calls each handler makes one after the
+/// other: ingest claims, finds subscribers, sends the jobs (`SEND_CONCURRENCY` calls at a
+/// time), completes; the dispatcher reads the webhook and the record together, POSTs, records.
+fn modelled_ms(meter: &Meter, function: &str, invocations: u64) -> f64 {
+    match function {
+        "ingest" => {
+            let sends = meter.calls("Queue::send_batch (delivery)") as f64 / invocations.max(1) as f64;
+            let rounds = (sends / SEND_CONCURRENCY).ceil().max(1.0);
+            3.0 * MODEL_DYNAMODB_MS + rounds * MODEL_SQS_MS + MODEL_CPU_MS
+        }
+        _ => 2.0 * MODEL_DYNAMODB_MS + MODEL_RECEIVER_MS + MODEL_CPU_MS,
+    }
+}
+
 /// Price of the counted calls and the per-method rows, per `per` units (deliveries or events).
-fn price_table(t: &mut Table, meter: &Meter, per: f64, per_label: &str) -> f64 {
+fn price_table(t: &mut Table, meter: &Meter, per: f64, per_label: &str) -> Priced {
     let scale = 1e6 / per;
-    let (mut ddb, mut sqs, mut idle) = (0.0, 0.0, 0.0);
+    let (mut ddb, mut ddb_provisioned, mut sqs, mut idle) = (0.0, 0.0, 0.0, 0.0);
+    let wcu = PRICE_WCU_HOUR / 3600.0 / PROVISIONED_UTILISATION;
+    let rcu = PRICE_RCU_HOUR / 3600.0 / PROVISIONED_UTILISATION;
     for (key, s) in meter.stats() {
         let cost = s.rru * PRICE_RRU + s.wru * PRICE_WRU + s.sqs * PRICE_SQS;
         let num = |v: f64| if v >= 100.0 { int(v) } else { f1(v) };
-        let units = if s.sqs > 0.0 {
-            format!("{} req", int(s.sqs))
-        } else if s.wru > 0.0 {
-            format!("{} WRU", num(s.wru))
-        } else {
-            format!("{} RRU", num(s.rru))
-        };
+        let mut units = Vec::new();
+        if s.wru > 0.0 {
+            units.push(format!("{} WRU", num(s.wru)));
+        }
+        if s.rru > 0.0 {
+            units.push(format!("{} RRU", num(s.rru)));
+        }
+        if s.sqs > 0.0 {
+            units.push(format!("{} req", int(s.sqs)));
+        }
         let price = if s.empty > 0 {
             idle += cost;
             format!("({}) idle", dollars(cost * scale))
@@ -262,6 +336,7 @@ fn price_table(t: &mut Table, meter: &Meter, per: f64, per_label: &str) -> f64 {
                 sqs += cost;
             } else {
                 ddb += cost;
+                ddb_provisioned += s.wru * wcu + s.rru * rcu;
             }
             dollars(cost * scale)
         };
@@ -271,16 +346,27 @@ fn price_table(t: &mut Table, meter: &Meter, per: f64, per_label: &str) -> f64 {
             int(s.calls as f64),
             int(s.api_calls as f64),
             per_unit(s.api_calls as f64 / per),
-            units,
+            units.join(" + "),
             price,
             f2(s.time.as_secs_f64() * 1000.0 / s.calls.max(1) as f64),
         ]);
     }
-    let mut lambda = 0.0;
+    let (mut lambda, mut modelled) = (0.0, 0.0);
+    let mut model_notes = Vec::new();
     for (name, l) in meter.lambda() {
         let gbs = l.billed_ms as f64 / 1000.0 * LAMBDA_GB;
-        let cost = l.invocations as f64 * PRICE_LAMBDA_REQ + gbs * PRICE_LAMBDA_GBS;
+        let requests = l.invocations as f64 * PRICE_LAMBDA_REQ;
+        let cost = requests + gbs * PRICE_LAMBDA_GBS;
         lambda += cost;
+        let ms = modelled_ms(meter, name, l.invocations);
+        let model_gbs = l.invocations as f64 * ms / 1000.0 * LAMBDA_GB;
+        modelled += requests + model_gbs * PRICE_LAMBDA_GBS;
+        model_notes.push(format!(
+            "{name} {} GB-s ({} ms x {} invocations)",
+            f3(model_gbs),
+            f1(ms),
+            int(l.invocations as f64)
+        ));
         t.row(vec![
             format!("Lambda {name}"),
             format!(
@@ -290,21 +376,48 @@ fn price_table(t: &mut Table, meter: &Meter, per: f64, per_label: &str) -> f64 {
             int(l.invocations as f64),
             int(l.invocations as f64),
             per_unit(l.invocations as f64 / per),
-            format!("{} GB-s", f2(gbs)),
+            format!("{} GB-s on moto", f2(gbs)),
             dollars(cost * scale),
             f2(l.wall.as_secs_f64() * 1000.0 / l.invocations.max(1) as f64),
         ]);
     }
-    let total = (ddb + sqs + lambda) * scale;
+    let priced = Priced {
+        dynamodb: ddb * scale,
+        dynamodb_provisioned: ddb_provisioned * scale,
+        sqs: sqs * scale,
+        lambda_measured: lambda * scale,
+        lambda_modelled: modelled * scale,
+    };
     t.note(format!(
-        "per million {per_label}: DynamoDB {} + SQS {} + Lambda {} = {} (empty receives, idle polling, {} not included)",
-        dollars(ddb * scale),
-        dollars(sqs * scale),
-        dollars(lambda * scale),
-        dollars(total),
+        "per million {per_label}, Lambda as measured on moto: DynamoDB {} + SQS {} + Lambda {} = {} (empty receives, \
+         idle polling, {} not included)",
+        dollars(priced.dynamodb),
+        dollars(priced.sqs),
+        dollars(priced.lambda_measured),
+        dollars(priced.measured()),
         dollars(idle * scale),
     ));
-    total
+    t.note(format!(
+        "Lambda modelled in region (DynamoDB {MODEL_DYNAMODB_MS} ms, SQS {MODEL_SQS_MS} ms a call, receiver \
+         {MODEL_RECEIVER_MS} ms, CPU {MODEL_CPU_MS} ms an invocation): {}; Lambda {} per million {per_label}",
+        model_notes.join(", "),
+        dollars(priced.lambda_modelled)
+    ));
+    t.note(format!(
+        "per million {per_label}, Lambda modelled (the verdict's figure): DynamoDB {} + SQS {} + Lambda {} = {}",
+        dollars(priced.dynamodb),
+        dollars(priced.sqs),
+        dollars(priced.lambda_modelled),
+        dollars(priced.modelled()),
+    ));
+    t.note(format!(
+        "separate line, DynamoDB provisioned for a steady load at {:.0}% use instead of on demand: DynamoDB {} \
+         -> total {}",
+        PROVISIONED_UTILISATION * 100.0,
+        dollars(priced.dynamodb_provisioned),
+        dollars(priced.provisioned()),
+    ));
+    priced
 }
 
 fn headers(per: &'static str) -> [&'static str; 8] {
@@ -322,7 +435,7 @@ fn headers(per: &'static str) -> [&'static str; 8] {
 
 /// Section 5: `events` events to a tenant with `fanout` webhooks, through ingest and the
 /// dispatcher driven by pollers like the local runner's.
-async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Table, f64) {
+async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Table, Priced) {
     let p = pipeline(env);
     let tenant = webhooks_tests::unique("cost");
     create_webhooks(&p, env, &tenant, fanout).await;
@@ -356,8 +469,9 @@ async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Ta
     let bodies: Vec<String> = (0..events)
         .map(|i| event_body(&tenant, format!("evt-{i}"), i as u64))
         .collect();
-    futures::stream::iter(bodies)
-        .map(|b| send_event(&p, env, b))
+    let batches: Vec<Vec<String>> = bodies.chunks(PRODUCER_BATCH).map(<[String]>::to_vec).collect();
+    futures::stream::iter(batches)
+        .map(|b| send_events(&p, env, b))
         .buffer_unordered(8)
         .collect::<Vec<()>>()
         .await;
@@ -375,7 +489,8 @@ async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Ta
     let arrived = env.sink.count() - arrived_before;
     let mut t = Table::new(
         format!(
-            "5. Cost: {} deliveries ({events} events x fan-out {fanout}) through ingest + dispatcher on the emulator",
+            "5. Cost: {} deliveries ({events} events x fan-out {fanout}, sent {PRODUCER_BATCH} per SendMessageBatch by \
+             the producer) through ingest + dispatcher on the emulator",
             int(total as f64)
         ),
         &headers("per delivery"),
@@ -403,9 +518,25 @@ async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Ta
         ));
     }
     t.note(
-        "Lambda GB-s is handler wall time against moto (slower than DynamoDB/SQS in region) and a receiver that \
-         answers at once; a slow receiver adds its latency / 10 per delivery",
+        "Lambda GB-s on moto is handler wall time against moto (slower than DynamoDB/SQS in region) and a receiver \
+         that answers at once; the modelled figure waits for the receiver instead",
     );
+    // Producers that cannot batch send each event through the API: one HTTP API request, one
+    // api invocation (modelled like ingest's single write, as the API only enqueues) and one
+    // SendMessageBatch per event, instead of a tenth of one.
+    let per_event = 1e6 / total as f64 * events as f64 / 1e6;
+    let batches = p.meter.calls("Queue::send_batch (events)") as f64;
+    let extra_sqs = (events as f64 - batches).max(0.0) * PRICE_SQS * 1e6 / total as f64;
+    let api_ms = MODEL_SQS_MS + MODEL_CPU_MS;
+    let api = per_event * 1e6 * (PRICE_HTTP_API + PRICE_LAMBDA_REQ + api_ms / 1000.0 * LAMBDA_GB * PRICE_LAMBDA_GBS);
+    t.note(format!(
+        "separate line, producers sending through POST /api/events instead: + SQS {} + API Gateway and the api \
+         function {} = {} per million deliveries (Lambda modelled)",
+        dollars(extra_sqs),
+        dollars(api),
+        dollars(price.modelled() + extra_sqs + api)
+    ));
+    t.note(item_sizes(env, &tenant).await);
     t.note(format!(
         "{} of {} deliveries arrived in {:.1} s ({} deliveries/s through moto; not a production figure)",
         int(arrived as f64),
@@ -414,6 +545,63 @@ async fn deliveries(env: &Env, events: usize, fanout: usize, quick: bool) -> (Ta
         int(arrived as f64 / elapsed.as_secs_f64())
     ));
     (t, price)
+}
+
+/// The tenant's items as DynamoDB sizes them, read back from the table after the run: what the
+/// meter's estimates stand for.
+async fn item_sizes(env: &Env, tenant: &str) -> String {
+    let mut sizes: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+    let event_pk = format!("E#{tenant}#");
+    let mut start = None;
+    for _ in 0..1_000 {
+        let out = match env
+            .dynamo
+            .scan()
+            .table_name(&env.deliveries_table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => return format!("item sizes: the scan failed: {e}"),
+        };
+        for item in out.items() {
+            let (pk, sk) = (
+                get_s(item, "pk").unwrap_or_default(),
+                get_s(item, "sk").unwrap_or_default(),
+            );
+            let kind = if pk.starts_with(&event_pk) && sk == "E" {
+                "claim items"
+            } else if pk.starts_with(&event_pk) && sk == "F" {
+                "completion items"
+            } else if sk.starts_with("D#") && get_s(item, "tenant").as_deref() == Some(tenant) {
+                "delivery records"
+            } else {
+                continue;
+            };
+            sizes.entry(kind).or_default().push(item_size(item));
+        }
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    let parts: Vec<String> = sizes
+        .iter()
+        .map(|(kind, v)| {
+            let max = v.iter().copied().max().unwrap_or(0);
+            format!(
+                "{} {kind} avg {} B, max {max} B ({} WRU a write)",
+                int(v.len() as f64),
+                v.iter().sum::<usize>() / v.len().max(1),
+                max.div_ceil(1024).max(1)
+            )
+        })
+        .collect();
+    format!(
+        "item sizes read back from the table (DynamoDB's rules: names + values): {}",
+        parts.join("; ")
+    )
 }
 
 /// Section 6: one event to a tenant with `fanout` webhooks: ingest's time and calls.
@@ -427,7 +615,7 @@ async fn fan_out(env: &Env, fanout: usize) -> Table {
     env.wire.reset();
     let (ingest, _) = handlers(&p);
     let t0 = Instant::now();
-    send_event(&p, env, event_body(&tenant, "evt-fanout".into(), 0)).await;
+    send_events(&p, env, vec![event_body(&tenant, "evt-fanout".into(), 0)]).await;
     let url = &env.urls[EVENTS_QUEUE.logical_id];
     let deadline = Instant::now() + Duration::from_secs(120);
     // Fanned out when every job has been enqueued.
@@ -532,19 +720,29 @@ pub async fn run(quick: bool, cost: bool, fanout: bool) -> Vec<Table> {
         let scale = if quick { 10 } else { 1 };
         let (mut a, price_1) = deliveries(&env, 1_000 / scale, 1, quick).await;
         let (mut b, price_10) = deliveries(&env, 100 / scale, 10, quick).await;
-        a.note(PRICES);
-        a.verdict(
-            price_1 < 1.0,
-            format!("{} per million deliveries at fan-out 1 (target < $1)", dollars(price_1)),
-        );
-        b.note(PRICES);
-        b.verdict(
-            price_10 < 1.0,
-            format!(
-                "{} per million deliveries at fan-out 10 (target < $1)",
-                dollars(price_10)
-            ),
-        );
+        for (t, price, fanout, target) in [(&mut a, &price_1, 1, 1.00), (&mut b, &price_10, 10, 0.70)] {
+            t.note(PRICES);
+            t.verdict(
+                price.modelled() < target,
+                format!(
+                    "{} per million deliveries at fan-out {fanout}, DynamoDB on demand, Lambda modelled in region \
+                     (target < {}; {} with Lambda as measured on moto)",
+                    dollars(price.modelled()),
+                    dollars(target),
+                    dollars(price.measured())
+                ),
+            );
+            t.verdict(
+                price.provisioned() < target,
+                format!(
+                    "{} per million deliveries at fan-out {fanout} with DynamoDB provisioned for a steady load at \
+                     {:.0}% use (separate line; target < {})",
+                    dollars(price.provisioned()),
+                    PROVISIONED_UTILISATION * 100.0,
+                    dollars(target)
+                ),
+            );
+        }
         tables.push(a);
         tables.push(b);
     }

@@ -53,8 +53,11 @@ pub struct LambdaStat {
 pub struct Meter {
     stats: Mutex<BTreeMap<String, Stat>>,
     lambda: Mutex<BTreeMap<&'static str, LambdaStat>>,
-    /// Estimated size of each delivery item, so updates can be sized before and after.
+    /// Estimated size of each delivery item and claim item, so updates can be sized before
+    /// and after.
     sizes: Mutex<HashMap<(String, String), usize>>,
+    /// Estimated size of each webhook read, (tenant, id): health updates rewrite it whole.
+    webhooks: Mutex<HashMap<(String, String), usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,6 +199,29 @@ pub fn delivery_size(d: &Delivery) -> usize {
         + n("expiresAt", d.expires_at)
 }
 
+/// An item's size as DynamoDB bills it: each attribute's name and value; numbers about one
+/// byte per two significant digits plus one; lists and maps 3 bytes plus 1 per element.
+pub fn item_size(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => s.len(),
+        A::N(n) => {
+            let digits = n.trim_start_matches('-').replace('.', "");
+            let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+            significant.div_ceil(2) + 1
+        }
+        A::B(b) => b.as_ref().len(),
+        A::L(l) => 3 + l.iter().map(|e| value_size(e) + 1).sum::<usize>(),
+        A::M(m) => 3 + m.iter().map(|(k, e)| k.len() + value_size(e) + 1).sum::<usize>(),
+        A::Ss(s) => s.iter().map(String::len).sum(),
+        _ => 1,
+    }
+}
+
 fn wru(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
 }
@@ -261,6 +287,7 @@ impl WebhookStore for CountingStore {
             Ok(Some(w)) => webhook_size(w),
             _ => 0,
         };
+        lock(&self.meter.webhooks).insert((tenant.to_string(), id.to_string()), size);
         self.meter.add(
             took,
             "WebhookStore::get",
@@ -320,10 +347,22 @@ impl WebhookStore for CountingStore {
         let t0 = Instant::now();
         let r = self.inner.set_health(tenant, id, old, new).await;
         let took = t0.elapsed();
-        // An UpdateItem is charged on the whole item: a webhook is well under 1 KB with its
-        // health map (about 200 bytes).
-        self.meter
-            .add(took, "WebhookStore::set_health", "UpdateItem", 1, 0.0, 1.0, 0.0, 0);
+        // An UpdateItem is charged on the whole item: the webhook as last read, with its health
+        // map (about 200 bytes).
+        let size = lock(&self.meter.webhooks)
+            .get(&(tenant.to_string(), id.to_string()))
+            .copied();
+        let units = wru(size.unwrap_or(0) + 200);
+        self.meter.add(
+            took,
+            "WebhookStore::set_health",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            units,
+            0.0,
+            0,
+        );
         r
     }
 
@@ -500,30 +539,73 @@ pub struct CountingEvents {
     pub meter: Arc<Meter>,
 }
 
-/// The stored event's item size: keys, the event, its payload and the claim's attributes.
-fn event_size(e: &StoredEvent) -> usize {
+/// The claim item's size (`DynamoEventStore`): keys, the event, its payload, the index keys
+/// and the claim's attributes.
+pub fn claim_item_size(e: &StoredEvent) -> usize {
     s("pk", &format!("E#{}#{}", e.tenant, e.id))
         + s("sk", "E")
         + s("tenant", &e.tenant)
         + s("id", e.id.as_str())
         + s("event", e.event.as_str())
         + n("ts", e.timestamp_ms)
-        + s("payload", &e.payload)
+        + stored_payload_size(&e.payload)
         + n("expiresAt", e.expires_at)
+        + index_keys_size(e)
         + s("state", "fanning")
         + s("owner", "own_01jv9qk3m4r7t2w8x5y6z0abcd")
-        + n("leaseUntil", e.timestamp_ms)
+        + n("leaseUntil", e.timestamp_ms + 90_000)
+        + n("claim", e.timestamp_ms)
+}
+
+/// The payload as the adapter stores it: deflated when that is smaller.
+fn stored_payload_size(payload: &str) -> usize {
+    let (name, value) = webhooks::dynamo::payload_attribute(payload);
+    name.len()
+        + match value {
+            aws_sdk_dynamodb::types::AttributeValue::B(b) => b.as_ref().len(),
+            _ => payload.len(),
+        }
+}
+
+fn index_keys_size(e: &StoredEvent) -> usize {
+    s("gsi1pk", &format!("EV#{}", e.tenant)) + s("gsi1sk", &format!("{:015}#{}", e.timestamp_ms, e.id))
+}
+
+/// The events-by-time index entry a new claim item writes: both tables' keys and the
+/// projected attributes (`resources::EVENTS_BY_TIME`). One write unit per started KB, like a
+/// table write; only a change of a key or projected attribute writes it again.
+pub fn index_entry_size(e: &StoredEvent) -> usize {
+    s("pk", &format!("E#{}#{}", e.tenant, e.id))
+        + s("sk", "E")
+        + index_keys_size(e)
+        + s("id", e.id.as_str())
+        + s("event", e.event.as_str())
+        + n("ts", e.timestamp_ms)
+        + s("state", "fanning")
+}
+
+/// The completion item: keys, the claim it completes, the fan-out list (as kept) and count.
+pub fn completion_item_size(tenant: &Tenant, id: &EventId, webhooks: &[String]) -> usize {
+    s("pk", &format!("E#{tenant}#{id}"))
+        + s("sk", "F")
+        + n("claim", 1_764_000_000_000)
+        + collection(
+            "webhooks",
+            webhooks
+                .iter()
+                .take(webhooks::ports::MAX_RECORDED_FAN_OUT)
+                .map(String::len),
+        )
+        + n("fanOut", webhooks.len() as u64)
+        + n("expiresAt", 1_766_000_000)
 }
 
 impl CountingEvents {
-    /// A conditional UpdateItem of the claim: sized (as DynamoDB bills it) by the whole item.
-    fn claim_update(&self, took: Duration, method: &'static str, tenant: &Tenant, id: &EventId) {
-        let size = lock(&self.meter.sizes)
+    fn claim_size(&self, tenant: &Tenant, id: &EventId) -> usize {
+        lock(&self.meter.sizes)
             .get(&(tenant.to_string(), id.to_string()))
             .copied()
-            .unwrap_or(1024);
-        self.meter
-            .add(took, method, "UpdateItem (conditional)", 1, 0.0, wru(size), 0.0, 0);
+            .unwrap_or(1024)
     }
 }
 
@@ -533,23 +615,52 @@ impl EventStore for CountingEvents {
         let t0 = Instant::now();
         let r = self.inner.claim(event, owner, now_ms, lease_ms).await;
         let took = t0.elapsed();
-        let size = event_size(event);
-        lock(&self.meter.sizes).insert((event.tenant.to_string(), event.id.to_string()), size);
-        // A lost claim reads the record to tell a duplicate from one in progress.
-        let (calls, rru) = match &r {
-            Ok(Claim::Won(_)) | Err(_) => (1, 0.0),
-            Ok(_) => (2, rru_strong(size)),
-        };
+        let key = (event.tenant.to_string(), event.id.to_string());
+        let seen = lock(&self.meter.sizes).get(&key).copied();
+        let size = seen.unwrap_or_else(|| claim_item_size(event));
+        lock(&self.meter.sizes).insert(key, size);
+        let new = matches!(r, Ok(Claim::Won(_))) && seen.is_none();
+        // A conditional PutItem of the whole claim item; a failed condition is charged too, by
+        // the item's size. A new item also writes its index entry.
+        let index = if new { wru(index_entry_size(event)) } else { 0.0 };
         self.meter.add(
             took,
             "EventStore::claim",
-            "UpdateItem (conditional)",
-            calls,
-            rru,
-            wru(size),
+            "PutItem (conditional) + index entry",
+            1,
+            0.0,
+            wru(size) + index,
             0.0,
             0,
         );
+        if !new && r.is_ok() {
+            // Claimed before: both items read (one strongly consistent Query; the completion is
+            // small), then, if the claim lapsed, taken over by an UpdateItem charged by the
+            // whole claim item (owner, lease and claim are not in the index).
+            let read = size + completion_item_size(&event.tenant, &event.id, &[]);
+            self.meter.add(
+                Duration::ZERO,
+                "EventStore::claim, claimed before",
+                "Query (strong)",
+                1,
+                rru_strong(read),
+                0.0,
+                0.0,
+                0,
+            );
+            if matches!(r, Ok(Claim::Won(_))) {
+                self.meter.add(
+                    Duration::ZERO,
+                    "EventStore::claim, take-over",
+                    "UpdateItem (conditional)",
+                    1,
+                    0.0,
+                    wru(size),
+                    0.0,
+                    0,
+                );
+            }
+        }
         r
     }
 
@@ -562,14 +673,36 @@ impl EventStore for CountingEvents {
     ) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.complete(tenant, id, owner, webhooks).await;
-        self.claim_update(t0.elapsed(), "EventStore::complete", tenant, id);
+        // A PutItem of the small completion item: the claim item (and the index) untouched.
+        // The adapter knows the claim it completes from its own claim call (the same process
+        // in ingest), so it reads nothing first.
+        self.meter.add(
+            t0.elapsed(),
+            "EventStore::complete",
+            "PutItem (conditional)",
+            1,
+            0.0,
+            wru(completion_item_size(tenant, id, webhooks)),
+            0.0,
+            0,
+        );
         r
     }
 
     async fn release(&self, tenant: &Tenant, id: &EventId, owner: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         let r = self.inner.release(tenant, id, owner).await;
-        self.claim_update(t0.elapsed(), "EventStore::release", tenant, id);
+        let size = self.claim_size(tenant, id);
+        self.meter.add(
+            t0.elapsed(),
+            "EventStore::release",
+            "UpdateItem (conditional)",
+            1,
+            0.0,
+            wru(size),
+            0.0,
+            0,
+        );
         r
     }
 
@@ -577,14 +710,15 @@ impl EventStore for CountingEvents {
         let t0 = Instant::now();
         let r = self.inner.get(tenant, id, consistent).await;
         let took = t0.elapsed();
+        // One Query of both items, sized by their sum.
         let size = match &r {
-            Ok(Some(e)) => event_size(&e.event),
+            Ok(Some(e)) => claim_item_size(&e.event) + completion_item_size(tenant, id, &e.webhooks),
             _ => 0,
         };
         let (api, rru) = if consistent {
-            ("GetItem (strong)", rru_strong(size))
+            ("Query (strong)", rru_strong(size))
         } else {
-            ("GetItem (eventual)", rru_eventual(size))
+            ("Query (eventual)", rru_eventual(size))
         };
         self.meter.add(took, "EventStore::get", api, 1, rru, 0.0, 0.0, 0);
         r
@@ -599,11 +733,24 @@ impl EventStore for CountingEvents {
     ) -> Result<Page<EventSummary>, StoreError> {
         let t0 = Instant::now();
         let r = self.inner.list(tenant, query, limit, before).await;
-        // Index items are small (no payload): about 100 bytes each, eventually consistent.
+        // Index entries are small (no payload): about 150 bytes each, eventually consistent;
+        // then one BatchGetItem of both items of each event (each item charged on its own).
         let n = r.as_ref().map_or(0, |p| p.items.len());
-        let rru = rru_eventual(100 * n.max(1));
+        let rru = rru_eventual(150 * n.max(1));
         self.meter
             .add(t0.elapsed(), "EventStore::list", "Query (index)", 1, rru, 0.0, 0.0, 0);
+        if n > 0 {
+            self.meter.add(
+                Duration::ZERO,
+                "EventStore::list, completions",
+                "BatchGetItem (eventual)",
+                (2 * n).div_ceil(100) as u64,
+                (2 * n) as f64 * 0.5,
+                0.0,
+                0.0,
+                0,
+            );
+        }
         r
     }
 }
