@@ -305,17 +305,28 @@ pub struct KeyedEvents {
 fn event_keys(tenant: &Tenant, id: &EventId, units: f64, index: bool) -> Vec<(String, Op, f64)> {
     let mut keys = vec![(format!("E#{tenant}#{id}"), Op::Write, units)];
     if index {
-        // The `events-by-time` index projects `state`: the claim and the completion each
-        // write the tenant's index partition too (small items: 1 unit).
+        // The `events-by-time` index holds the claim item (it projects `state`): the claim
+        // and a release write the tenant's index partition too (small entries: 1 unit). The
+        // completion is an item of its own, not in the index.
         keys.push((format!("EV#{tenant}"), Op::Write, 1.0));
     }
     keys
 }
 
+/// The claim item as the DynamoDB adapter writes it: the event with its payload deflated when
+/// that is smaller (`webhooks::dynamo::payload_attribute`), plus ~100 bytes of keys and lease.
+fn claim_bytes(event: &StoredEvent) -> usize {
+    let payload = match webhooks::dynamo::payload_attribute(&event.payload) {
+        (_, aws_sdk_dynamodb::types::AttributeValue::B(b)) => b.as_ref().len(),
+        _ => event.payload.len(),
+    };
+    size(event) - event.payload.len() + payload + 100
+}
+
 #[async_trait]
 impl EventStore for KeyedEvents {
     async fn claim(&self, event: &StoredEvent, owner: &str, now_ms: u64, lease_ms: u64) -> Result<Claim, StoreError> {
-        let units = wru(size(event) + 100);
+        let units = wru(claim_bytes(event));
         self.meter
             .record("EventStore::claim", &event_keys(&event.tenant, &event.id, units, true));
         self.inner.claim(event, owner, now_ms, lease_ms).await
@@ -328,10 +339,10 @@ impl EventStore for KeyedEvents {
         owner: &str,
         webhooks: &[String],
     ) -> Result<(), StoreError> {
-        // The update is billed on the whole item (its payload included): about 1 KB more
-        // than the payload here, as in the bench's meter.
+        // A small item of its own (sk `F`): the claim number, the fan-out's ids and count.
+        let units = wru(100 + 30 * webhooks.len().min(webhooks::ports::MAX_RECORDED_FAN_OUT));
         self.meter
-            .record("EventStore::complete", &event_keys(tenant, id, 2.0, true));
+            .record("EventStore::complete", &event_keys(tenant, id, units, false));
         self.inner.complete(tenant, id, owner, webhooks).await
     }
 

@@ -327,7 +327,7 @@ pub async fn run() -> Table {
         "req/s and units/s: the hottest key's mean over the last {} simulated s (steady state); busiest s: its busiest second with the cache, the cold start (every container fills its cache at once, and the endpoint's first success makes each container's racing jobs re-read after losing the health compare-and-set)",
         SECONDS - SECONDS / 2
     ));
-    t.note("not shown: E#{tenant}#{id}, each event's own key, written twice in its life (the claim and the completion, about 2 units each with a 1 KiB payload): never hot");
+    t.note("not shown: E#{tenant}#{id}, each event's own key, written twice in its life (the claim, 1 unit with a 1 KiB payload stored deflated, and the completion, a small item of its own: 1 unit): never hot");
     t.note("many tenants with the cache: 1/f of the containers see each tenant f times as often as in AWS, so their cached reads are a lower bound; without it they are exact (and far under the limits either way)");
     t.note("limits: 3,000 read units and 1,000 write units per partition key per second (DynamoDB, on-demand or provisioned); units: strong reads 1 per 4 KB, eventual 0.5, writes 1 per KB, estimated from each item's JSON");
     t
