@@ -71,6 +71,9 @@ struct Env {
     wire: Wire,
 }
 
+/// `WEBHOOK_CACHE_SECONDS`' default in the Lambda functions.
+const LAMBDA_WEBHOOK_CACHE: Duration = Duration::from_secs(webhooks::config::DEFAULT_WEBHOOK_CACHE_S);
+
 struct Pipeline {
     meter: Arc<Meter>,
     store: Arc<dyn WebhookStore>,
@@ -104,8 +107,11 @@ fn pipeline(env: &Env) -> Pipeline {
         inner: Arc::new(DynamoEventStore::new(env.dynamo.clone(), &env.deliveries_table)),
         meter: meter.clone(),
     });
+    // As deployed: ingest and the dispatcher are separate Lambda containers, each reading
+    // webhooks through its own cache for WEBHOOK_CACHE_SECONDS (5 by default in Lambda).
+    let cached = || webhooks::cache::CachedWebhookStore::wrap(store.clone(), LAMBDA_WEBHOOK_CACHE, Default::default());
     let ingest = Ingest {
-        store: store.clone(),
+        store: cached(),
         events: events.clone(),
         queue: queue.clone(),
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
@@ -115,7 +121,7 @@ fn pipeline(env: &Env) -> Pipeline {
         metrics: Default::default(),
     };
     let dispatcher = Dispatcher {
-        store: store.clone(),
+        store: cached(),
         log,
         events,
         queue: queue.clone(),
