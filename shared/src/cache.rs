@@ -117,6 +117,14 @@ struct State {
     generation: u64,
 }
 
+impl State {
+    /// Forgets the webhook, and makes any read of it already in flight not cache its answer.
+    fn forget_webhook(&mut self, key: &(String, String)) {
+        self.generation += 1;
+        self.webhooks.remove(key);
+    }
+}
+
 /// See the module's documentation. Cloning shares the cache.
 #[derive(Clone)]
 pub struct CachedWebhookStore {
@@ -178,8 +186,7 @@ impl CachedWebhookStore {
     /// Drops what this container knows of the webhook and of its tenant's subscriber lists.
     fn invalidate(&self, tenant: &str, id: &str) {
         let mut s = self.lock();
-        s.generation += 1;
-        s.webhooks.remove(&(tenant.to_string(), id.to_string()));
+        s.forget_webhook(&(tenant.to_string(), id.to_string()));
         let keys: Vec<(String, EventType)> = s
             .subscribers
             .entries
@@ -245,15 +252,11 @@ impl WebhookStore for CachedWebhookStore {
                 {
                     w.health = new.clone();
                 } else {
-                    s.generation += 1;
-                    s.webhooks.remove(&key);
+                    s.forget_webhook(&key);
                 }
             }
             // A stale view lost the compare-and-set: the caller's re-read must be fresh.
-            _ => {
-                s.generation += 1;
-                s.webhooks.remove(&key);
-            }
+            _ => s.forget_webhook(&key),
         }
         written
     }
