@@ -229,12 +229,68 @@ def check_tables(t: Template, specs: dict, r: Report) -> None:
             f"{logical_id} TTL attribute is {spec['ttlAttribute'] or '(none)'}",
             f"got {ttl or '(none)'}",
         )
-        r.check(p.get("BillingMode") == "PAY_PER_REQUEST", f"{logical_id} is PAY_PER_REQUEST", f"got {p.get('BillingMode')}")
+        billing = t.resolve(p.get("BillingMode"))
+        r.check(billing == "PAY_PER_REQUEST", f"{logical_id} is PAY_PER_REQUEST by default", f"got {billing}")
+        if isinstance(p.get("BillingMode"), dict):
+            check_provisioned_option(t, logical_id, p, r)
         pitr = (p.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")
         r.check(pitr in (True, "true"), f"{logical_id} has point-in-time recovery", f"got {pitr}")
         sse = (p.get("SSESpecification") or {}).get("SSEEnabled")
         r.check(sse in (True, "true"), f"{logical_id} has SSE enabled", f"got {sse}")
         r.check("TableName" not in p, f"{logical_id} has no fixed TableName", f"got {p.get('TableName')}")
+
+
+def check_provisioned_option(t: Template, logical_id: str, p: dict, r: Report) -> None:
+    """A table whose BillingMode is a parameter can be deployed PROVISIONED: then it and each of
+    its indexes need throughput, and auto scaling targets (read and write) with a 70% target
+    tracking policy, or the first busy minute throttles at the minimum capacity."""
+    param = (p.get("BillingMode") or {}).get("Ref")
+    allowed = sorted((t.parameters.get(param) or {}).get("AllowedValues") or [])
+    r.check(
+        allowed == ["PAY_PER_REQUEST", "PROVISIONED"],
+        f"{logical_id} BillingMode parameter {param} allows exactly PAY_PER_REQUEST and PROVISIONED",
+        f"got {allowed}",
+    )
+
+    def throughput_if_provisioned(node: dict) -> bool:
+        pt = node.get("ProvisionedThroughput")
+        return (
+            isinstance(pt, dict)
+            and "Fn::If" in pt
+            and isinstance(pt["Fn::If"][1], dict)
+            and {"ReadCapacityUnits", "WriteCapacityUnits"} <= set(pt["Fn::If"][1])
+            and pt["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+        )
+
+    r.check(throughput_if_provisioned(p), f"{logical_id} has ProvisionedThroughput when provisioned", "missing")
+    scopes = [("table", f"table/${{{logical_id}}}")]
+    for g in p.get("GlobalSecondaryIndexes") or []:
+        name = g.get("IndexName")
+        r.check(throughput_if_provisioned(g), f"{logical_id} index {name} has ProvisionedThroughput when provisioned", "missing")
+        scopes.append(("index", f"table/${{{logical_id}}}/index/{name}"))
+    targets = t.of_type("AWS::ApplicationAutoScaling::ScalableTarget")
+    policies = t.of_type("AWS::ApplicationAutoScaling::ScalingPolicy")
+    for kind, resource_id in scopes:
+        for dim, metric in (("Write", "DynamoDBWriteCapacityUtilization"), ("Read", "DynamoDBReadCapacityUtilization")):
+            what = f"{resource_id} {dim.lower()} capacity"
+            found = [
+                tid for tid, tr in targets.items()
+                if (t.props(tr).get("ResourceId") or {}).get("Fn::Sub") == resource_id
+                and t.props(tr).get("ScalableDimension") == f"dynamodb:{kind}:{dim}CapacityUnits"
+            ]
+            r.check(len(found) == 1, f"{what} has one scalable target", f"found {found}")
+            if len(found) != 1:
+                continue
+            target = targets[found[0]]
+            r.check(target.get("Condition") is not None,
+                    f"{what} target exists only when provisioned", "no Condition")
+            pol = [
+                pp for pp in policies.values()
+                if t.props(pp).get("ScalingTargetId") == {"Ref": found[0]}
+            ]
+            cfg = (t.props(pol[0]).get("TargetTrackingScalingPolicyConfiguration") or {}) if len(pol) == 1 else {}
+            got = (cfg.get("TargetValue"), (cfg.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType"))
+            r.check(got == (70, metric), f"{what} tracks {metric} at 70%", f"got {got}")
 
 
 def check_queues(t: Template, specs: dict, r: Report) -> None:
