@@ -507,39 +507,69 @@ fn delivery_key(webhook_id: &str, delivery_id: &str) -> Item {
     ])
 }
 
-/// One shard's part of a listing page: its records, newest first, and when DynamoDB stopped
-/// before the end (the Limit or 1 MB), the id it stopped at: below it, this shard is unread.
-struct ShardPage {
-    items: Vec<(Delivery, bool)>,
+/// One partition's part of a listing page, as read so far: its records below the cursor,
+/// newest first; where its next Query starts (DynamoDB's LastEvaluatedKey) and the id it was
+/// read down to, while it has more (below that id it is unread).
+struct ShardRead {
+    pk: String,
+    legacy: bool,
+    items: Vec<Delivery>,
+    resume: Option<Item>,
     stopped_at: Option<String>,
 }
 
-/// Merges the shards' parts of a page into the page an unsharded listing would have given:
-/// newest first, `limit` records, and the cursor of the last one when there is more. Every
-/// record at or above the highest `stopped_at` is known (each shard was read down to its own
-/// stop), so nothing below it is returned; the page ends there, short, when the 1 MB cut
-/// comes first. A record found in a shard and in the unsuffixed partition (moved while an old
-/// dispatcher still wrote it) is shown once, from its shard.
-fn merge_delivery_shards(shards: Vec<ShardPage>, limit: usize) -> Page<Delivery> {
-    let frontier = shards.iter().filter_map(|p| p.stopped_at.clone()).max();
-    let mut all: Vec<(Delivery, bool)> = shards.into_iter().flat_map(|p| p.items).collect();
+/// Rounds of Queries one listing page may take: the first reads every shard's share of the
+/// page, the second the shortfall from the shards that bound it, which settles the page unless
+/// a Query stopped at 1 MB; the page then ends short after the last round, with a cursor.
+const MAX_LIST_ROUNDS: usize = 4;
+
+/// Records the first round reads from each shard: its share of `limit + 1` and half again,
+/// so that the first round usually settles the page.
+fn first_round_share(limit: usize) -> usize {
+    (limit + 1).div_ceil(DELIVERY_SHARDS as usize) * 3 / 2 + 1
+}
+
+/// The page the shards read so far make, as an unsharded listing would give it: newest
+/// first, `limit` records, and the cursor of the last one when there is more. Every record at
+/// or above the highest id a shard stopped at is known; when fewer than `limit + 1` are, the
+/// page is not settled and this says which shards to read further (those stopped above the
+/// page's last record so far) and how many records each: the shortfall, after which the
+/// shard that stops highest has added that many known records, so the next call settles.
+/// `last` settles it anyway, short, with the cursor of its last known record. A record found
+/// in a shard and in the unsuffixed partition (moved while an old dispatcher still wrote it)
+/// is shown once, from its shard.
+fn settle(shards: &[ShardRead], limit: usize, last: bool) -> Result<Page<Delivery>, (Vec<usize>, usize)> {
+    let mut all: Vec<(&Delivery, bool)> = shards
+        .iter()
+        .flat_map(|s| s.items.iter().map(move |d| (d, s.legacy)))
+        .collect();
     all.sort_by(|(a, a_legacy), (b, b_legacy)| b.id.cmp(&a.id).then(a_legacy.cmp(b_legacy)));
     all.dedup_by(|later, earlier| later.0.id == earlier.0.id);
-    let mut items: Vec<Delivery> = all
-        .into_iter()
-        .map(|(d, _)| d)
-        .filter(|d| frontier.as_ref().is_none_or(|f| d.id >= *f))
-        .take(limit + 1)
+    let frontier = shards.iter().filter_map(|s| s.stopped_at.as_deref()).max();
+    let known = all
+        .iter()
+        .take_while(|(d, _)| frontier.is_none_or(|f| d.id.as_str() >= f))
+        .count();
+    if known > limit || frontier.is_none() || last {
+        let mut items: Vec<Delivery> = all[..known.min(limit + 1)].iter().map(|(d, _)| (*d).clone()).collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.id.clone())
+        } else if frontier.is_some() {
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        return Ok(Page { items, next });
+    }
+    let bound = all.get(limit).map(|(d, _)| d.id.as_str());
+    let more = shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.stopped_at.as_deref().is_some_and(|at| bound.is_none_or(|b| at > b)))
+        .map(|(i, _)| i)
         .collect();
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|d| d.id.clone())
-    } else if frontier.is_some() {
-        items.last().map(|d| d.id.clone())
-    } else {
-        None
-    };
-    Page { items, next }
+    Err((more, limit + 1 - known))
 }
 
 fn attempt_to_av(a: &Attempt) -> AttributeValue {
@@ -767,7 +797,9 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     /// Newest first: one Query per shard (and the unsuffixed partition while it holds
-    /// records), concurrently, each of at most `limit + 1` records below the cursor, merged.
+    /// records), concurrently, each of its share of the page and half again below the cursor,
+    /// merged; then, when the page is not settled, the shortfall from the shards that bound it
+    /// (see `settle`). Each Query reads at most `limit + 1` records.
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
         // '~' sorts after every id character, so the first page starts at the newest.
         let hi = format!("D#{}", before.unwrap_or("~"));
@@ -777,43 +809,71 @@ impl DeliveryLog for DynamoDeliveryLog {
         if self.legacy_newest(webhook_id).await?.is_some() {
             pks.push((legacy_delivery_pk(webhook_id), true));
         }
-        let shards = futures::future::try_join_all(
-            pks.iter()
-                .map(|(pk, legacy)| self.query_shard(pk, *legacy, &hi, limit + 1)),
-        )
+        let first = first_round_share(limit);
+        let mut shards: Vec<ShardRead> = futures::future::try_join_all(pks.into_iter().map(|(pk, legacy)| {
+            let hi = &hi;
+            async move {
+                let mut shard = ShardRead {
+                    pk,
+                    legacy,
+                    items: Vec::new(),
+                    resume: None,
+                    stopped_at: None,
+                };
+                self.read_shard(&mut shard, hi, first).await?;
+                Ok::<_, StoreError>(shard)
+            }
+        }))
         .await?;
-        Ok(merge_delivery_shards(shards, limit))
+        let mut rounds = 1;
+        loop {
+            match settle(&shards, limit, rounds >= MAX_LIST_ROUNDS) {
+                Ok(page) => return Ok(page),
+                Err((more, need)) => {
+                    let reads: Vec<&mut ShardRead> = shards
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(i, _)| more.contains(i))
+                        .map(|(_, s)| s)
+                        .collect();
+                    futures::future::try_join_all(reads.into_iter().map(|s| self.read_shard(s, &hi, need))).await?;
+                    rounds += 1;
+                }
+            }
+        }
     }
 }
 
 impl DynamoDeliveryLog {
-    /// Up to `limit` records of one partition below the sort key `hi`, newest first.
-    async fn query_shard(&self, pk: &str, legacy: bool, hi: &str, limit: usize) -> Result<ShardPage, StoreError> {
+    /// Reads up to `limit` more records of one partition below the sort key `hi`, newest
+    /// first, from where its last Query stopped.
+    async fn read_shard(&self, shard: &mut ShardRead, hi: &str, limit: usize) -> Result<(), StoreError> {
         let out = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk < :hi")
-            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":pk", s(&shard.pk))
             .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .consistent_read(true)
+            .set_exclusive_start_key(shard.resume.take())
             .send()
             .await
             .map_err(backend)?;
-        let items = out
-            .items()
-            .iter()
-            .map(|i| delivery_from_item(i).map(|d| (d, legacy)))
-            .collect::<Result<Vec<_>, _>>()?;
+        for item in out.items() {
+            shard.items.push(delivery_from_item(item)?);
+        }
         // A Query stops at its Limit or at 1 MB of items (records with many attempts are
         // large); DynamoDB says so with a LastEvaluatedKey, the last record it read.
-        let stopped_at = out
-            .last_evaluated_key()
+        shard.resume = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
+        shard.stopped_at = shard
+            .resume
+            .as_ref()
             .and_then(|k| get_s(k, "sk"))
             .and_then(|sk| sk.strip_prefix("D#").map(str::to_string));
-        Ok(ShardPage { items, stopped_at })
+        Ok(())
     }
 
     /// The newest delivery id in the webhook's unsuffixed partition (records from before the
@@ -1470,4 +1530,100 @@ fn summary_from_item(item: &Item) -> Option<EventSummary> {
         timestamp_ms: get_n(item, "ts")?,
         fanned: get_s(item, "state").as_deref() != Some(FANNING),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing over shards held in memory, driven by `settle` as `DynamoDeliveryLog::list`
+    /// drives it over DynamoDB (a Query that reaches its Limit reports a LastEvaluatedKey even
+    /// when nothing is left, as DynamoDB may): the page, the records read, the rounds.
+    fn list(shards: &[Vec<String>], limit: usize, before: Option<&str>) -> (Page<Delivery>, usize, usize) {
+        let below: Vec<Vec<&String>> = shards
+            .iter()
+            .map(|s| s.iter().filter(|id| before.is_none_or(|b| id.as_str() < b)).collect())
+            .collect();
+        let mut reads: Vec<ShardRead> = (0..shards.len())
+            .map(|i| ShardRead {
+                pk: i.to_string(),
+                legacy: false,
+                items: Vec::new(),
+                resume: None,
+                stopped_at: None,
+            })
+            .collect();
+        let mut read = 0;
+        let mut take = |r: &mut ShardRead, i: usize, n: usize| {
+            let from = r.items.len();
+            let got: Vec<&String> = below[i].iter().skip(from).take(n).copied().collect();
+            read += got.len();
+            r.stopped_at = (got.len() == n).then(|| got.last().map(|s| s.to_string())).flatten();
+            r.items.extend(got.into_iter().map(|id| Delivery {
+                id: id.clone(),
+                ..Delivery::default()
+            }));
+        };
+        for (i, r) in reads.iter_mut().enumerate() {
+            take(r, i, first_round_share(limit));
+        }
+        let mut rounds = 1;
+        loop {
+            match settle(&reads, limit, rounds >= MAX_LIST_ROUNDS) {
+                Ok(page) => return (page, read, rounds),
+                Err((more, need)) => {
+                    assert!(!more.is_empty());
+                    for i in more {
+                        take(&mut reads[i], i, need);
+                    }
+                    rounds += 1;
+                }
+            }
+        }
+    }
+
+    /// Pages over shards are exactly the pages of the sorted whole, for any number of records
+    /// and any page size, in at most two rounds, reading far less than `limit + 1` per shard.
+    #[test]
+    fn merged_pages_are_the_unsharded_pages() {
+        for records in [0usize, 1, 5, 17, 50, 333, 1000] {
+            let mut shards = vec![Vec::new(); DELIVERY_SHARDS as usize];
+            let mut whole: Vec<String> = (0..records).map(|i| format!("dl_{i:06}")).collect();
+            for id in &whole {
+                shards[crate::ids::shard(id, DELIVERY_SHARDS) as usize].push(id.clone());
+            }
+            for s in &mut shards {
+                s.sort_by(|a, b| b.cmp(a));
+            }
+            whole.reverse();
+            for limit in [1usize, 2, 7, 20, 50, 100] {
+                let (mut cursor, mut at, mut worst, mut total) = (None::<String>, 0, 0, 0);
+                for _ in 0..=records {
+                    let (page, read, rounds) = list(&shards, limit, cursor.as_deref());
+                    assert!(rounds <= 2, "{records} records, pages of {limit}: {rounds} rounds");
+                    let want: Vec<&String> = whole.iter().skip(at).take(limit).collect();
+                    let got: Vec<&String> = page.items.iter().map(|d| &d.id).collect();
+                    assert_eq!(got, want, "{records} records, pages of {limit}, from {at}");
+                    at += got.len();
+                    let more = at < whole.len();
+                    assert_eq!(
+                        page.next.is_some(),
+                        more,
+                        "{records} records, pages of {limit}, at {at}"
+                    );
+                    worst = worst.max(read);
+                    total += read;
+                    match page.next {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+                assert_eq!(at, records);
+                if records == 1000 {
+                    println!("pages of {limit}: at most {worst} records read per page ({total} for 1,000 records)");
+                    assert!(worst <= 3 * (limit + 1) + 2 * DELIVERY_SHARDS as usize, "{worst}");
+                }
+            }
+        }
+    }
 }
