@@ -63,6 +63,17 @@ pub fn is_id(prefix: &str, s: &str) -> bool {
         .is_some_and(|r| r.len() == 26 && r.bytes().all(|b| CROCKFORD.contains(&b)))
 }
 
+/// The shard of `key` among `shards` (`0..shards`): the first 8 bytes of its SHA-256, so the
+/// same key lands on the same shard in every process and release (std's `RandomState` is
+/// seeded per process, and would scatter one record's reads and writes).
+pub fn shard(key: &str, shards: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(shards.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +90,19 @@ mod tests {
         assert!(!is_id("wh", "wh_123"));
         assert!(!is_id("wh", &new_id("dl")));
         assert_eq!(decode(&encode(u128::MAX - 7)), Some(u128::MAX - 7));
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // Fixed values: a change of hash would move every stored record to another key.
+        // (The first 8 bytes of SHA-256, big-endian, modulo 16: checked with Python's hashlib.)
+        assert_eq!(["dl_a", "dl_b", "evt-1"].map(|k| shard(k, 16)), [0, 9, 9]);
+        assert_eq!(shard("anything", 1), 0);
+        assert_eq!(shard("anything", 0), 0);
+        let mut seen = [0u32; 16];
+        for i in 0..1600 {
+            seen[shard(&format!("dl_{i}"), 16) as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| (50..=150).contains(n)), "{seen:?}");
     }
 }

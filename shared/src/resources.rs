@@ -34,7 +34,8 @@ pub struct IndexSpec {
     pub projected: &'static [&'static str],
 }
 
-/// A tenant's events by time (`dynamo::DynamoEventStore::list`): pk `EV#{tenant}`, sk
+/// A tenant's events by time (`dynamo::DynamoEventStore::list`): pk `EV#{tenant}#{h}` (h the
+/// event id's shard, `dynamo::EVENT_INDEX_SHARDS`; `EV#{tenant}` before the shards), sk
 /// `{timestamp ms, 15 digits}#{event id}`; sparse (only event items have the keys). It
 /// projects what a listing shows and never the payload.
 pub const EVENTS_BY_TIME: IndexSpec = IndexSpec {

@@ -225,8 +225,9 @@ pub struct KeyedLog {
     pub meter: Arc<KeyMeter>,
 }
 
-fn log_pk(webhook_id: &str) -> String {
-    format!("W#{webhook_id}")
+/// The shard of the delivery's record (`webhooks::dynamo::delivery_pk`).
+fn log_pk(webhook_id: &str, delivery_id: &str) -> String {
+    webhooks::dynamo::delivery_pk(webhook_id, delivery_id)
 }
 
 #[async_trait]
@@ -242,7 +243,7 @@ impl DeliveryLog for KeyedLog {
         let bytes = size(delivery) + size(attempt) * (delivery.attempts.len() + 1);
         self.meter.record(
             "DeliveryLog::record_attempt",
-            &[(log_pk(&delivery.webhook_id), Op::Write, wru(bytes))],
+            &[(log_pk(&delivery.webhook_id, &delivery.id), Op::Write, wru(bytes))],
         );
         self.inner
             .record_attempt(delivery, attempt, status, next_attempt_at, now)
@@ -259,7 +260,7 @@ impl DeliveryLog for KeyedLog {
         self.meter.record(
             "DeliveryLog::finish",
             &[(
-                log_pk(&delivery.webhook_id),
+                log_pk(&delivery.webhook_id, &delivery.id),
                 Op::Write,
                 wru(size(delivery) + note.len()),
             )],
@@ -270,7 +271,7 @@ impl DeliveryLog for KeyedLog {
     async fn reopen(&self, record: &Delivery, to: u32, now: u64) -> Result<bool, StoreError> {
         self.meter.record(
             "DeliveryLog::reopen",
-            &[(log_pk(&record.webhook_id), Op::Write, wru(size(record)))],
+            &[(log_pk(&record.webhook_id, &record.id), Op::Write, wru(size(record)))],
         );
         self.inner.reopen(record, to, now).await
     }
@@ -281,18 +282,25 @@ impl DeliveryLog for KeyedLog {
             Ok(Some(d)) => rru_strong(size(d)),
             _ => 1.0,
         };
-        self.meter
-            .record("DeliveryLog::get", &[(log_pk(webhook_id), Op::Read, units)]);
+        self.meter.record(
+            "DeliveryLog::get",
+            &[(log_pk(webhook_id, delivery_id), Op::Read, units)],
+        );
         r
     }
 
     async fn list(&self, webhook_id: &str, limit: usize, before: Option<&str>) -> Result<Page<Delivery>, StoreError> {
         let r = self.inner.list(webhook_id, limit, before).await;
-        let bytes = r.as_ref().map_or(0, |p| p.items.iter().map(size).sum());
-        self.meter.record(
-            "DeliveryLog::list",
-            &[(log_pk(webhook_id), Op::Read, rru_strong(bytes))],
-        );
+        // One Query per shard, each reading its share of the page (strongly consistent).
+        let bytes = r.as_ref().map_or(0, |p| p.items.iter().map(size).sum::<usize>());
+        let shards = webhooks::dynamo::DELIVERY_SHARDS;
+        let keys: Vec<(String, Op, f64)> = (0..shards)
+            .map(|h| {
+                let share = bytes / shards as usize;
+                (format!("W#{webhook_id}#{h}"), Op::Read, rru_strong(share))
+            })
+            .collect();
+        self.meter.record("DeliveryLog::list", &keys);
         r
     }
 }
@@ -308,7 +316,7 @@ fn event_keys(tenant: &Tenant, id: &EventId, units: f64, index: bool) -> Vec<(St
         // The `events-by-time` index holds the claim item (it projects `state`): the claim
         // and a release write the tenant's index partition too (small entries: 1 unit). The
         // completion is an item of its own, not in the index.
-        keys.push((format!("EV#{tenant}"), Op::Write, 1.0));
+        keys.push((webhooks::dynamo::event_index_pk(tenant, id), Op::Write, 1.0));
     }
     keys
 }
@@ -376,11 +384,16 @@ impl EventStore for KeyedEvents {
         before: Option<&EventCursor>,
     ) -> Result<Page<EventSummary>, StoreError> {
         let r = self.inner.list(tenant, query, limit, before).await;
+        // One Query per index shard, each reading its share of the page.
         let n = r.as_ref().map_or(0, |p| p.items.len());
-        self.meter.record(
-            "EventStore::list",
-            &[(format!("EV#{tenant}"), Op::Read, rru_eventual(100 * n))],
-        );
+        let shards = webhooks::dynamo::EVENT_INDEX_SHARDS;
+        let keys: Vec<(String, Op, f64)> = (0..shards)
+            .map(|h| {
+                let share = 100 * n / shards as usize;
+                (format!("EV#{tenant}#{h}"), Op::Read, rru_eventual(share))
+            })
+            .collect();
+        self.meter.record("EventStore::list", &keys);
         r
     }
 }

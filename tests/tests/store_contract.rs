@@ -1189,3 +1189,622 @@ fn item_size(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::A
     }
     item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
+
+// ---- Listings over many records: what a sharded adapter must merge exactly ----
+
+/// A pending delivery of `webhook` for event `evt-{n}` at `ms`.
+fn delivery_at(tenant: &str, webhook: &str, n: u64, ms: u64) -> webhooks::ports::Delivery {
+    webhooks::ports::Delivery {
+        id: webhooks::retry::delivery_id(tenant, &format!("evt-{n}"), webhook, ms),
+        tenant: tenant.to_string(),
+        webhook_id: webhook.to_string(),
+        event_id: format!("evt-{n}"),
+        event: "system.info".into(),
+        expires_at: 2_000_000_000,
+        ..Default::default()
+    }
+}
+
+fn an_attempt(code: u16) -> webhooks::ports::Attempt {
+    webhooks::ports::Attempt {
+        attempt: 1,
+        at: 5,
+        status_code: Some(code),
+        duration_ms: 3,
+        message: format!("HTTP {code}"),
+        response_body: None,
+    }
+}
+
+/// Every page of a delivery listing of `limit`, with the cursor each one was asked with.
+async fn delivery_pages(
+    log: &dyn webhooks::ports::DeliveryLog,
+    webhook: &str,
+    limit: usize,
+    from: Option<String>,
+) -> Vec<(Option<String>, webhooks::ports::Page<webhooks::ports::Delivery>)> {
+    let mut pages = Vec::new();
+    let mut cursor = from;
+    for _ in 0..100 {
+        let page = log.list(webhook, limit, cursor.as_deref()).await.expect("list");
+        let next = page.next.clone();
+        pages.push((cursor.clone(), page));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return pages,
+        }
+    }
+    panic!("the listing never ended");
+}
+
+/// 50 deliveries of one webhook, 25 of them of events in the same millisecond (so only the
+/// id's hash part orders them) and 25 a millisecond apart, interleaved in time with them:
+/// pages of 20 are exactly 20, 20 and 10 records, newest first, each once; asking for a page
+/// again with its cursor gives the same page; a cursor that is any record's id starts just
+/// below it; pages of 1 and of 100 agree. DynamoDB spreads these records over its shards,
+/// so a merge that is not exact (a per-shard share of the limit, shards concatenated, a
+/// cursor per shard) fails here.
+async fn delivery_listing_over_many(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    let tenant = unique("tenant");
+    let webhook = ids::new_id("wh");
+    let mut want = Vec::new();
+    for n in 0..50u64 {
+        let ms = if n % 2 == 0 { 5_000 } else { 4_990 + n };
+        let d = delivery_at(&tenant, &webhook, n, ms);
+        log.record_attempt(
+            &d,
+            &an_attempt(200),
+            webhooks::ports::DeliveryStatus::Succeeded,
+            None,
+            6,
+        )
+        .await
+        .expect("record");
+        want.push(d.id);
+    }
+    want.sort();
+    want.reverse();
+    let pages = delivery_pages(log.as_ref(), &webhook, 20, None).await;
+    assert_eq!(
+        pages.iter().map(|(_, p)| p.items.len()).collect::<Vec<_>>(),
+        vec![20, 20, 10],
+        "full pages, as an unsharded listing gives"
+    );
+    let seen: Vec<String> = pages
+        .iter()
+        .flat_map(|(_, p)| p.items.iter().map(|d| d.id.clone()))
+        .collect();
+    assert_eq!(seen, want, "newest first, each once");
+    for (cursor, page) in &pages {
+        assert_eq!(
+            &log.list(&webhook, 20, cursor.as_deref()).await.expect("again"),
+            page,
+            "a cursor gives the same page every time"
+        );
+        if let Some(next) = &page.next {
+            assert_eq!(
+                next,
+                &page.items.last().expect("a full page").id,
+                "the cursor is the last id"
+            );
+        }
+    }
+    for at in [0, 7, 24, 25, 48] {
+        let below = log.list(&webhook, 5, Some(&want[at])).await.expect("list");
+        let end = (at + 6).min(want.len());
+        assert_eq!(
+            below.items.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+            want[at + 1..end].to_vec(),
+            "a cursor at record {at} starts just below it"
+        );
+    }
+    for limit in [1, 100] {
+        let all: Vec<String> = delivery_pages(log.as_ref(), &webhook, limit, None)
+            .await
+            .into_iter()
+            .flat_map(|(_, p)| p.items.into_iter().map(|d| d.id))
+            .collect();
+        assert_eq!(all, want, "pages of {limit}");
+    }
+}
+
+/// Recover over a window that cuts the log in the middle, in pages smaller than the window:
+/// exactly the failed deliveries inside it are queued again, each once, whatever shard they
+/// are in; those outside it and those not failed are left alone.
+async fn recover_over_many(log: Arc<dyn webhooks::ports::DeliveryLog>) {
+    use webhooks::ports::{DeliveryStatus, Queue};
+    let tenant = unique("tenant");
+    let webhook = ids::new_id("wh");
+    let mut want = Vec::new();
+    for n in 0..60u64 {
+        let ms = 10_000 + n / 3;
+        let d = delivery_at(&tenant, &webhook, n, ms);
+        if n % 4 == 0 {
+            log.record_attempt(&d, &an_attempt(200), DeliveryStatus::Succeeded, None, 6)
+                .await
+                .expect("record");
+        } else {
+            log.finish(&d, DeliveryStatus::Failed, "gave up", 6)
+                .await
+                .expect("fail");
+            if (10_003..=10_015).contains(&ms) {
+                want.push(d.id);
+            }
+        }
+    }
+    want.sort();
+    let queue = webhooks::memory::MemoryQueue::new();
+    let url = queue.create_queue("deliveries", std::time::Duration::from_secs(30), None);
+    let mut task = Some(webhooks::recover::RecoverTask {
+        id: "rcv_test".into(),
+        tenant: Tenant::parse(&tenant).expect("tenant"),
+        webhook_id: webhook.clone(),
+        since_ms: 10_003,
+        until_ms: 10_015,
+        before: None,
+    });
+    let mut pages = 0;
+    while let Some(t) = task.take() {
+        pages += 1;
+        assert!(pages < 50, "the recover never ended");
+        let outcome = webhooks::recover::run_page(log.as_ref(), &queue, &url, &t, 7)
+            .await
+            .expect("page");
+        task = outcome.next;
+    }
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        let got = queue
+            .receive(&url, 10, std::time::Duration::ZERO)
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            queued.push(
+                webhooks::messages::DeliveryJob::decode(&m.body)
+                    .expect("a job")
+                    .delivery_id,
+            );
+            queue.delete(&url, &m.receipt_handle).await.expect("delete");
+        }
+    }
+    queued.sort();
+    assert_eq!(queued, want, "the window's failed deliveries, each once");
+}
+
+#[tokio::test]
+async fn memory_delivery_log_lists_many() {
+    delivery_listing_over_many(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+    recover_over_many(Arc::new(webhooks::memory::MemoryDeliveryLog::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_lists_many() {
+    let (_dir, db) = sqlite_db();
+    delivery_listing_over_many(Arc::new(SqliteDeliveryLog::new(db.clone()))).await;
+    recover_over_many(Arc::new(SqliteDeliveryLog::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_delivery_log_lists_many() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    let log = Arc::new(webhooks::dynamo::DynamoDeliveryLog::new(client, table));
+    delivery_listing_over_many(log.clone()).await;
+    recover_over_many(log).await;
+}
+
+/// 50 events of one tenant, 25 in the same millisecond: without a filter, pages of 20 are
+/// exactly 20, 20 and 10, newest first by (timestamp, id); a page asked again with its cursor
+/// is the same; `since` and a type filter list exactly their events (a filtered page may be
+/// short, with a cursor, but never skips nor repeats one).
+async fn event_listing_over_many(events: Arc<dyn EventStore>) {
+    let tenant = Tenant::parse(&unique("tenant")).expect("tenant");
+    let mut all = Vec::new();
+    for n in 0..50u64 {
+        let e = StoredEvent {
+            tenant: tenant.clone(),
+            id: EventId::parse(&format!("evt-{n}")).expect("id"),
+            event: ev(if n % 3 == 0 { "system.error" } else { "system.info" }),
+            timestamp_ms: if n % 2 == 0 { 7_000 } else { 6_990 + n },
+            payload: "{}".into(),
+            expires_at: 2_000_000_000,
+        };
+        assert!(matches!(
+            events.claim(&e, "o", 1, 90_000).await.expect("claim"),
+            Claim::Won(_)
+        ));
+        all.push(e);
+    }
+    all.sort_by(|a, b| (b.timestamp_ms, b.id.as_str()).cmp(&(a.timestamp_ms, a.id.as_str())));
+    let walk = |query: EventQuery, limit: usize| {
+        let (events, tenant) = (events.clone(), tenant.clone());
+        async move {
+            let mut pages = Vec::new();
+            let mut cursor: Option<EventCursor> = None;
+            for _ in 0..200 {
+                let page = events.list(&tenant, query, limit, cursor.as_ref()).await.expect("list");
+                assert!(page.items.len() <= limit);
+                let again = events
+                    .list(&tenant, query, limit, cursor.as_ref())
+                    .await
+                    .expect("again");
+                assert_eq!(again, page, "a cursor gives the same page every time");
+                let next = page.next.clone();
+                pages.push(page.items.into_iter().map(|e| e.id.to_string()).collect::<Vec<_>>());
+                match next {
+                    Some(n) => cursor = Some(EventCursor::parse(&n).expect("a cursor the adapter made")),
+                    None => return pages,
+                }
+            }
+            panic!("the listing never ended");
+        }
+    };
+    let ids = |filter: &dyn Fn(&StoredEvent) -> bool| -> Vec<String> {
+        all.iter().filter(|e| filter(e)).map(|e| e.id.to_string()).collect()
+    };
+    let pages = walk(EventQuery::default(), 20).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![20, 20, 10]);
+    assert_eq!(pages.concat(), ids(&|_| true), "newest first, each once");
+    let since = EventQuery {
+        since_ms: 7_000,
+        event: None,
+    };
+    assert_eq!(
+        walk(since, 20).await.concat(),
+        ids(&|e| e.timestamp_ms >= 7_000),
+        "since"
+    );
+    let errors = EventQuery {
+        since_ms: 0,
+        event: Some(ev("system.error")),
+    };
+    assert_eq!(
+        walk(errors, 4).await.concat(),
+        ids(&|e| e.event == ev("system.error")),
+        "a type filter"
+    );
+}
+
+#[tokio::test]
+async fn memory_event_store_lists_many() {
+    event_listing_over_many(Arc::new(webhooks::memory::MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_event_store_lists_many() {
+    let (_dir, db) = sqlite_db();
+    event_listing_over_many(Arc::new(SqliteEventStore::new(db))).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_lists_many() {
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    event_listing_over_many(Arc::new(webhooks::dynamo::DynamoEventStore::new(client, table))).await;
+}
+
+// ---- DynamoDB's layout: the shards, and records written before them ----
+
+type RawItem = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// Every item of one partition key, read back raw from the emulator.
+async fn raw_partition(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Vec<RawItem> {
+    let out = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query");
+    assert!(out.last_evaluated_key().is_none(), "small enough for one Query");
+    out.items().to_vec()
+}
+
+fn raw_s(item: &RawItem, k: &str) -> String {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
+/// One webhook's records are spread over `DELIVERY_SHARDS` partition keys, each record under
+/// the key its id hashes to, none under the unsuffixed key; one tenant's events are spread
+/// over `EVENT_INDEX_SHARDS` index keys alike.
+#[tokio::test]
+async fn dynamodb_spreads_one_webhooks_records_over_its_shards() {
+    use webhooks::dynamo::{DELIVERY_SHARDS, EVENT_INDEX_SHARDS, delivery_pk, event_index_pk};
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    let log = webhooks::dynamo::DynamoDeliveryLog::new(client.clone(), table.clone());
+    let tenant = unique("tenant");
+    let webhook = ids::new_id("wh");
+    let mut ids_written = Vec::new();
+    for n in 0..64u64 {
+        let d = delivery_at(&tenant, &webhook, n, 5_000);
+        use webhooks::ports::DeliveryLog;
+        log.record_attempt(
+            &d,
+            &an_attempt(200),
+            webhooks::ports::DeliveryStatus::Succeeded,
+            None,
+            6,
+        )
+        .await
+        .expect("record");
+        ids_written.push(d.id);
+    }
+    let mut per_key = Vec::new();
+    let mut found = 0;
+    for h in 0..DELIVERY_SHARDS {
+        let pk = format!("W#{webhook}#{h}");
+        let items = raw_partition(&client, &table, &pk).await;
+        for item in &items {
+            let id = raw_s(item, "id");
+            assert_eq!(delivery_pk(&webhook, &id), pk, "each record under its id's shard");
+        }
+        found += items.len();
+        per_key.push(items.len());
+    }
+    println!("records per shard key: {per_key:?}");
+    assert_eq!(found, 64, "every record is in a shard");
+    assert!(
+        raw_partition(&client, &table, &format!("W#{webhook}")).await.is_empty(),
+        "nothing under the unsuffixed key"
+    );
+    // 64 records over 16 keys: the chance that a hash of SHA-256 leaves more than 6 keys
+    // empty is below one in a million.
+    assert!(per_key.iter().filter(|n| **n > 0).count() >= 10, "{per_key:?}");
+    assert!(per_key.iter().all(|n| *n < 64), "{per_key:?}");
+
+    let events = webhooks::dynamo::DynamoEventStore::new(client.clone(), table.clone());
+    let t = Tenant::parse(&tenant).expect("tenant");
+    let mut index_keys = std::collections::BTreeMap::<String, usize>::new();
+    for n in 0..64u64 {
+        let e = StoredEvent {
+            tenant: t.clone(),
+            id: EventId::parse(&format!("evt-{n}")).expect("id"),
+            event: ev("system.info"),
+            timestamp_ms: 7_000,
+            payload: "{}".into(),
+            expires_at: 2_000_000_000,
+        };
+        events.claim(&e, "o", 1, 90_000).await.expect("claim");
+        let item = raw_partition(&client, &table, &format!("E#{tenant}#evt-{n}")).await;
+        let gsi1pk = raw_s(&item[0], "gsi1pk");
+        assert_eq!(gsi1pk, event_index_pk(&t, &e.id));
+        *index_keys.entry(gsi1pk).or_default() += 1;
+    }
+    println!("events per index key: {index_keys:?}");
+    assert!(index_keys.len() >= 10 && index_keys.len() <= EVENT_INDEX_SHARDS as usize);
+    assert!(index_keys.keys().all(|k| k.starts_with(&format!("EV#{tenant}#"))));
+}
+
+/// A delivery record as the release before the shards wrote it: under `W#{webhookId}`.
+fn legacy_delivery_item(d: &webhooks::ports::Delivery, status: &str) -> RawItem {
+    use aws_sdk_dynamodb::types::AttributeValue::{L, M, N, S};
+    let attempt = M(std::collections::HashMap::from([
+        ("attempt".to_string(), N("1".into())),
+        ("at".to_string(), N("5".into())),
+        ("durationMs".to_string(), N("3".into())),
+        ("statusCode".to_string(), N("500".into())),
+        ("message".to_string(), S("HTTP 500".into())),
+    ]));
+    std::collections::HashMap::from([
+        ("pk".to_string(), S(format!("W#{}", d.webhook_id))),
+        ("sk".to_string(), S(format!("D#{}", d.id))),
+        ("id".to_string(), S(d.id.clone())),
+        ("tenant".to_string(), S(d.tenant.clone())),
+        ("webhookId".to_string(), S(d.webhook_id.clone())),
+        ("eventId".to_string(), S(d.event_id.clone())),
+        ("event".to_string(), S(d.event.clone())),
+        ("status".to_string(), S(status.into())),
+        ("createdAt".to_string(), N("6".into())),
+        ("updatedAt".to_string(), N("6".into())),
+        ("expiresAt".to_string(), N("2000000000".into())),
+        ("cycle".to_string(), N("0".into())),
+        ("cycleStart".to_string(), N("0".into())),
+        ("attempts".to_string(), L(vec![attempt])),
+    ])
+}
+
+/// Records written before the shards, put into the emulator in the old layout, beside new
+/// ones whose event times interleave with theirs: the listing shows both, merged, newest
+/// first, in exact pages; recover finds the failed ones; a read by id finds an old record
+/// and moves it to its shard, so the next attempt appends to it (one record, its attempts
+/// in order) rather than starting another. Old index entries (`EV#{tenant}`) still list.
+#[tokio::test]
+async fn dynamodb_reads_records_written_before_the_shards() {
+    use webhooks::ports::{DeliveryLog, DeliveryStatus, Queue};
+    let Some((client, table)) = dynamodb_table(&webhooks::resources::DELIVERIES_TABLE, "deliveries").await else {
+        return;
+    };
+    let tenant = unique("tenant");
+    let webhook = ids::new_id("wh");
+    let mut want = Vec::new();
+    let mut old_failed = Vec::new();
+    for n in 0..12u64 {
+        let d = delivery_at(&tenant, &webhook, n, 1_000 + 2 * n);
+        let status = if n % 2 == 0 { "failed" } else { "succeeded" };
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(legacy_delivery_item(&d, status)))
+            .send()
+            .await
+            .expect("put an old-layout record");
+        if n % 2 == 0 {
+            old_failed.push(d.id.clone());
+        }
+        want.push(d.id);
+    }
+    let log = webhooks::dynamo::DynamoDeliveryLog::new(client.clone(), table.clone());
+    for n in 12..24u64 {
+        let d = delivery_at(&tenant, &webhook, n, 1_000 + 2 * (n - 12) + 1);
+        log.record_attempt(&d, &an_attempt(200), DeliveryStatus::Succeeded, None, 6)
+            .await
+            .expect("record");
+        want.push(d.id);
+    }
+    want.sort();
+    want.reverse();
+    let pages = delivery_pages(&log, &webhook, 5, None).await;
+    assert_eq!(
+        pages.iter().map(|(_, p)| p.items.len()).collect::<Vec<_>>(),
+        vec![5, 5, 5, 5, 4]
+    );
+    let seen: Vec<String> = pages
+        .iter()
+        .flat_map(|(_, p)| p.items.iter().map(|d| d.id.clone()))
+        .collect();
+    assert_eq!(seen, want, "old and new records, merged newest first");
+
+    // Recover over the whole window finds the old layout's failed records.
+    let queue = webhooks::memory::MemoryQueue::new();
+    let url = queue.create_queue("deliveries", std::time::Duration::from_secs(30), None);
+    let task = webhooks::recover::RecoverTask {
+        id: "rcv_old".into(),
+        tenant: Tenant::parse(&tenant).expect("tenant"),
+        webhook_id: webhook.clone(),
+        since_ms: 0,
+        until_ms: 10_000,
+        before: None,
+    };
+    let outcome = webhooks::recover::run_page(&log, &queue, &url, &task, 100)
+        .await
+        .expect("page");
+    assert_eq!(outcome.queued, old_failed.len());
+    let mut queued: Vec<String> = queue
+        .receive(&url, 10, std::time::Duration::ZERO)
+        .await
+        .expect("receive")
+        .iter()
+        .map(|m| {
+            webhooks::messages::DeliveryJob::decode(&m.body)
+                .expect("job")
+                .delivery_id
+        })
+        .collect();
+    queued.sort();
+    old_failed.sort();
+    assert_eq!(queued, old_failed);
+
+    // Read by id: found, and moved to its shard.
+    let old = delivery_at(&tenant, &webhook, 0, 1_000);
+    let got = log
+        .get(&webhook, &old.id)
+        .await
+        .expect("get")
+        .expect("an old record reads");
+    assert_eq!((got.status, got.attempts.len()), (DeliveryStatus::Failed, 1));
+    let shard_pk = webhooks::dynamo::delivery_pk(&webhook, &old.id);
+    assert!(
+        raw_partition(&client, &table, &shard_pk)
+            .await
+            .iter()
+            .any(|i| raw_s(i, "id") == old.id),
+        "moved to its shard"
+    );
+    assert!(
+        !raw_partition(&client, &table, &format!("W#{webhook}"))
+            .await
+            .iter()
+            .any(|i| raw_s(i, "id") == old.id),
+        "and gone from the old key"
+    );
+    // Its next cycle and attempt land on the same record.
+    assert!(log.reopen(&got, 1, 7).await.expect("reopen"));
+    let next = webhooks::ports::Delivery {
+        cycle: 1,
+        ..old.clone()
+    };
+    let second = webhooks::ports::Attempt {
+        attempt: 2,
+        ..an_attempt(200)
+    };
+    assert!(
+        log.record_attempt(&next, &second, DeliveryStatus::Succeeded, None, 8)
+            .await
+            .expect("record")
+    );
+    let after = log.get(&webhook, &old.id).await.expect("get").expect("found");
+    assert_eq!(
+        (
+            after.status,
+            after.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>()
+        ),
+        (DeliveryStatus::Succeeded, vec![1, 2]),
+        "one record, its attempts in order"
+    );
+    // The listing still has every record once, the moved one included.
+    let again: Vec<String> = delivery_pages(&log, &webhook, 7, None)
+        .await
+        .into_iter()
+        .flat_map(|(_, p)| p.items.into_iter().map(|d| d.id))
+        .collect();
+    assert_eq!(again, want);
+    // A fresh process (an empty memo) reads the old records the same way.
+    let fresh = webhooks::dynamo::DynamoDeliveryLog::new(client.clone(), table.clone());
+    let other_old = delivery_at(&tenant, &webhook, 1, 1_002);
+    assert_eq!(
+        fresh.get(&webhook, &other_old.id).await.expect("get").map(|d| d.status),
+        Some(DeliveryStatus::Succeeded)
+    );
+    assert!(fresh.get(&webhook, &ids::new_id("dl")).await.expect("get").is_none());
+
+    // Events whose index entry has the old key still list, merged with new ones.
+    let t = Tenant::parse(&tenant).expect("tenant");
+    let events = webhooks::dynamo::DynamoEventStore::new(client.clone(), table.clone());
+    let mut all = Vec::new();
+    for n in 0..10u64 {
+        let e = StoredEvent {
+            tenant: t.clone(),
+            id: EventId::parse(&format!("evt-{n}")).expect("id"),
+            event: ev("system.info"),
+            timestamp_ms: 9_000 + n,
+            payload: "{}".into(),
+            expires_at: 2_000_000_000,
+        };
+        events.claim(&e, "o", 1, 90_000).await.expect("claim");
+        if n % 2 == 0 {
+            // Rewrite the entry's index key as the release before the shards wrote it.
+            client
+                .update_item()
+                .table_name(&table)
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("E#{tenant}#evt-{n}")),
+                )
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("E".into()))
+                .update_expression("SET gsi1pk = :pk")
+                .expression_attribute_values(
+                    ":pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("EV#{tenant}")),
+                )
+                .send()
+                .await
+                .expect("old index key");
+        }
+        all.push(e.id.to_string());
+    }
+    all.reverse();
+    let mut listed = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    for _ in 0..20 {
+        let page = events
+            .list(&t, EventQuery::default(), 3, cursor.as_ref())
+            .await
+            .expect("list");
+        listed.push(page.items.iter().map(|e| e.id.to_string()).collect::<Vec<_>>());
+        match page.next {
+            Some(n) => cursor = EventCursor::parse(&n),
+            None => break,
+        }
+    }
+    assert_eq!(listed.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+    assert_eq!(listed.concat(), all, "old and new index entries, merged newest first");
+}

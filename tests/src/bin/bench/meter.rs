@@ -184,7 +184,7 @@ fn attempt_size(a: &Attempt) -> usize {
 }
 
 pub fn delivery_size(d: &Delivery) -> usize {
-    s("pk", &format!("W#{}", d.webhook_id))
+    s("pk", &webhooks::dynamo::delivery_pk(&d.webhook_id, &d.id))
         + s("sk", &format!("D#{}", d.id))
         + s("id", &d.id)
         + s("tenant", &d.tenant)
@@ -568,7 +568,8 @@ fn stored_payload_size(payload: &str) -> usize {
 }
 
 fn index_keys_size(e: &StoredEvent) -> usize {
-    s("gsi1pk", &format!("EV#{}", e.tenant)) + s("gsi1sk", &format!("{:015}#{}", e.timestamp_ms, e.id))
+    s("gsi1pk", &webhooks::dynamo::event_index_pk(&e.tenant, &e.id))
+        + s("gsi1sk", &format!("{:015}#{}", e.timestamp_ms, e.id))
 }
 
 /// The events-by-time index entry a new claim item writes: both tables' keys and the
