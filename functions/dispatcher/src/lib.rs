@@ -29,7 +29,7 @@ use webhooks::ports::{
 };
 use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
-use webhooks::signing::sign_rendered;
+use webhooks::signing::{KeyCache, sign_rendered};
 use webhooks::time::Clock;
 
 /// Jobs of one batch are delivered concurrently, at most this many at once.
@@ -75,6 +75,9 @@ pub struct Dispatcher {
     pub events_queue_url: String,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Metrics,
+    /// Each webhook's HMAC keys, derived once per container (per secret: a rotation derives
+    /// the new ones at its next attempt). `KeyCache::default()`.
+    pub keys: KeyCache,
 }
 
 /// The metrics the dispatcher counts per invocation (`metrics::NAMESPACE`).
@@ -563,12 +566,13 @@ impl Dispatcher {
         tracing::Span::current().record("attempt", number);
         // The secrets valid at this attempt, not at the event: a retry after a rotation is
         // signed with the new secret too, and one after the overlap with the new one only.
+        let keys = self.keys.keys(&webhook.id, webhook.signing_secrets_iter(started));
         let request = sign_rendered(
             &job.delivery_id,
             &job.event,
             job.timestamp_ms,
             body,
-            &webhook.signing_secrets(started),
+            &keys,
             started / 1000,
         );
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;

@@ -43,6 +43,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         breaker: config.breaker,
         events_queue_url: config.events_queue_url()?.to_string(),
         metrics: webhooks::metrics::Metrics::Stdout,
+        keys: Default::default(),
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
