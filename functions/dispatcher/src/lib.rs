@@ -594,20 +594,22 @@ impl Dispatcher {
             // Still pending after the last attempt until the job is in the DLQ (then failed).
             DeliveryStatus::Pending
         };
-        let attempt = Attempt {
-            attempt: number,
-            at: started,
-            status_code: report.status_code,
-            duration_ms: report.duration_ms,
-            message: report.message.clone(),
-            response_body: report.response_body.clone(),
-        };
+        let success = report.success();
         tracing::info!(
             outcome = ?report.outcome,
             status = ?report.status_code,
             duration_ms = report.duration_ms,
             "delivery attempt"
         );
+        // The report's strings move into the attempt: nothing below needs a second copy.
+        let attempt = Attempt {
+            attempt: number,
+            at: started,
+            status_code: report.status_code,
+            duration_ms: report.duration_ms,
+            message: report.message,
+            response_body: report.response_body,
+        };
         match self.log.record_attempt(delivery, &attempt, status, next_at, now).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("delivery had already succeeded: a duplicate job raced this POST"),
@@ -615,14 +617,17 @@ impl Dispatcher {
             // kept, rather than POSTing again now.
             Err(e) => tracing::error!(error = %e, "could not record the attempt"),
         }
-        self.record_health(webhook.clone(), report.success(), &report.message)
-            .await;
-        match (report.success(), next_delay) {
+        // A success on a healthy endpoint changes nothing (most attempts): no copy of the
+        // webhook for `record_health` to find that out.
+        if !(success && webhook.health.after_success(now).is_none()) {
+            self.record_health(webhook.clone(), success, &attempt.message).await;
+        }
+        match (success, next_delay) {
             (true, _) => JobResult::Delivered,
             (false, Some(delay)) => JobResult::RetryIn(delay),
             (false, None) => JobResult::GaveUp {
                 attempts: in_cycle,
-                reason: report.message,
+                reason: attempt.message,
             },
         }
     }
