@@ -230,10 +230,17 @@ impl Deliverer {
                 return AttemptReport::failed(outcome, capitalise(&e.to_string()), started);
             }
         };
-        // `Bytes`: the body is shared with the request, not copied.
+        if let Some(name) = request.invalid {
+            return AttemptReport::failed(
+                Outcome::ConnectionFailed,
+                format!("Could not build the request: its {name} header is not a valid header value"),
+                started,
+            );
+        }
+        // `Bytes`: the body and the header values are shared with the request, not copied.
         let mut builder = self.client.post(parsed).timeout(timeout).body(request.body.clone());
         for (name, value) in &request.headers {
-            builder = builder.header(*name, value);
+            builder = builder.header(name.clone(), value.clone());
         }
         let mut response = match builder.send().await {
             Ok(r) => r,
@@ -349,6 +356,22 @@ fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_with_an_invalid_header_is_reported_and_not_sent() {
+        let keys = [crate::signing::SigningKey::new("a-plain-secret-of-some-length")];
+        let request = crate::signing::sign_rendered("dl_1\nx: y", "system.info", 1, bytes::Bytes::new(), &keys, 5);
+        let deliverer = Deliverer::new(TargetPolicy::PERMISSIVE).expect("client");
+        // Port 9 of 127.0.0.1: nothing is sent, so nothing needs to listen.
+        let report = deliverer
+            .send("http://127.0.0.1:9/hook", &request, Duration::from_secs(1))
+            .await;
+        assert_eq!(report.outcome, Outcome::ConnectionFailed);
+        assert_eq!(
+            report.message,
+            "Could not build the request: its x-webhook-id header is not a valid header value"
+        );
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {

@@ -87,12 +87,23 @@ impl Webhook {
     /// Every secret that signs a request sent at `now` (ms): the current one first, then the
     /// previous ones still valid, newest first. Empty for an unsigned webhook.
     pub fn signing_secrets(&self, now: u64) -> Vec<&str> {
-        match &self.secret {
-            None => Vec::new(),
-            Some(current) => std::iter::once(current.as_str())
-                .chain(self.valid_previous(now).map(|p| p.secret.as_str()))
-                .collect(),
-        }
+        self.signing_secrets_iter(now).collect()
+    }
+
+    /// `signing_secrets` without the `Vec`: what every delivery attempt asks.
+    pub fn signing_secrets_iter(&self, now: u64) -> impl Iterator<Item = &str> + Clone {
+        // Previous secrets sign only beside a current one (a PUT of `null` drops them all).
+        let previous: &[PreviousSecret] = if self.secret.is_some() {
+            &self.previous_secrets
+        } else {
+            &[]
+        };
+        self.secret.as_deref().into_iter().chain(
+            previous
+                .iter()
+                .filter(move |p| p.expires_at > now)
+                .map(|p| p.secret.as_str()),
+        )
     }
 
     /// The webhook after a rotation to `secret` at `now`: the secrets valid now stay valid

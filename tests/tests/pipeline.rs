@@ -2419,6 +2419,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         breaker: Default::default(),
         events_queue_url: events.clone(),
         metrics: Default::default(),
+        keys: Default::default(),
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

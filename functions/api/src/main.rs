@@ -8,6 +8,11 @@ use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_api::{AppState, router};
 
+// mimalloc: less CPU per delivery than glibc's malloc (tests/BENCH.md, "Issue 13").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     webhooks::telemetry::init();

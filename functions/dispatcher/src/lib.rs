@@ -29,7 +29,7 @@ use webhooks::ports::{
 };
 use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
-use webhooks::signing::sign_rendered;
+use webhooks::signing::{KeyCache, sign_rendered};
 use webhooks::time::Clock;
 
 /// Jobs of one batch are delivered concurrently, at most this many at once.
@@ -75,6 +75,9 @@ pub struct Dispatcher {
     pub events_queue_url: String,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Metrics,
+    /// Each webhook's HMAC keys, derived once per container (per secret: a rotation derives
+    /// the new ones at its next attempt). `KeyCache::default()`.
+    pub keys: KeyCache,
 }
 
 /// The metrics the dispatcher counts per invocation (`metrics::NAMESPACE`).
@@ -563,12 +566,13 @@ impl Dispatcher {
         tracing::Span::current().record("attempt", number);
         // The secrets valid at this attempt, not at the event: a retry after a rotation is
         // signed with the new secret too, and one after the overlap with the new one only.
+        let keys = self.keys.keys(&webhook.id, webhook.signing_secrets_iter(started));
         let request = sign_rendered(
             &job.delivery_id,
             &job.event,
             job.timestamp_ms,
             body,
-            &webhook.signing_secrets(started),
+            &keys,
             started / 1000,
         );
         let report = self.deliverer.send(&webhook.url, &request, timeout).await;
@@ -590,20 +594,22 @@ impl Dispatcher {
             // Still pending after the last attempt until the job is in the DLQ (then failed).
             DeliveryStatus::Pending
         };
-        let attempt = Attempt {
-            attempt: number,
-            at: started,
-            status_code: report.status_code,
-            duration_ms: report.duration_ms,
-            message: report.message.clone(),
-            response_body: report.response_body.clone(),
-        };
+        let success = report.success();
         tracing::info!(
             outcome = ?report.outcome,
             status = ?report.status_code,
             duration_ms = report.duration_ms,
             "delivery attempt"
         );
+        // The report's strings move into the attempt: nothing below needs a second copy.
+        let attempt = Attempt {
+            attempt: number,
+            at: started,
+            status_code: report.status_code,
+            duration_ms: report.duration_ms,
+            message: report.message,
+            response_body: report.response_body,
+        };
         match self.log.record_attempt(delivery, &attempt, status, next_at, now).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("delivery had already succeeded: a duplicate job raced this POST"),
@@ -611,14 +617,17 @@ impl Dispatcher {
             // kept, rather than POSTing again now.
             Err(e) => tracing::error!(error = %e, "could not record the attempt"),
         }
-        self.record_health(webhook.clone(), report.success(), &report.message)
-            .await;
-        match (report.success(), next_delay) {
+        // A success on a healthy endpoint changes nothing (most attempts): no copy of the
+        // webhook for `record_health` to find that out.
+        if !(success && webhook.health.after_success(now).is_none()) {
+            self.record_health(webhook.clone(), success, &attempt.message).await;
+        }
+        match (success, next_delay) {
             (true, _) => JobResult::Delivered,
             (false, Some(delay)) => JobResult::RetryIn(delay),
             (false, None) => JobResult::GaveUp {
                 attempts: in_cycle,
-                reason: report.message,
+                reason: attempt.message,
             },
         }
     }

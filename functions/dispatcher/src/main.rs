@@ -12,6 +12,11 @@ use webhooks::dynamo::{DynamoDeliveryLog, DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_dispatcher::Dispatcher;
 
+// mimalloc: less CPU per delivery than glibc's malloc (tests/BENCH.md, "Issue 13").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     webhooks::telemetry::init();
@@ -43,6 +48,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         breaker: config.breaker,
         events_queue_url: config.events_queue_url()?.to_string(),
         metrics: webhooks::metrics::Metrics::Stdout,
+        keys: Default::default(),
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -10,6 +10,11 @@ use webhooks::dynamo::{DynamoEventStore, DynamoWebhookStore};
 use webhooks::sqs::SqsQueue;
 use webhooks_ingest::Ingest;
 
+// mimalloc: less CPU per delivery than glibc's malloc (tests/BENCH.md, "Issue 13").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     webhooks::telemetry::init();

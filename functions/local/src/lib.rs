@@ -261,6 +261,7 @@ impl Runner {
             breaker: config.breaker,
             events_queue_url: urls.events.clone(),
             metrics: Default::default(),
+            keys: Default::default(),
         };
         Ok(Runner {
             db,

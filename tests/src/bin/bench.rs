@@ -35,6 +35,12 @@ mod table;
 
 use table::Table;
 
+// The allocator the Lambda binaries ship with (their default `mimalloc` feature), so that the
+// bench's figures can be taken with it; the machine table says which one ran.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECTIONS: [&str; 10] = [
     "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health", "capacity",
 ];
@@ -76,6 +82,15 @@ fn machine() -> Table {
         webhooks::time::iso_ms(webhooks::time::now_ms()),
     ]);
     t.row(vec!["commit".into(), commit()]);
+    t.row(vec![
+        "allocator".into(),
+        if cfg!(feature = "mimalloc") {
+            "mimalloc (--features mimalloc)"
+        } else {
+            "system (glibc malloc)"
+        }
+        .into(),
+    ]);
     t.row(vec![
         "build".into(),
         if cfg!(debug_assertions) {

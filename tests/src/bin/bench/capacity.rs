@@ -153,6 +153,7 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
                 breaker: Default::default(),
                 events_queue_url: events_url.clone(),
                 metrics: Default::default(),
+                keys: Default::default(),
             })
         })
         .collect();

@@ -136,6 +136,7 @@ fn pipeline(env: &Env) -> Pipeline {
         breaker: Default::default(),
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
         metrics: Default::default(),
+        keys: Default::default(),
     };
     Pipeline {
         meter,

@@ -61,7 +61,7 @@ pub fn run(quick: bool) -> Table {
         "1. Signing: both signatures of a rendered body, and the body built per attempt, vs bare HMAC-SHA256 (median of 7 interleaved samples)",
         &["payload", "body bytes", "operation", "ns/op", "x floor", "x 2 HMACs"],
     );
-    let mut ratio_1k = f64::NAN;
+    let (mut ratio_1k, mut cloned_1k) = (f64::NAN, f64::NAN);
     let now_s = webhooks::time::now_ms() / 1000;
     let timestamp_ms = 1_747_862_829_442;
     for (label, size) in [("~1 KiB", 1024usize), ("~64 KiB", 64 * 1024)] {
@@ -76,16 +76,34 @@ pub fn run(quick: bool) -> Table {
         let body = env.sign(Some(SECRET), now_s).body;
         let iso = webhooks::time::iso_ms(timestamp_ms);
         let ts = now_s.to_string();
+        let keys = [signing::SigningKey::new(SECRET)];
+        let (guide_key, standard_key) = (
+            <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("any key length"),
+            <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("any key length"),
+        );
         let mut fs: Vec<Op<'_>> = vec![
             (
-                "sign_rendered: both signatures + headers (body rendered once, in ingest)",
+                "sign_rendered: both signatures + headers, keys derived before (the dispatcher's attempt)",
                 Box::new(|| {
                     black_box(signing::sign_rendered(
                         DELIVERY_ID,
                         EVENT,
                         timestamp_ms,
                         black_box(body.clone()),
-                        &[black_box(SECRET)],
+                        black_box(&keys),
+                        now_s,
+                    ));
+                }),
+            ),
+            (
+                "  the same, keys derived at this attempt (a KeyCache miss)",
+                Box::new(|| {
+                    black_box(signing::sign_rendered(
+                        DELIVERY_ID,
+                        EVENT,
+                        timestamp_ms,
+                        black_box(body.clone()),
+                        &[signing::SigningKey::new(black_box(SECRET))],
                         now_s,
                     ));
                 }),
@@ -140,6 +158,19 @@ pub fn run(quick: bool) -> Table {
                 }),
             ),
             (
+                "two HMACs from keyed states cloned (the key schedule done before)",
+                Box::new(|| {
+                    let mut mac = black_box(&guide_key).clone();
+                    mac.update(black_box(&body));
+                    black_box(mac.finalize().into_bytes());
+                    let mut mac = black_box(&standard_key).clone();
+                    for part in [DELIVERY_ID.as_bytes(), b".", ts.as_bytes(), b".", black_box(&body)] {
+                        mac.update(part);
+                    }
+                    black_box(mac.finalize().into_bytes());
+                }),
+            ),
+            (
                 "floor: HMAC-SHA256(body), hmac+sha2",
                 Box::new(|| {
                     let mut mac =
@@ -151,7 +182,8 @@ pub fn run(quick: bool) -> Table {
         ];
         let ns = measure(&mut fs, budget);
         let floor = ns[ns.len() - 1];
-        let floor2 = ns[ns.len() - 2];
+        let cloned2 = ns[ns.len() - 2];
+        let floor2 = ns[ns.len() - 3];
         for (i, (name, _)) in fs.iter().enumerate() {
             table.row(vec![
                 label.to_string(),
@@ -164,6 +196,7 @@ pub fn run(quick: bool) -> Table {
         }
         if size == 1024 {
             ratio_1k = ns[0] / floor2;
+            cloned_1k = ns[0] / cloned2;
         }
     }
     table.note(
@@ -171,9 +204,17 @@ pub fn run(quick: bool) -> Table {
          both is two bare HMACs; job format 2 carries the body rendered once per event, so a delivery attempt only \
          signs (sign_rendered); format 1 jobs (still read) build the body at each attempt (Envelope::sign).",
     );
+    table.note(format!(
+        "note: the floor keys both HMACs afresh (2 SHA-256 blocks each); the dispatcher keeps each secret's keyed \
+         states (KeyCache) and clones them, so part of its margin is that key schedule: against two HMACs from \
+         cloned keyed states it takes {cloned_1k:.2}x at 1 KiB"
+    ));
     table.verdict(
         ratio_1k <= 1.25,
-        format!("both signatures of a 1 KiB body (sign_rendered) take {ratio_1k:.2}x two bare HMAC-SHA256 (target: within 1.25x)"),
+        format!(
+            "both signatures of a 1 KiB body (sign_rendered, keys derived before) take {ratio_1k:.2}x two bare \
+             HMAC-SHA256 (target: within 1.25x)"
+        ),
     );
     table
 }
