@@ -883,7 +883,36 @@ async fn large_payloads_reach_every_subscriber(kind: Kind) {
     assert_eq!(paths.len(), 12, "every subscriber, once: {paths:?}");
     assert!(got.iter().all(|r| r.body.len() > 120 * 1024));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), 12, "no job sent twice");
+    let all = receiver.received();
+    if matches!(kind, Kind::Emulator) {
+        // moto's ReceiveMessage checks a message's visibility and marks it received without a
+        // lock (moto/sqs/models.py, `receive_message`), so two of the runner's four pollers can
+        // both get one job, more often with 120 KiB messages; two copies of one job in flight
+        // may both POST (README, "at least once"). A second fan-out would repeat all 12 jobs or
+        // a whole batch of them (4 or 8), so: at most one repeat per poller but the first, each
+        // the same delivery (webhook-id) with the same bytes.
+        let mut first: std::collections::HashMap<&str, &[u8]> = Default::default();
+        let mut repeats = 0;
+        for r in &all {
+            let id = r.header("webhook-id").expect("webhook-id");
+            match first.get(id) {
+                Some(body) => {
+                    repeats += 1;
+                    assert_eq!(*body, &r.body[..], "a repeat of {id} has other bytes");
+                }
+                None => {
+                    first.insert(id, &r.body[..]);
+                }
+            }
+        }
+        assert_eq!(first.len(), 12, "twelve deliveries");
+        assert!(
+            repeats < 4,
+            "{repeats} jobs POSTed twice: more than a receive race explains"
+        );
+    } else {
+        assert_eq!(all.len(), 12, "no job sent twice");
+    }
     assert!(
         h.drain(&h.urls.events_dlq).await.is_empty(),
         "the event was not dead-lettered"
