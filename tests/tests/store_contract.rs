@@ -1205,6 +1205,13 @@ fn delivery_at(tenant: &str, webhook: &str, n: u64, ms: u64) -> webhooks::ports:
     }
 }
 
+/// One succeeded attempt of `d`, recorded at 6 ms.
+async fn record_succeeded<L: webhooks::ports::DeliveryLog + ?Sized>(log: &L, d: &webhooks::ports::Delivery) {
+    log.record_attempt(d, &an_attempt(200), webhooks::ports::DeliveryStatus::Succeeded, None, 6)
+        .await
+        .expect("record");
+}
+
 fn an_attempt(code: u16) -> webhooks::ports::Attempt {
     webhooks::ports::Attempt {
         attempt: 1,
@@ -1251,15 +1258,7 @@ async fn delivery_listing_over_many(log: Arc<dyn webhooks::ports::DeliveryLog>) 
     for n in 0..50u64 {
         let ms = if n % 2 == 0 { 5_000 } else { 4_990 + n };
         let d = delivery_at(&tenant, &webhook, n, ms);
-        log.record_attempt(
-            &d,
-            &an_attempt(200),
-            webhooks::ports::DeliveryStatus::Succeeded,
-            None,
-            6,
-        )
-        .await
-        .expect("record");
+        record_succeeded(&*log, &d).await;
         want.push(d.id);
     }
     want.sort();
@@ -1320,9 +1319,7 @@ async fn recover_over_many(log: Arc<dyn webhooks::ports::DeliveryLog>) {
         let ms = 10_000 + n / 3;
         let d = delivery_at(&tenant, &webhook, n, ms);
         if n % 4 == 0 {
-            log.record_attempt(&d, &an_attempt(200), DeliveryStatus::Succeeded, None, 6)
-                .await
-                .expect("record");
+            record_succeeded(&*log, &d).await;
         } else {
             log.finish(&d, DeliveryStatus::Failed, "gave up", 6)
                 .await
@@ -1526,16 +1523,7 @@ async fn dynamodb_spreads_one_webhooks_records_over_its_shards() {
     let mut ids_written = Vec::new();
     for n in 0..64u64 {
         let d = delivery_at(&tenant, &webhook, n, 5_000);
-        use webhooks::ports::DeliveryLog;
-        log.record_attempt(
-            &d,
-            &an_attempt(200),
-            webhooks::ports::DeliveryStatus::Succeeded,
-            None,
-            6,
-        )
-        .await
-        .expect("record");
+        record_succeeded(&log, &d).await;
         ids_written.push(d.id);
     }
     let mut per_key = Vec::new();
@@ -1645,9 +1633,7 @@ async fn dynamodb_reads_records_written_before_the_shards() {
     let log = webhooks::dynamo::DynamoDeliveryLog::new(client.clone(), table.clone());
     for n in 12..24u64 {
         let d = delivery_at(&tenant, &webhook, n, 1_000 + 2 * (n - 12) + 1);
-        log.record_attempt(&d, &an_attempt(200), DeliveryStatus::Succeeded, None, 6)
-            .await
-            .expect("record");
+        record_succeeded(&log, &d).await;
         want.push(d.id);
     }
     want.sort();
