@@ -325,7 +325,12 @@ impl Dispatcher {
     /// Applies an attempt's outcome to the endpoint's health, written only when it changes
     /// (never for a success on a healthy endpoint); disables the webhook when it has failed
     /// without a success for `AUTO_DISABLE_AFTER_SECONDS`.
-    async fn record_health(&self, mut webhook: Webhook, success: bool, error: &str) {
+    async fn record_health(&self, webhook: &Webhook, success: bool, error: &str) {
+        // A success on a healthy endpoint (most attempts) changes nothing: no copy, no write.
+        if success && webhook.health.after_success(self.clock.now_ms()).is_none() {
+            return;
+        }
+        let mut webhook = webhook.clone();
         for _ in 0..HEALTH_TRIES {
             let now = self.clock.now_ms();
             let next = if success {
@@ -617,11 +622,7 @@ impl Dispatcher {
             // kept, rather than POSTing again now.
             Err(e) => tracing::error!(error = %e, "could not record the attempt"),
         }
-        // A success on a healthy endpoint changes nothing (most attempts): no copy of the
-        // webhook for `record_health` to find that out.
-        if !(success && webhook.health.after_success(now).is_none()) {
-            self.record_health(webhook.clone(), success, &attempt.message).await;
-        }
+        self.record_health(webhook, success, &attempt.message).await;
         match (success, next_delay) {
             (true, _) => JobResult::Delivered,
             (false, Some(delay)) => JobResult::RetryIn(delay),
