@@ -55,7 +55,7 @@ pub fn generate_secret() -> String {
 /// `X-Webhook-Signature`: hex HMAC-SHA256 of the body, keyed with the secret's UTF-8 bytes,
 /// exactly as the guide's Node.js example computes it.
 pub fn guide_signature(secret: &str, body: &[u8]) -> String {
-    hex::encode(hmac(secret.as_bytes(), &[body]))
+    hex::encode(guide_mac(keyed(secret.as_bytes()), body))
 }
 
 /// `webhook-signature` of the Standard Webhooks spec: `v1,` + base64 HMAC-SHA256 of
@@ -63,35 +63,38 @@ pub fn guide_signature(secret: &str, body: &[u8]) -> String {
 /// bytes, as the spec's libraries do; any other secret with its UTF-8 bytes, so an
 /// off-the-shelf verifier works when given `whsec_` + base64(secret).
 pub fn standard_signature(secret: &str, id: &str, timestamp_s: u64, body: &[u8]) -> String {
+    let mut digits = [0u8; 20];
+    let mac = standard_mac(standard_keyed(secret), id, decimal(timestamp_s, &mut digits), body);
     let mut out = String::with_capacity(STANDARD_SIGNATURE_LEN);
-    push_standard_signature(&mut out, secret, id, timestamp_s, body);
+    out.push_str("v1,");
+    B64.encode_string(mac, &mut out);
     out
 }
 
 /// `v1,` + 44 characters of base64.
 const STANDARD_SIGNATURE_LEN: usize = 47;
 
-/// Appends one `v1,` signature. Every attempt of every delivery signs, so this works on the
-/// stack: the key decoded into a buffer, the timestamp's digits, the base64 into `out`.
-fn push_standard_signature(out: &mut String, secret: &str, id: &str, timestamp_s: u64, body: &[u8]) {
-    let mut buf = [0u8; 256];
-    let heap;
-    let key: &[u8] = match secret.strip_prefix("whsec_") {
-        Some(b64) if b64.len() / 4 * 3 + 3 <= buf.len() => match B64.decode_slice(b64, &mut buf) {
-            Ok(n) => &buf[..n],
-            Err(_) => secret.as_bytes(),
-        },
-        Some(_) => {
-            heap = standard_key(secret);
-            &heap
-        }
-        None => secret.as_bytes(),
-    };
-    let mut digits = [0u8; 20];
-    let ts = decimal(timestamp_s, &mut digits);
-    let mac = hmac(key, &[id.as_bytes(), b".", ts, b".", body]);
-    out.push_str("v1,");
-    B64.encode_string(mac, out);
+/// The guide's MAC of `body`, from a state keyed with the secret's UTF-8 bytes.
+fn guide_mac(mut mac: HmacSha256, body: &[u8]) -> [u8; 32] {
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// The Standard Webhooks MAC of `{id}.{timestamp}.{body}`, fed in pieces (no concatenation),
+/// from a state keyed by `standard_keyed`.
+fn standard_mac(mut mac: HmacSha256, id: &str, timestamp_ascii: &[u8], body: &[u8]) -> [u8; 32] {
+    for part in [id.as_bytes(), b".", timestamp_ascii, b".", body] {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The Standard Webhooks key: a `whsec_` secret's decoded bytes, any other secret's UTF-8 bytes.
+fn standard_keyed(secret: &str) -> HmacSha256 {
+    match secret.strip_prefix("whsec_") {
+        Some(_) => keyed(&standard_key(secret)),
+        None => keyed(secret.as_bytes()),
+    }
 }
 
 /// `n` in decimal, written at the end of `buf`.
@@ -112,14 +115,6 @@ fn standard_key(secret: &str) -> Vec<u8> {
         .strip_prefix("whsec_")
         .and_then(|b64| B64.decode(b64).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec())
-}
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = keyed(key);
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 /// Constant-time check of a hex `X-Webhook-Signature`, for receivers written in Rust and for
@@ -164,7 +159,7 @@ impl SigningKey {
     pub fn new(secret: &str) -> Self {
         let guide = keyed(secret.as_bytes());
         let standard = match secret.strip_prefix("whsec_") {
-            Some(_) => keyed(&standard_key(secret)),
+            Some(_) => standard_keyed(secret),
             None => guide.clone(),
         };
         SigningKey { guide, standard }
@@ -347,24 +342,18 @@ pub fn sign_rendered(
     let r_ts_s = put(&mut buf, now_ascii);
     let mut r_sigs = None;
     if let Some(oldest) = keys.last() {
-        let mut mac = oldest.guide.clone();
-        mac.update(&body);
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
+        let _ = hex::encode_to_slice(guide_mac(oldest.guide.clone(), &body), &mut hex);
         let r_guide = put(&mut buf, &hex);
         let start = buf.len();
         for (i, key) in keys.iter().enumerate() {
             if i > 0 {
                 buf.extend_from_slice(b" ");
             }
-            let mut mac = key.standard.clone();
-            for part in [id.as_bytes(), b".", now_ascii, b".", &body] {
-                mac.update(part);
-            }
             let mut b64 = [0u8; 44];
             // 32 bytes are always 44 characters of padded base64.
-            let _ = B64.encode_slice(mac.finalize().into_bytes(), &mut b64);
+            let _ = B64.encode_slice(standard_mac(key.standard.clone(), id, now_ascii, &body), &mut b64);
             buf.extend_from_slice(b"v1,");
             buf.extend_from_slice(&b64);
         }
@@ -411,6 +400,15 @@ mod tests {
     }
 
     use super::*;
+
+    /// An HMAC computed directly, the reference the signing code is checked against.
+    fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = keyed(key);
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
 
     #[test]
     fn body_is_the_guides_shape() {
