@@ -14,8 +14,8 @@ use crate::event_types::EventType;
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
-    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
-    StoredEvent, WebhookStore, check_batch, check_visibility,
+    EventSummary, MAX_BATCH, MAX_IN_FLIGHT, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError,
+    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch, check_visibility,
 };
 
 /// A poisoned lock only means another thread panicked while holding it (in a test); the data
@@ -369,17 +369,24 @@ struct StoredMessage {
     receipt: Option<(String, Instant)>,
 }
 
+impl StoredMessage {
+    fn in_flight(&self, now: Instant) -> bool {
+        self.receipt.is_some() && self.visible_at > now
+    }
+}
+
 struct MemoryQueueState {
     messages: Vec<StoredMessage>,
     visibility: Duration,
     redrive: Option<(String, u32)>,
+    in_flight_limit: usize,
 }
 
 /// Queues with the SQS semantics the handlers rely on: a received message is hidden for the
 /// visibility timeout, comes back unless deleted, counts its receives, and moves to the
 /// dead-letter queue on the receive after `maxReceiveCount`; with SQS's limits (10 entries and
-/// 1 MiB a batch, 1 MiB a message, visibility at most 12 h after the receive, receipt handles
-/// checked). Its clock can be moved forward (`advance`), so tests of long retry schedules
+/// 1 MiB a batch, 1 MiB a message, delays up to 15 min, visibility at most 12 h after the
+/// receive, receipt handles checked, receives stop at `MAX_IN_FLIGHT` messages in flight). Its clock can be moved forward (`advance`), so tests of long retry schedules
 /// take no wall-clock time.
 #[derive(Default)]
 pub struct MemoryQueue {
@@ -411,8 +418,36 @@ impl MemoryQueue {
             messages: Vec::new(),
             visibility,
             redrive,
+            in_flight_limit: MAX_IN_FLIGHT,
         });
         url
+    }
+
+    /// Lowers a queue's in-flight limit (SQS's is `MAX_IN_FLIGHT`), so a test can reach it.
+    pub fn set_in_flight_limit(&self, queue_url: &str, limit: usize) {
+        if let Some(q) = lock(&self.queues).get_mut(queue_url) {
+            q.in_flight_limit = limit;
+        }
+    }
+
+    /// Messages received and not yet deleted nor visible again (SQS's
+    /// ApproximateNumberOfMessagesNotVisible); a delayed message is not among them.
+    pub fn in_flight(&self, queue_url: &str) -> usize {
+        let now = self.now();
+        lock(&self.queues)
+            .get(queue_url)
+            .map_or(0, |q| q.messages.iter().filter(|m| m.in_flight(now)).count())
+    }
+
+    /// Messages sent with a delay that has not run out (SQS's ApproximateNumberOfMessagesDelayed).
+    pub fn delayed(&self, queue_url: &str) -> usize {
+        let now = self.now();
+        lock(&self.queues).get(queue_url).map_or(0, |q| {
+            q.messages
+                .iter()
+                .filter(|m| m.receipt.is_none() && m.visible_at > now)
+                .count()
+        })
     }
 
     /// Moves this queue's clock forward: hidden messages whose time has come are visible.
@@ -452,6 +487,11 @@ impl MemoryQueue {
         let visibility = q.visibility;
         let mut out = Vec::new();
         let mut dead = Vec::new();
+        // Past the limit SQS hands out nothing (a long poll just waits), to every consumer.
+        let room = q
+            .in_flight_limit
+            .saturating_sub(q.messages.iter().filter(|m| m.in_flight(now)).count());
+        let max = max.min(room);
         let mut i = 0;
         while i < q.messages.len() && out.len() < max {
             if q.messages[i].visible_at > now {
@@ -509,7 +549,7 @@ impl Queue for MemoryQueue {
                     body: m.body.clone(),
                     sent_ms: self.clock.now_ms(),
                     receive_count: 0,
-                    visible_at: now,
+                    visible_at: now + Duration::from_secs(u64::from(m.delay_s)),
                     receipt: None,
                 });
             }

@@ -329,12 +329,16 @@ pub trait EventStore: Send + Sync {
 }
 
 /// A message to send; `id` names it within one batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutgoingMessage {
     pub id: String,
     pub body: String,
     /// Shown to operators on dead-lettered messages (an SQS message attribute).
     pub reason: Option<String>,
+    /// Seconds before the message can be received (SQS's per-message `DelaySeconds`,
+    /// 0-`MAX_DELAY_S`). A delayed message is not in flight, so it does not count against the
+    /// queue's in-flight limit, which is why the dispatcher parks long waits this way.
+    pub delay_s: u32,
 }
 
 impl OutgoingMessage {
@@ -368,6 +372,13 @@ pub const MAX_BATCH: usize = 10;
 /// SQS's largest message, and the largest total of one `SendMessageBatch` (1 MiB each).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// SQS's longest per-message delay (`DelaySeconds`): 15 minutes.
+pub const MAX_DELAY_S: u32 = 900;
+/// SQS's limit of messages in flight (received and neither deleted nor visible again) in one
+/// standard queue: about 120,000. Past it, a long-polling receive returns no message (and a
+/// short poll an `OverLimit` error) for every consumer of the queue. The in-process queues
+/// stop receiving at it too (`set_in_flight_limit` lowers it for tests).
+pub const MAX_IN_FLIGHT: usize = 120_000;
 /// SQS refuses a visibility timeout that would end more than 12 h after the message was
 /// received, counted from the receive, not from the call.
 pub const MAX_VISIBILITY_S: u64 = 12 * 3600;
@@ -389,6 +400,8 @@ pub enum QueueError {
     BatchBytesTooLarge(usize),
     #[error("message of {0} bytes is over the SQS limit of {MAX_MESSAGE_BYTES}")]
     MessageTooLarge(usize),
+    #[error("delay of {0} s is over the SQS limit of {MAX_DELAY_S} s")]
+    DelayTooLong(u32),
     #[error("visibility timeout of {0} s is beyond 12 h after the receive")]
     VisibilityTooLong(u64),
     #[error("receipt handle is not valid for a message in flight")]
@@ -400,7 +413,7 @@ pub enum QueueError {
 }
 
 /// Checks what SQS checks of a `SendMessageBatch` before the call: entries, each message's
-/// size and the batch's total. Both adapters call it, so the emulator's laxity cannot hide a
+/// size and delay, and the batch's total. Both adapters call it, so the emulator's laxity cannot hide a
 /// batch AWS would refuse.
 pub fn check_batch(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
     if messages.len() > MAX_BATCH {
@@ -412,6 +425,9 @@ pub fn check_batch(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
         .find(|s| *s > MAX_MESSAGE_BYTES)
     {
         return Err(QueueError::MessageTooLarge(big));
+    }
+    if let Some(m) = messages.iter().find(|m| m.delay_s > MAX_DELAY_S) {
+        return Err(QueueError::DelayTooLong(m.delay_s));
     }
     let total: usize = messages.iter().map(OutgoingMessage::size).sum();
     if total > MAX_BATCH_BYTES {

@@ -112,6 +112,7 @@ pub async fn run_page(
             id: i.to_string(),
             body: j.encode(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     let unsent = send_all(queue, delivery_queue_url, &messages)
@@ -152,6 +153,7 @@ pub async fn continue_with(queue: &dyn Queue, delivery_queue_url: &str, next: &R
         id: "0".into(),
         body: next.encode(),
         reason: None,
+        delay_s: 0,
     };
     match send_all(queue, delivery_queue_url, &[message]).await {
         Ok(unsent) if unsent.is_empty() => Ok(()),

@@ -16,6 +16,7 @@
 //! committed transactions, so the pipeline's state goes back to a consistent earlier point
 //! from which it is replayed (jobs received again, with the same delivery ids).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,8 @@ use crate::memory::{MAX_ITEM_BYTES, event_item_size};
 use crate::messages::{EventId, Tenant};
 use crate::ports::{
     Attempt, Claim, Delivery, DeliveryLog, DeliveryStatus, EventCursor, EventQuery, EventRecord, EventStore,
-    EventSummary, MAX_BATCH, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError, QueueMessage, StoreError,
-    StoredEvent, WebhookStore, check_batch, check_visibility,
+    EventSummary, MAX_BATCH, MAX_IN_FLIGHT, MAX_RECORDED_FAN_OUT, OutgoingMessage, Page, Queue, QueueError,
+    QueueMessage, StoreError, StoredEvent, WebhookStore, check_batch, check_visibility,
 };
 use crate::time::Clock;
 
@@ -864,8 +865,8 @@ const RECEIPT_PREFIX: &str = "rh_";
 /// Queues with the SQS semantics the handlers rely on, on disk: a received message is hidden
 /// for the visibility timeout, comes back unless deleted, counts its receives, and moves to the
 /// dead-letter queue on the receive after `maxReceiveCount`; with SQS's limits (10 entries and
-/// 1 MiB a batch, 1 MiB a message, visibility at most 12 h after the receive, receipt handles
-/// checked). Times are the pipeline's `Clock` in ms since the epoch, so a message hidden until
+/// 1 MiB a batch, 1 MiB a message, delays up to 15 min, visibility at most 12 h after the
+/// receive, receipt handles checked, receives stop at `MAX_IN_FLIGHT` in flight). Times are the pipeline's `Clock` in ms since the epoch, so a message hidden until
 /// a retry is due stays hidden until then across a restart, and tests can move the clock.
 pub struct SqliteQueue {
     db: Arc<Db>,
@@ -873,6 +874,8 @@ pub struct SqliteQueue {
     clock: Clock,
     /// Queues whose sends are committed without an fsync (see `internal`).
     internal: Mutex<std::collections::HashSet<String>>,
+    /// Queues whose in-flight limit is lowered (`set_in_flight_limit`); `MAX_IN_FLIGHT` otherwise.
+    in_flight_limits: Mutex<HashMap<String, usize>>,
 }
 
 struct QueueConfig {
@@ -895,6 +898,13 @@ fn queue_config(c: &Connection, url: &str) -> Result<Option<QueueConfig>, DbErro
     )
 }
 
+fn count_in_flight(c: &Connection, url: &str, now: i64) -> Result<usize, DbError> {
+    let n: i64 = c
+        .prepare_cached("SELECT count(*) FROM messages WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2")?
+        .query_row(params![url, now], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 fn no_such_queue(url: &str) -> QueueError {
     QueueError::NoSuchQueue(url.to_string())
 }
@@ -907,7 +917,36 @@ impl SqliteQueue {
             arrived: Notify::new(),
             clock,
             internal: Mutex::new(Default::default()),
+            in_flight_limits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Messages sent with a delay that has not run out (SQS's ApproximateNumberOfMessagesDelayed).
+    pub async fn delayed(&self, queue_url: &str) -> Result<usize, QueueError> {
+        let (url, now) = (queue_url.to_string(), int(self.clock.now_ms()));
+        Ok(self
+            .db
+            .read(move |c| {
+                let n: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM messages WHERE queue = ?1 AND receipt IS NULL AND visible_at > ?2",
+                    )?
+                    .query_row(params![url, now], |r| r.get(0))?;
+                Ok(usize::try_from(n).unwrap_or(0))
+            })
+            .await?)
+    }
+
+    /// Lowers a queue's in-flight limit (SQS's is `MAX_IN_FLIGHT`), so a test can reach it.
+    pub fn set_in_flight_limit(&self, queue_url: &str, limit: usize) {
+        lock(&self.in_flight_limits).insert(queue_url.to_string(), limit);
+    }
+
+    /// Messages received and neither deleted nor visible again (SQS's
+    /// ApproximateNumberOfMessagesNotVisible); a delayed message is not among them.
+    pub async fn in_flight(&self, queue_url: &str) -> Result<usize, QueueError> {
+        let (url, now) = (queue_url.to_string(), int(self.clock.now_ms()));
+        Ok(self.db.read(move |c| count_in_flight(c, &url, now)).await?)
     }
 
     /// Marks a queue whose senders are the pipeline itself (jobs, dead letters), not a producer
@@ -982,11 +1021,17 @@ impl SqliteQueue {
 
     async fn try_receive(&self, queue_url: &str, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
         let (url, now) = (queue_url.to_string(), self.clock.now_ms());
+        let limit = lock(&self.in_flight_limits)
+            .get(queue_url)
+            .copied()
+            .unwrap_or(MAX_IN_FLIGHT);
         self.db
             .write(false, move |c| {
                 let Some(q) = queue_config(c, &url)? else {
                     return Ok(Err(no_such_queue(&url)));
                 };
+                // Past the limit SQS hands out nothing (a long poll just waits), to every consumer.
+                let max = max.min(limit.saturating_sub(count_in_flight(c, &url, int(now))?));
                 // Room for the dead letters moved on the way, which do not count.
                 let candidates: Vec<(i64, u32)> = c
                     .prepare_cached(
@@ -1048,9 +1093,12 @@ impl Queue for SqliteQueue {
     async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<String>, QueueError> {
         check_batch(messages)?;
         let (url, now) = (queue_url.to_string(), int(self.clock.now_ms()));
-        let rows: Vec<(String, String, Option<String>)> = messages
+        let rows: Vec<(String, String, Option<String>, i64)> = messages
             .iter()
-            .map(|m| (crate::ids::new_id("msg"), m.body.clone(), m.reason.clone()))
+            .map(|m| {
+                let visible_at = int(self.clock.now_ms() + u64::from(m.delay_s) * 1000);
+                (crate::ids::new_id("msg"), m.body.clone(), m.reason.clone(), visible_at)
+            })
             .collect();
         // Synced: a producer (the API's 202) is told the message is kept only once it is on disk.
         let sync = !lock(&self.internal).contains(queue_url);
@@ -1061,10 +1109,10 @@ impl Queue for SqliteQueue {
                 }
                 let mut stmt = c.prepare_cached(
                     "INSERT INTO messages (queue, message_id, body, reason, sent_ms, receive_count, visible_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
                 )?;
-                for (id, body, reason) in rows {
-                    stmt.execute(params![url, id, body, reason, now])?;
+                for (id, body, reason, visible_at) in rows {
+                    stmt.execute(params![url, id, body, reason, now, visible_at])?;
                 }
                 Ok(Ok(()))
             })

@@ -52,6 +52,9 @@ impl Queue for SqsQueue {
         let mut entries = Vec::with_capacity(messages.len());
         for m in messages {
             let mut entry = SendMessageBatchRequestEntry::builder().id(&m.id).message_body(&m.body);
+            if m.delay_s > 0 {
+                entry = entry.delay_seconds(m.delay_s as i32);
+            }
             if let Some(reason) = &m.reason {
                 let attr = MessageAttributeValue::builder()
                     .data_type("String")

@@ -399,6 +399,7 @@ async fn reopening_hands_back_what_a_dead_process_held() {
         id: body.into(),
         body: body.into(),
         reason: None,
+        delay_s: 0,
     };
     queue
         .send_batch(&url, &[send("in-flight"), send("retry")])

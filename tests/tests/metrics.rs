@@ -161,6 +161,7 @@ async fn emf_lines_match_the_schema_and_add_up() {
                 id: "0".into(),
                 body,
                 reason: None,
+                delay_s: 0,
             };
             assert!(queue.send_batch(&url, &[m]).await.expect("send").is_empty());
         }

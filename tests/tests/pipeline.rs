@@ -37,6 +37,7 @@ struct Harness {
     log: Arc<dyn webhooks::ports::DeliveryLog>,
     clock: webhooks::time::Clock,
     memory: Option<Arc<webhooks::memory::MemoryQueue>>,
+    sqlite: Option<Arc<webhooks::sqlite::SqliteQueue>>,
     /// The durable backend's data directory, removed when the harness goes.
     _data: Option<TempDir>,
     /// The emulator's tables and queues (`WEBHOOKS_TABLE` … `DELIVERY_DLQ_URL`), for tests
@@ -61,6 +62,7 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         runner.clock.clone(),
         runner.memory_queue.clone(),
     );
+    let sqlite = runner.sqlite_queue.clone();
     let log = runner.state.log.clone();
     let addr = if workers {
         runner.spawn(0).await.expect("serve")
@@ -80,6 +82,7 @@ async fn harness_with(kind: Kind, vars: &[(&str, &str)], workers: bool) -> Optio
         log,
         clock,
         memory,
+        sqlite,
         _data: data,
         env,
     })
@@ -564,6 +567,7 @@ async fn duplicate_events_deliver_once(kind: Kind) {
             id: i.to_string(),
             body: body.clone(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     assert!(
@@ -598,6 +602,7 @@ async fn a_poison_message_does_not_block_its_batch(kind: Kind) {
             id: i.to_string(),
             body: b.clone(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     assert!(
@@ -1156,6 +1161,7 @@ async fn a_duplicate_job_is_not_posted_again(kind: Kind) {
         id: "0".into(),
         body,
         reason: None,
+        delay_s: 0,
     };
     h.queue.send_batch(&h.urls.delivery, &[copy]).await.expect("send");
     let dup = take(&h, &h.urls.delivery, 1).await;
@@ -1179,6 +1185,7 @@ async fn a_duplicate_job_is_not_posted_again(kind: Kind) {
         id: "0".into(),
         body: job.body.clone().unwrap_or_default(),
         reason: None,
+        delay_s: 0,
     };
     h.queue.send_batch(&h.urls.delivery, &[copy]).await.expect("send");
     let mut both = take(&h, &h.urls.delivery, 1).await;
@@ -1624,7 +1631,10 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
         .await;
     let job = one_job(&h, &tenant, "system.info").await;
     let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
-    assert_eq!(response.batch_item_failures.len(), 1, "a retry is scheduled");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a retry is scheduled: the job parked for 600 s, the received message done with"
+    );
     let d = record(&h, &hook, &job).await;
     assert_eq!(d.status.as_str(), "pending");
     let resend = format!("/api/webhooks/{hook}/deliveries/{}/resend", d.id);
@@ -1669,7 +1679,15 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
     let (code, body) = h.post(&tenant, &resend, json!({})).await;
     assert_eq!(code, 409, "{body}");
     assert!(body["detail"].as_str().expect("detail").contains("inactive"));
-    assert!(h.drain(&h.urls.delivery).await.is_empty(), "nothing was queued");
+    // Only the parked retry of the first attempt is in the queue (visible once the clock moved),
+    // no resend job.
+    assert!(
+        h.drain(&h.urls.delivery)
+            .await
+            .iter()
+            .all(|b| Some(b) == job.body.as_ref()),
+        "nothing was queued"
+    );
 
     // A payload-less (resend or recover) job whose event has expired sends nothing and says why.
     let res = h
@@ -2269,7 +2287,8 @@ async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
     let vars = [
         ("RETRY_SCHEDULE_SECONDS", "60"),
         ("BREAKER_FAILURES", "1"),
-        ("BREAKER_PROBE_SECONDS", "600"),
+        // Under PARK_FROM_S (with its jitter), so deferrals are hidden and counted as receives.
+        ("BREAKER_PROBE_SECONDS", "8"),
     ];
     let Some(h) = harness_with(kind, &vars, false).await else {
         return;
@@ -2285,7 +2304,8 @@ async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
             .await
             .batch_item_failures
             .len(),
-        1
+        0,
+        "its 60 s retry is parked (delayed), out of the way of the next receive"
     );
     assert_eq!(receiver.received().len(), 1, "the breaker is open");
     let mut job = one_job(&h, &tenant, "system.info").await;
@@ -2303,6 +2323,131 @@ async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
         Some("1")
     );
     assert_eq!(receiver.received().len(), 1, "and still no POST");
+}
+
+/// The delivery queue's messages in flight and delayed, as SQS reports them
+/// (ApproximateNumberOfMessagesNotVisible and ApproximateNumberOfMessagesDelayed).
+async fn in_flight_and_delayed(h: &Harness) -> (usize, usize) {
+    let url = &h.urls.delivery;
+    if let Some(q) = &h.memory {
+        return (q.in_flight(url), q.delayed(url));
+    }
+    if let Some(q) = &h.sqlite {
+        return (
+            q.in_flight(url).await.expect("in flight"),
+            q.delayed(url).await.expect("delayed"),
+        );
+    }
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let client = aws_sdk_sqs::Client::new(&emulator().await.expect("emulator"));
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("queue attributes");
+    let n = |a: A| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .expect("a count")
+    };
+    (
+        n(A::ApproximateNumberOfMessagesNotVisible),
+        n(A::ApproximateNumberOfMessagesDelayed),
+    )
+}
+
+/// Jobs waiting 10 s or more (a retry here; an open breaker's deferral alike) are parked: sent
+/// again with a delay and the received message deleted, so a failing endpoint's jobs are not
+/// in flight, where SQS's ~120,000 limit would stop every delivery of the queue. On the
+/// embedded queues the limit is then lowered to the number of failing jobs: a healthy
+/// endpoint's job still gets through (hidden jobs would have blocked it), and the parked jobs
+/// are delivered once due, each with one more attempt.
+async fn waiting_jobs_are_not_in_flight(kind: Kind) {
+    let vars = [("RETRY_SCHEDULE_SECONDS", "600"), ("BREAKER_FAILURES", "1000")];
+    let Some(h) = harness_with(kind, &vars, false).await else {
+        return;
+    };
+    let dead = Receiver::start(Reply::Status(500)).await;
+    let alive = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let dead_hook = h
+        .webhook(&tenant, &dead.url("/dead"), json!(["system.info"]), None)
+        .await;
+    h.webhook(&tenant, &alive.url("/alive"), json!(["system.warning"]), None)
+        .await;
+    for i in 0..12 {
+        h.event(&tenant, "system.info", json!({"n": i}), None).await;
+    }
+    let events = take(&h, &h.urls.events, 12).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    let dispatcher = h.dispatcher.clone();
+    let handler: webhooks_local::Handler = Arc::new(move |e| {
+        let d = dispatcher.clone();
+        Box::pin(async move { d.handle(e, None).await })
+    });
+    let poll = || webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_millis(500), &handler);
+    let deadline = Instant::now() + WAIT;
+    while dead.received().len() < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "12 first attempts: {}",
+            dead.received().len()
+        );
+        poll().await.expect("poll");
+    }
+    assert_eq!(
+        in_flight_and_delayed(&h).await,
+        (0, 12),
+        "each failed job waits delayed, none in flight"
+    );
+    let limit = |n| {
+        if let Some(q) = &h.memory {
+            q.set_in_flight_limit(&h.urls.delivery, n);
+        }
+        if let Some(q) = &h.sqlite {
+            q.set_in_flight_limit(&h.urls.delivery, n);
+        }
+    };
+    if matches!(kind, Kind::Emulator) {
+        // Neither the limit nor the clock can be moved on the emulator.
+        return;
+    }
+    limit(12);
+    h.event(&tenant, "system.warning", json!({"ok": true}), None).await;
+    let events = take(&h, &h.urls.events, 1).await;
+    assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
+    while alive.received().is_empty() {
+        assert!(Instant::now() < deadline, "the healthy endpoint's job is not held up");
+        poll().await.expect("poll");
+    }
+    // Due: the parked jobs come back and are delivered, one more attempt each.
+    dead.set_default(Reply::Status(200));
+    h.clock.advance(Duration::from_secs(901));
+    if let Some(q) = &h.memory {
+        q.advance(Duration::ZERO);
+    }
+    let deadline = Instant::now() + WAIT;
+    while dead.received().len() < 24 {
+        assert!(
+            Instant::now() < deadline,
+            "parked jobs delivered: {}",
+            dead.received().len()
+        );
+        poll().await.expect("poll");
+    }
+    let (_, list) = h.get(&tenant, &format!("/api/webhooks/{dead_hook}/deliveries")).await;
+    let list = list.as_array().expect("list").clone();
+    assert_eq!(list.len(), 12);
+    assert!(
+        list.iter()
+            .all(|d| status(d) == "succeeded" && d["attempts"].as_array().map_or(0, Vec::len) == 2),
+        "{list:?}"
+    );
+    assert_eq!(in_flight_and_delayed(&h).await, (0, 0));
 }
 
 macro_rules! on_both_backends {
@@ -2350,6 +2495,7 @@ on_both_backends!(
     a_dead_endpoint_opens_its_breaker_and_recovers,
     a_webhook_failing_for_too_long_is_disabled,
     a_job_deferred_many_times_is_sent_again_fresh,
+    waiting_jobs_are_not_in_flight,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2409,6 +2555,7 @@ async fn a_crash_mid_batch_loses_nothing() {
                 id: "0".into(),
                 body,
                 reason: None,
+                delay_s: 0,
             }],
         )
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use webhooks::memory::MemoryQueue;
 use webhooks::ports::{
-    MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, MAX_VISIBILITY_S, OutgoingMessage, Queue, QueueError, send_all,
+    MAX_BATCH_BYTES, MAX_DELAY_S, MAX_MESSAGE_BYTES, MAX_VISIBILITY_S, OutgoingMessage, Queue, QueueError, send_all,
 };
 use webhooks::sqlite::SqliteQueue;
 use webhooks::sqs::SqsQueue;
@@ -16,6 +16,8 @@ use webhooks_tests::{TempDir, emulator, sqlite_db, unique};
 
 /// Moves a queue's clock forward.
 type Advance = Arc<dyn Fn(Duration) + Send + Sync>;
+/// Lowers a queue's in-flight limit (`MAX_IN_FLIGHT` on SQS, which cannot be lowered).
+type Limit = Arc<dyn Fn(&str, usize) + Send + Sync>;
 
 /// A queue under test: the port, a work queue whose messages move to `dlq` on the receive
 /// after the second, and (not on the emulator) a way to move the clock.
@@ -24,6 +26,7 @@ struct Subject {
     work: String,
     dlq: String,
     advance: Option<Advance>,
+    limit: Option<Limit>,
     /// The durable queue's data directory, kept while the subject lives.
     _dir: Option<TempDir>,
 }
@@ -32,12 +35,13 @@ async fn memory() -> Subject {
     let q = Arc::new(MemoryQueue::new());
     let dlq = q.create_queue(&unique("dlq"), Duration::from_secs(30), None);
     let work = q.create_queue(&unique("work"), Duration::from_secs(30), Some((dlq.clone(), 2)));
-    let moved = q.clone();
+    let (moved, limited) = (q.clone(), q.clone());
     Subject {
         queue: q,
         work,
         dlq,
         advance: Some(Arc::new(move |by| moved.advance(by))),
+        limit: Some(Arc::new(move |url, n| limited.set_in_flight_limit(url, n))),
         _dir: None,
     }
 }
@@ -51,12 +55,13 @@ fn sqlite() -> Subject {
     let work = q
         .create_queue(&unique("work"), Duration::from_secs(30), Some((dlq.clone(), 2)))
         .expect("work queue");
-    let moved = q.clone();
+    let (moved, limited) = (q.clone(), q.clone());
     Subject {
         queue: q,
         work,
         dlq,
         advance: Some(Arc::new(move |by| moved.advance(by))),
+        limit: Some(Arc::new(move |url, n| limited.set_in_flight_limit(url, n))),
         _dir: Some(dir),
     }
 }
@@ -106,6 +111,7 @@ async fn sqs() -> Option<Subject> {
         work,
         dlq,
         advance: None,
+        limit: None,
         _dir: None,
     })
 }
@@ -115,6 +121,7 @@ fn message(id: &str, bytes: usize) -> OutgoingMessage {
         id: id.into(),
         body: "x".repeat(bytes),
         reason: None,
+        delay_s: 0,
     }
 }
 
@@ -197,6 +204,12 @@ async fn limits(s: Subject) {
         q.send_batch(&s.work, &[message("big", MAX_MESSAGE_BYTES + 1)]).await,
         Err(QueueError::MessageTooLarge(_))
     ));
+    let mut late = message("late", 1);
+    late.delay_s = MAX_DELAY_S + 1;
+    assert!(matches!(
+        q.send_batch(&s.work, &[late]).await,
+        Err(QueueError::DelayTooLong(901))
+    ));
     let got = receive_n(q, &s.work, 10).await;
     assert_eq!(got.len(), 10, "the batch at the limit arrived whole");
     let receipt = &got[0].receipt_handle;
@@ -222,6 +235,7 @@ async fn packing(s: Subject) {
             id: i.to_string(),
             body: format!("{i:02}{}", "p".repeat(105 * 1024)),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     let failed = send_all(q, &s.work, &messages).await.expect("send_all");
@@ -236,6 +250,90 @@ async fn packing(s: Subject) {
         send_all(q, &s.work, &mixed).await.expect("send_all"),
         vec!["huge".to_string()]
     );
+}
+
+/// A message sent with a delay is received only after it (and then as a first receive); the
+/// dispatcher parks long waits this way. On the emulator the delay is waited out (2 s).
+async fn delays(s: Subject) {
+    let q = s.queue.as_ref();
+    let mut later = message("later", 5);
+    later.delay_s = 2;
+    q.send_batch(&s.work, &[message("now", 3), later]).await.expect("send");
+    let first = receive_n(q, &s.work, 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].body, "xxx", "the undelayed one");
+    assert!(
+        q.receive(&s.work, 10, Duration::from_millis(500))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "the delayed one is not received before its delay"
+    );
+    match &s.advance {
+        Some(advance) => advance(Duration::from_secs(3)),
+        None => tokio::time::sleep(Duration::from_secs(2)).await,
+    }
+    let second = receive_n(q, &s.work, 1).await;
+    assert_eq!(second.len(), 1, "received after its delay");
+    assert_eq!((second[0].body.as_str(), second[0].receive_count), ("xxxxx", 1));
+}
+
+/// Receives stop at the in-flight limit (SQS: ~120,000 a queue, for every consumer) and go on
+/// when a message leaves flight: deleted, or visible again. A delayed message is not in flight.
+async fn in_flight_limit(s: Subject) {
+    let (q, limit) = (s.queue.as_ref(), s.limit.clone().expect("a settable limit"));
+    limit(&s.work, 2);
+    let mut delayed = message("delayed", 1);
+    delayed.delay_s = 600;
+    q.send_batch(&s.work, &[message("a", 2), message("b", 3), message("c", 4), delayed])
+        .await
+        .expect("send");
+    let got = receive_n(q, &s.work, 3).await;
+    assert_eq!(got.len(), 2, "two in flight at most");
+    assert!(
+        q.receive(&s.work, 10, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a visible message, but the limit is reached"
+    );
+    q.delete(&s.work, &got[0].receipt_handle).await.expect("delete");
+    let third = receive_n(q, &s.work, 1).await;
+    assert_eq!(third.len(), 1, "room again after a delete");
+    q.change_visibility(&s.work, &third[0].receipt_handle, 0)
+        .await
+        .expect("release");
+    assert_eq!(
+        receive_n(q, &s.work, 1).await.len(),
+        1,
+        "room again when one is visible again"
+    );
+}
+
+#[tokio::test]
+async fn memory_queue_delays_messages() {
+    delays(memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_delays_messages() {
+    delays(sqlite()).await;
+}
+
+#[tokio::test]
+async fn sqs_queue_delays_messages() {
+    let Some(s) = sqs().await else { return };
+    delays(s).await;
+}
+
+#[tokio::test]
+async fn memory_queue_stops_at_the_in_flight_limit() {
+    in_flight_limit(memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_stops_at_the_in_flight_limit() {
+    in_flight_limit(sqlite()).await;
 }
 
 #[tokio::test]

@@ -130,6 +130,7 @@ impl Fixture {
             id: "0".into(),
             body: body.into(),
             reason: reason.map(str::to_string),
+            delay_s: 0,
         };
         let failed = self.queue.send_batch(url, &[msg]).await.expect("send");
         assert!(failed.is_empty());
@@ -489,6 +490,7 @@ async fn batch_limits() {
             id: i.to_string(),
             body: "m".into(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     assert!(matches!(
@@ -507,6 +509,7 @@ async fn batch_limits() {
             id: i.to_string(),
             body: payload.clone(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     let failed = send_all(&f.queue, &url, &jobs).await.expect("send_all");

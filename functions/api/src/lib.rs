@@ -411,6 +411,7 @@ async fn submit_event(
         id: "0".into(),
         body: encode_event(&event),
         reason: None,
+        delay_s: 0,
     };
     let unsent = send_all(state.queue.as_ref(), &state.events_queue_url, &[message])
         .await
@@ -684,6 +685,7 @@ async fn enqueue_jobs(state: &AppState, jobs: &[DeliveryJob]) -> Result<(), ApiE
             id: i.to_string(),
             body: j.encode(),
             reason: None,
+            delay_s: 0,
         })
         .collect();
     let unsent = send_all(state.queue.as_ref(), &state.delivery_queue_url, &messages)

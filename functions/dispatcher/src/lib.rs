@@ -2,8 +2,9 @@
 //!
 //! Each job goes through the same small steps (`process`): load the target and the delivery's
 //! record -> already ended, or not due yet? -> attempt (sign, send) -> record -> and then
-//! `schedule` decides what SQS does with the job: delete it, hide it until the next attempt,
-//! or dead-letter it. Attempts are counted from the delivery record, never from SQS's receive
+//! `schedule` decides what SQS does with the job: delete it, hide it until the next attempt
+//! (a wait of `PARK_FROM_S` or more is parked instead: sent again with a delay, so that it is
+//! not in flight), or dead-letter it. Attempts are counted from the delivery record, never from SQS's receive
 //! count, so a storage outage, a timeout or a crash costs no attempt, and no job ever makes more
 //! attempts than the retry schedule allows, whatever the queue's `maxReceiveCount` is. After
 //! the last attempt the dispatcher moves the job to the delivery DLQ itself and marks the
@@ -24,8 +25,8 @@ use webhooks::health::{BreakerPolicy, Gate};
 use webhooks::messages::{DeliveryJob, Event, EventId, JobBody, Tenant, encode_event};
 use webhooks::metrics::{Metrics, Tally};
 use webhooks::ports::{
-    Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_VISIBILITY_S, OutgoingMessage, Queue, StoreError,
-    WebhookStore, send_all,
+    Attempt, Delivery, DeliveryLog, DeliveryStatus, EventStore, MAX_DELAY_S, MAX_VISIBILITY_S, OutgoingMessage, Queue,
+    StoreError, WebhookStore, send_all,
 };
 use webhooks::recover::{self, PageOutcome, RecoverTask};
 use webhooks::retry;
@@ -47,6 +48,15 @@ const HEALTH_TRIES: usize = 5;
 /// job to the DLQ after `maxReceiveCount` (100) receives: from this many on, a deferred job is
 /// sent again as a fresh message (receive count 1) and the old one deleted.
 pub const RECYCLE_AFTER_RECEIVES: u32 = 50;
+/// Waits of this many seconds or more are parked rather than hidden: the job is sent again as
+/// a new message delayed by up to 15 minutes (`DelaySeconds`) and the received one is deleted;
+/// one not due when it comes back is parked again. SQS counts a hidden message as in flight,
+/// and a standard queue holds about 120,000 in flight (`ports::MAX_IN_FLIGHT`), after which it
+/// hands no message to anyone: hiding every retry and breaker deferral, one endpoint failing at
+/// 1,000 jobs/s stopped the whole queue within 2 minutes. A delayed message is not in flight.
+/// Shorter waits are still hidden (one `ChangeMessageVisibility`, no copy of the job), which
+/// bounds what failures keep in flight to about 10 s of the failing jobs.
+pub const PARK_FROM_S: u64 = 10;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -453,6 +463,7 @@ impl Dispatcher {
                 payload,
             }),
             reason: None,
+            delay_s: 0,
         };
         match send_all(self.queue.as_ref(), &self.events_queue_url, &[message]).await {
             Ok(failed) if failed.is_empty() => tracing::info!("system.warning about the disabled webhook sent"),
@@ -645,35 +656,27 @@ impl Dispatcher {
         let hide = |seconds: u64| self.hide(receipt, seconds, received_at);
         match result {
             JobResult::Delivered | JobResult::Skipped(_) => true,
+            JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) if seconds >= PARK_FROM_S => {
+                self.park(job, receipt, seconds, seconds, received_at).await
+            }
             JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) => {
                 hide(seconds).await;
                 false
             }
-            JobResult::Deferred(seconds) if receive_count >= RECYCLE_AFTER_RECEIVES => {
-                // Sent again as a fresh message, so that SQS's maxReceiveCount never moves a
-                // job that made no attempt to the DLQ; the old one is deleted only if that worked.
-                let message = OutgoingMessage {
-                    id: "0".into(),
-                    body: job.encode(),
-                    reason: None,
-                };
-                match send_all(self.queue.as_ref(), &self.delivery_queue_url, &[message]).await {
-                    Ok(failed) if failed.is_empty() => {
-                        tracing::info!(receive_count, "deferred job sent again as a fresh message");
-                        true
-                    }
-                    _ => {
-                        hide(seconds).await;
-                        false
-                    }
-                }
-            }
             JobResult::Deferred(seconds) => {
                 // A little jitter, so the jobs of a recovered endpoint do not all return at once.
-                let jitter = rand::random_range(0..=seconds / 8);
-                tracing::info!(retry_in_s = seconds + jitter, "breaker open: deferred without a POST");
-                hide(seconds + jitter).await;
-                false
+                let seconds = seconds + rand::random_range(0..=seconds / 8);
+                tracing::info!(retry_in_s = seconds, "breaker open: deferred without a POST");
+                if seconds >= PARK_FROM_S {
+                    self.park(job, receipt, seconds, seconds, received_at).await
+                } else if receive_count >= RECYCLE_AFTER_RECEIVES {
+                    // Sent again as a fresh message, so that SQS's maxReceiveCount never moves
+                    // a job that made no attempt to the DLQ.
+                    self.park(job, receipt, 0, seconds, received_at).await
+                } else {
+                    hide(seconds).await;
+                    false
+                }
             }
             JobResult::Released => {
                 tracing::info!("too close to the deadline to attempt; released to the queue");
@@ -688,6 +691,30 @@ impl Dispatcher {
                 false
             }
             JobResult::GaveUp { attempts, reason } => self.give_up(job, attempts, &reason).await,
+        }
+    }
+
+    /// Sends the job again as a new message delayed by `seconds` (at most `MAX_DELAY_S`; a
+    /// longer wait is parked again when it comes back), so the wait is not spent in flight;
+    /// true when sent, and the received message is then deleted. If the send fails, the
+    /// received message is hidden for `or_hide` seconds instead (in flight, as before).
+    async fn park(&self, job: &DeliveryJob, receipt: &str, seconds: u64, or_hide: u64, received_at: Instant) -> bool {
+        let message = OutgoingMessage {
+            id: "0".into(),
+            body: job.encode(),
+            reason: None,
+            delay_s: seconds.min(u64::from(MAX_DELAY_S)) as u32,
+        };
+        match send_all(self.queue.as_ref(), &self.delivery_queue_url, &[message]).await {
+            Ok(failed) if failed.is_empty() => {
+                tracing::info!(retry_in_s = seconds, "job parked: sent again with a delay");
+                true
+            }
+            _ => {
+                tracing::warn!(retry_in_s = or_hide, "could not park the job; hidden instead");
+                self.hide(receipt, or_hide, received_at).await;
+                false
+            }
         }
     }
 
@@ -714,6 +741,7 @@ impl Dispatcher {
             id: "0".into(),
             body: body.to_string(),
             reason: Some(reason.chars().take(256).collect()),
+            delay_s: 0,
         };
         match send_all(self.queue.as_ref(), &self.dead_letter_url, &[message]).await {
             Ok(failed) if failed.is_empty() => true,

@@ -93,6 +93,7 @@ impl Ingest {
                             id: owner_of.len().to_string(),
                             body: job.encode(),
                             reason: None,
+                            delay_s: 0,
                         });
                         owner_of.push(message_id.clone());
                     }
@@ -242,6 +243,7 @@ impl Ingest {
             id: "0".into(),
             body: body.to_string(),
             reason: Some(reason.to_string()),
+            delay_s: 0,
         };
         // Not dead-lettered: leave it to SQS, whose redrive policy will move it after retries.
         matches!(send_all(self.queue.as_ref(), &self.dead_letter_url, &[message]).await, Ok(failed) if failed.is_empty())

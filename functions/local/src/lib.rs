@@ -153,6 +153,8 @@ pub struct Runner {
     pub memory_queue: Option<Arc<MemoryQueue>>,
     /// The durable backend's database, when it is the one in use.
     pub db: Option<Arc<Db>>,
+    /// The durable backend's queue, when it is the one in use, so tests can look inside.
+    pub sqlite_queue: Option<Arc<SqliteQueue>>,
 }
 
 fn memory_queue(spec: &QueueSpec, queue: &MemoryQueue, redrive: Option<(String, u32)>) -> String {
@@ -175,7 +177,7 @@ impl Runner {
             },
             urls,
             memory,
-            db,
+            (db, sqlite_queue),
         ) = match backend {
             Backend::Memory => {
                 let q = Arc::new(MemoryQueue::with_clock(clock.clone()));
@@ -195,11 +197,11 @@ impl Runner {
                     events: Arc::new(MemoryEventStore::new()),
                     queue: q.clone(),
                 };
-                (ports, urls, Some(q), None)
+                (ports, urls, Some(q), (None, None))
             }
             Backend::Sqlite(dir) => {
-                let (ports, urls, db) = sqlite_ports(dir, &clock)?;
-                (ports, urls, None, Some(db))
+                let (ports, urls, db, q) = sqlite_ports(dir, &clock)?;
+                (ports, urls, None, (Some(db), Some(q)))
             }
             #[cfg(feature = "aws")]
             Backend::Aws(sdk) => {
@@ -216,7 +218,7 @@ impl Runner {
                     events: Arc::new(DynamoEventStore::new(dynamo, &config.deliveries_table)),
                     queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
                 };
-                (ports, urls, None, None)
+                (ports, urls, None, (None, None))
             }
         };
         let deliverer = Deliverer::new(config.policy)?;
@@ -265,6 +267,7 @@ impl Runner {
         };
         Ok(Runner {
             db,
+            sqlite_queue,
             clock,
             state,
             ingest,
@@ -363,7 +366,9 @@ async fn purge(db: Arc<Db>, mut stop: tokio::sync::watch::Receiver<bool>) {
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The durable ports and their queues (created on first use, found again on a restart).
-fn sqlite_ports(dir: &Path, clock: &webhooks::time::Clock) -> Result<(Ports, QueueUrls, Arc<Db>), RunnerError> {
+type SqlitePorts = (Ports, QueueUrls, Arc<Db>, Arc<SqliteQueue>);
+
+fn sqlite_ports(dir: &Path, clock: &webhooks::time::Clock) -> Result<SqlitePorts, RunnerError> {
     let db = Db::open(dir).map_err(|e| RunnerError::Storage(e.to_string()))?;
     let q = Arc::new(SqliteQueue::new(db.clone(), clock.clone()));
     let create = |spec: &QueueSpec, redrive: Option<(String, u32)>| {
@@ -397,9 +402,9 @@ fn sqlite_ports(dir: &Path, clock: &webhooks::time::Clock) -> Result<(Ports, Que
         store: Arc::new(SqliteWebhookStore::new(db.clone())),
         log: Arc::new(SqliteDeliveryLog::new(db.clone())),
         events: Arc::new(SqliteEventStore::new(db.clone())),
-        queue: q,
+        queue: q.clone(),
     };
-    Ok((ports, urls, db))
+    Ok((ports, urls, db, q))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +507,7 @@ pub async fn redrive(queue: &dyn Queue, from: &str, to: &str, max: usize) -> Res
                 id: i.to_string(),
                 body: m.body.clone(),
                 reason: None,
+                delay_s: 0,
             })
             .collect();
         let unsent: HashSet<String> = send_all(queue, to, &messages)

@@ -177,6 +177,7 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
                         payload: body.clone(),
                     }),
                     reason: None,
+                    delay_s: 0,
                 }
             })
             .collect();

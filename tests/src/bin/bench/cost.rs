@@ -222,6 +222,7 @@ async fn send_events(p: &Pipeline, env: &Env, bodies: Vec<String>) {
             id: i.to_string(),
             body,
             reason: None,
+            delay_s: 0,
         })
         .collect();
     let failed = p

@@ -183,6 +183,7 @@ pub async fn run(events: usize) -> Table {
                             "timestamp": webhooks::time::iso_ms(base_ms + *i as u64), "payload": {"n": i}})
                         .to_string(),
                         reason: None,
+                        delay_s: 0,
                     })
                     .collect();
                 unsent += send_all(&queue, &url, &batch)
