@@ -242,6 +242,10 @@ pub struct DeliveryJob {
     /// higher for a redriven or resent delivery.
     pub cycle: u32,
     pub body: JobBody,
+    /// Set on a parked job (sent again with a delay, see the dispatcher's `PARK_FROM_S`): the
+    /// earliest time (ms) its next attempt can be due. A job back before then is parked again
+    /// without reading anything; the delivery record still decides when it is due.
+    pub not_before_ms: Option<u64>,
 }
 
 /// What a job carries to send.
@@ -288,6 +292,9 @@ struct Header<'a> {
     /// Format 1 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     payload: Option<Box<RawValue>>,
+    /// Parked jobs only (an older dispatcher ignores it and reads the record instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before: Option<u64>,
 }
 
 /// Every format 2 body starts so (`signing::delivery_body_rendered`).
@@ -332,6 +339,7 @@ impl DeliveryJob {
             timestamp_ms: h.timestamp_ms,
             cycle: h.cycle,
             body,
+            not_before_ms: h.not_before,
         })
     }
 
@@ -348,6 +356,7 @@ impl DeliveryJob {
             timestamp_ms: self.timestamp_ms,
             cycle: self.cycle,
             payload: None,
+            not_before: self.not_before_ms,
         };
         // Strings and numbers: serialising cannot fail.
         let mut out = serde_json::to_string(&header).unwrap_or_default();
@@ -417,6 +426,7 @@ mod tests {
             timestamp_ms: 1_747_862_829_442,
             cycle: 0,
             body,
+            not_before_ms: None,
         }
     }
 
@@ -439,6 +449,18 @@ mod tests {
         let wire = stored.encode();
         assert!(wire.ends_with("}\n"), "{wire}");
         assert_eq!(DeliveryJob::decode(&wire).expect("decodes"), stored);
+        // A parked job says when it can be due; a job without it reads as not parked.
+        let parked = DeliveryJob {
+            not_before_ms: Some(1_747_862_900_000),
+            ..j.clone()
+        };
+        let wire = parked.encode();
+        assert!(
+            wire.starts_with(r#"{"v":2,"#) && wire.contains(r#","notBefore":1747862900000}"#),
+            "{wire}"
+        );
+        assert_eq!(DeliveryJob::decode(&wire).expect("decodes"), parked);
+        assert_eq!(DeliveryJob::decode(&j.encode()).expect("decodes").not_before_ms, None);
     }
 
     #[test]

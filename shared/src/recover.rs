@@ -103,6 +103,7 @@ pub async fn run_page(
             timestamp_ms: at,
             cycle: d.cycle + 1,
             body: JobBody::Stored,
+            not_before_ms: None,
         });
     }
     let messages: Vec<OutgoingMessage> = jobs

@@ -1708,6 +1708,7 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
         timestamp_ms: 5_000,
         cycle: 1,
         body: webhooks::messages::JobBody::Stored,
+        not_before_ms: None,
     };
     let mut message = job.clone();
     message.body = Some(orphan.encode());
@@ -2450,6 +2451,59 @@ async fn waiting_jobs_are_not_in_flight(kind: Kind) {
     assert_eq!(in_flight_and_delayed(&h).await, (0, 0));
 }
 
+/// A parked job that comes back before it is due (a wait longer than SQS's 15-minute delay)
+/// is parked again for the rest without reading the delivery record and without a POST: here
+/// every read of the log fails, which would leave the job hidden as an error had it been read.
+async fn a_parked_job_not_due_is_parked_again_without_a_read(kind: Kind) {
+    let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "3600")], false).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(&h, &tenant, "system.info").await;
+    // As the dispatcher parks a two-hour wait: due an hour from now, back every 15 minutes.
+    let mut parked = webhooks::messages::DeliveryJob::decode(job.body.as_deref().expect("body")).expect("job");
+    parked.not_before_ms = Some(h.clock.now_ms() + 3_600_000);
+    let mut message = job.clone();
+    message.body = Some(parked.encode());
+    let blind = webhooks_dispatcher::Dispatcher {
+        log: Arc::new(FailingGets {
+            inner: h.log.clone(),
+            failures: std::sync::atomic::AtomicU32::new(u32::MAX),
+        }),
+        ..h.dispatcher.clone()
+    };
+    let handled = blind.handle(sqs_event(vec![message]), None).await;
+    assert!(handled.batch_item_failures.is_empty(), "parked again, not an error");
+    assert!(receiver.received().is_empty(), "no POST");
+    h.queue
+        .delete(&h.urls.delivery, job.receipt_handle.as_deref().expect("receipt"))
+        .await
+        .expect("delete");
+    assert_eq!(
+        in_flight_and_delayed(&h).await,
+        (0, 1),
+        "one delayed copy, none in flight"
+    );
+    assert!(
+        h.log.get(&hook, &parked.delivery_id).await.expect("get").is_none(),
+        "nothing recorded"
+    );
+    if let Some(q) = &h.memory {
+        let bodies = q.bodies(&h.urls.delivery);
+        assert_eq!(bodies.len(), 1);
+        let again = webhooks::messages::DeliveryJob::decode(&bodies[0]).expect("job");
+        assert_eq!(
+            (again.delivery_id.as_str(), again.not_before_ms),
+            (parked.delivery_id.as_str(), parked.not_before_ms),
+            "the same job, due at the same time"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -2496,6 +2550,7 @@ on_both_backends!(
     a_webhook_failing_for_too_long_is_disabled,
     a_job_deferred_many_times_is_sent_again_fresh,
     waiting_jobs_are_not_in_flight,
+    a_parked_job_not_due_is_parked_again_without_a_read,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

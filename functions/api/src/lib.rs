@@ -612,6 +612,7 @@ async fn resend_delivery(
         timestamp_ms: record.event.timestamp_ms,
         cycle,
         body: JobBody::Stored,
+        not_before_ms: None,
     };
     enqueue_jobs(&state, &[job]).await?;
     tracing::info!(tenant = %who.tenant, webhook_id = %webhook.id, delivery_id = %delivery.id, cycle, "delivery resent");

@@ -182,6 +182,15 @@ impl Dispatcher {
                 return self.dead_letter(body, &e.to_string()).await;
             }
         };
+        if let Some(at) = job.not_before_ms {
+            let now = self.clock.now_ms();
+            if at > now + 1000 {
+                // Parked for longer than SQS's 15-minute delay, and not due: parked again for
+                // the rest, without reading the webhook or the record.
+                let rest = (at - now).div_ceil(1000);
+                return self.park(&job, receipt, rest, rest, received_at).await;
+            }
+        }
         let span = tracing::info_span!(
             "delivery",
             delivery_id = %job.delivery_id,
@@ -699,9 +708,16 @@ impl Dispatcher {
     /// true when sent, and the received message is then deleted. If the send fails, the
     /// received message is hidden for `or_hide` seconds instead (in flight, as before).
     async fn park(&self, job: &DeliveryJob, receipt: &str, seconds: u64, or_hide: u64, received_at: Instant) -> bool {
+        // A fresh copy of a job that waits no longer (`seconds` 0) is the job as it was.
+        let parked = DeliveryJob {
+            not_before_ms: (seconds > 0)
+                .then(|| self.clock.now_ms() + seconds * 1000)
+                .or(job.not_before_ms),
+            ..job.clone()
+        };
         let message = OutgoingMessage {
             id: "0".into(),
-            body: job.encode(),
+            body: parked.encode(),
             reason: None,
             delay_s: seconds.min(u64::from(MAX_DELAY_S)) as u32,
         };

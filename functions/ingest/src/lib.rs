@@ -274,6 +274,7 @@ pub fn jobs(event: &StoredEvent, webhook_ids: &[String]) -> Vec<DeliveryJob> {
             timestamp_ms: event.timestamp_ms,
             cycle: 0,
             body: JobBody::Rendered(body.clone()),
+            not_before_ms: None,
         })
         .collect()
 }

@@ -45,6 +45,7 @@ fn event_for(function: &str) -> Value {
                 body: webhooks::messages::JobBody::Payload(webhooks::messages::raw_payload(
                     &webhooks::jsjson::to_string(&payload(1024, None)),
                 )),
+                not_before_ms: None,
             };
             fixture("sqs-event.json", &[("BODY", &job.encode())])
         }

@@ -112,6 +112,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize, format: Format) -
             timestamp_ms: now,
             cycle: 0,
             body: JobBody::Stored,
+            not_before_ms: None,
         };
         let body = match format {
             Format::One => format1(&job, &rendered),
@@ -407,6 +408,7 @@ pub async fn run(quick: bool) -> Table {
         timestamp_ms: webhooks::time::now_ms(),
         cycle: 0,
         body: JobBody::Stored,
+        not_before_ms: None,
     };
     let job1 = format1(&job, &p);
     job.body = JobBody::Rendered(job.render(&p).into());
