@@ -61,6 +61,11 @@ impl Clock {
             .fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The time it stands at before any `advance`, for a clock only `advance` moves.
+    pub fn stopped(&self) -> Option<u64> {
+        self.stopped_at
+    }
+
     /// How far this clock is ahead of the system's.
     pub fn skew(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.skew_ms.load(std::sync::atomic::Ordering::Relaxed))

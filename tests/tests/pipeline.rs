@@ -2651,6 +2651,7 @@ async fn a_crash_mid_batch_loses_nothing() {
         events_queue_url: events.clone(),
         metrics: Default::default(),
         keys: Default::default(),
+        park_from_s: webhooks_dispatcher::PARK_FROM_S,
     };
     let handler: webhooks_local::Handler = Arc::new(move |e| {
         let d = dispatcher.clone();

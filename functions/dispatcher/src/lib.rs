@@ -85,6 +85,9 @@ pub struct Dispatcher {
     pub events_queue_url: String,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Metrics,
+    /// Waits of this many seconds or more are parked (`PARK_FROM_S`; the bench sets `u64::MAX`
+    /// to show what hiding every wait did).
+    pub park_from_s: u64,
     /// Each webhook's HMAC keys, derived once per container (per secret: a rotation derives
     /// the new ones at its next attempt). `KeyCache::default()`.
     pub keys: KeyCache,
@@ -665,7 +668,7 @@ impl Dispatcher {
         let hide = |seconds: u64| self.hide(receipt, seconds, received_at);
         match result {
             JobResult::Delivered | JobResult::Skipped(_) => true,
-            JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) if seconds >= PARK_FROM_S => {
+            JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) if seconds >= self.park_from_s => {
                 self.park(job, receipt, seconds, seconds, received_at).await
             }
             JobResult::RetryIn(seconds) | JobResult::NotYet(seconds) => {
@@ -676,7 +679,7 @@ impl Dispatcher {
                 // A little jitter, so the jobs of a recovered endpoint do not all return at once.
                 let seconds = seconds + rand::random_range(0..=seconds / 8);
                 tracing::info!(retry_in_s = seconds, "breaker open: deferred without a POST");
-                if seconds >= PARK_FROM_S {
+                if seconds >= self.park_from_s {
                     self.park(job, receipt, seconds, seconds, received_at).await
                 } else if receive_count >= RECYCLE_AFTER_RECEIVES {
                     // Sent again as a fresh message, so that SQS's maxReceiveCount never moves

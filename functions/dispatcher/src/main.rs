@@ -49,6 +49,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         events_queue_url: config.events_queue_url()?.to_string(),
         metrics: webhooks::metrics::Metrics::Stdout,
         keys: Default::default(),
+        park_from_s: webhooks_dispatcher::PARK_FROM_S,
     };
     let dispatcher = &dispatcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -264,6 +264,7 @@ impl Runner {
             events_queue_url: urls.events.clone(),
             metrics: Default::default(),
             keys: Default::default(),
+            park_from_s: webhooks_dispatcher::PARK_FROM_S,
         };
         Ok(Runner {
             db,

@@ -1,7 +1,7 @@
 //! `cargo run --release -p webhooks-tests --bin bench [sections…] [--quick]`
 //!
 //! One table per section, measured side by side in one run (see tests/BENCH.md):
-//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`, `capacity`. Without names,
+//! `signing`, `dispatch`, `e2e`, `cold`, `cost`, `fanout`, `durable`, `health`, `capacity`, `inflight`. Without names,
 //! all of them but the soak.
 //! `cost` and `fanout` need the emulator (`AWS_ENDPOINT_URL`); `cold` needs the release
 //! binaries (`cargo build --release --bins`). Everything listens and connects on 127.0.0.1.
@@ -41,8 +41,8 @@ use table::Table;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SECTIONS: [&str; 10] = [
-    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health", "capacity",
+const SECTIONS: [&str; 11] = [
+    "signing", "dispatch", "e2e", "cold", "cost", "fanout", "soak", "durable", "health", "capacity", "inflight",
 ];
 
 fn machine() -> Table {
@@ -187,6 +187,9 @@ async fn main() {
     }
     if run("capacity") {
         capacity::run().await.print();
+    }
+    if run("inflight") {
+        capacity::in_flight().await.print();
     }
     if run("soak") {
         soak::run(events).await.print();

@@ -20,6 +20,7 @@ use webhooks::cache::CachedWebhookStore;
 use webhooks::delivery::Deliverer;
 use webhooks::domain::Webhook;
 use webhooks::event_types::EventType;
+use webhooks::health::BreakerPolicy;
 use webhooks::memory::{MemoryDeliveryLog, MemoryEventStore, MemoryQueue, MemoryWebhookStore};
 use webhooks::messages::{Event, EventId, Tenant, encode_event};
 use webhooks::ports::{DeliveryLog, EventStore, OutgoingMessage, Queue, WebhookStore, send_all};
@@ -56,6 +57,36 @@ struct Run {
     dispatchers: usize,
     ingesters: usize,
     ttl: Duration,
+    /// Simulated seconds.
+    seconds: u64,
+    /// Where the webhooks point instead of the sink (a closed port: an endpoint that is down).
+    dead_url: Option<String>,
+    /// The dispatcher's `park_from_s` (`u64::MAX`: every wait hidden, as before parking).
+    park_from_s: u64,
+    breaker: BreakerPolicy,
+}
+
+impl Run {
+    fn healthy(tenants: u64, dispatchers: usize, ingesters: usize, ttl: Duration) -> Run {
+        Run {
+            tenants,
+            dispatchers,
+            ingesters,
+            ttl,
+            seconds: SECONDS,
+            dead_url: None,
+            park_from_s: webhooks_dispatcher::PARK_FROM_S,
+            breaker: BreakerPolicy::default(),
+        }
+    }
+}
+
+/// What a run leaves: the meter, the deliveries the sink got, and the delivery queue's
+/// messages in flight and delayed at the end of each simulated second.
+struct Outcome {
+    meter: Arc<KeyMeter>,
+    delivered: u64,
+    queue: Vec<(usize, usize)>,
 }
 
 /// Dispatcher containers the model needs at `rate` deliveries/s: batches of 10 taking ~100 ms.
@@ -82,8 +113,8 @@ fn handler_of_dispatcher(dispatcher: Dispatcher) -> Handler {
     })
 }
 
-/// Runs `SECONDS` simulated seconds; returns the meter and the deliveries made.
-async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
+/// Runs `run.seconds` simulated seconds.
+async fn simulate(sink: &Sink, run: &Run) -> Outcome {
     // A whole second, so the meter's buckets are the simulation's seconds.
     let clock = Clock::stopped_at(START_S * 1000);
     let meter = KeyMeter::new(clock.clone());
@@ -111,7 +142,7 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
         let hook = Webhook {
             id: format!("wh_{t:05}"),
             tenant: tenant.to_string(),
-            url: sink.url(&format!("/t{t}")),
+            url: run.dead_url.clone().unwrap_or_else(|| sink.url(&format!("/t{t}"))),
             events: vec![EVENT.into()],
             secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
             active: true,
@@ -150,10 +181,11 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
                 retention_days: 30,
                 recover_page: 100,
                 clock: clock.clone(),
-                breaker: Default::default(),
+                breaker: run.breaker,
                 events_queue_url: events_url.clone(),
                 metrics: Default::default(),
                 keys: Default::default(),
+                park_from_s: run.park_from_s,
             })
         })
         .collect();
@@ -162,7 +194,8 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
     let per_tick = SIM_RATE / 10;
     let before = sink.count();
     let mut seq = 0u64;
-    for _tick in 0..SECONDS * 10 {
+    let mut samples = Vec::new();
+    for tick in 0..run.seconds * 10 {
         let messages: Vec<OutgoingMessage> = (0..per_tick)
             .map(|i| {
                 seq += 1;
@@ -186,8 +219,15 @@ async fn simulate(sink: &Sink, run: &Run) -> (Arc<KeyMeter>, u64) {
         drain(queue.as_ref(), &events_url, &ingest).await;
         drain(queue.as_ref(), &delivery_url, &dispatch).await;
         clock.advance(Duration::from_millis(100));
+        if tick % 10 == 9 {
+            samples.push((memory.in_flight(&delivery_url), memory.delayed(&delivery_url)));
+        }
     }
-    (meter, sink.count() - before)
+    Outcome {
+        meter,
+        delivered: sink.count() - before,
+        queue: samples,
+    }
 }
 
 /// Every container takes a batch at once, round after round, until the queue is empty.
@@ -276,13 +316,8 @@ pub async fn run() -> Table {
                 _ => {
                     let mut out = Vec::new();
                     for ttl in [Duration::ZERO, TTL] {
-                        let run = Run {
-                            tenants,
-                            dispatchers,
-                            ingesters,
-                            ttl,
-                        };
-                        let (meter, delivered) = simulate(&sink, &run).await;
+                        let run = Run::healthy(tenants, dispatchers, ingesters, ttl);
+                        let Outcome { meter, delivered, .. } = simulate(&sink, &run).await;
                         simulated += delivered;
                         runs += 1;
                         out.push((meter, delivered));
@@ -341,5 +376,105 @@ pub async fn run() -> Table {
     ));
     t.note("one tenant's figures are a simulated 1/f of the traffic multiplied by f, so the shards' unevenness is sqrt(f) times what it is at the real rate: at 10k/s a shard's second is 625 +- 25 writes in AWS (Poisson), and here 10 x (62.5 +- 8), so its busiest of 160 simulated shard-seconds reads ~880");
     t.note("limits: 3,000 read units and 1,000 write units per partition key per second (DynamoDB, on-demand or provisioned); units: strong reads 1 per 4 KB, eventual 0.5, writes 1 per KB, estimated from each item's JSON");
+    t
+}
+
+/// Simulated seconds of the in-flight runs.
+const FAILING_SECONDS: u64 = 20;
+/// SQS's in-flight limit per standard queue.
+const IN_FLIGHT_LIMIT: usize = webhooks::ports::MAX_IN_FLIGHT;
+
+/// Section `inflight`: one endpoint that is down (a closed port on 127.0.0.1), sent 1,000 jobs
+/// per simulated second through the real ingest and dispatcher, and the delivery queue's
+/// messages in flight (SQS's ~120,000 limit, past which no consumer receives anything) and
+/// delayed, each simulated second: jobs parked out of flight as the dispatcher does now, every
+/// wait hidden as it did before, and parked with the breaker kept shut (every job's own retries).
+pub async fn in_flight() -> Table {
+    let sink = Sink::start(false).await;
+    let dead = format!("http://127.0.0.1:{}/down", webhooks_tests::closed_port());
+    let mut t = Table::new(
+        "In flight: one endpoint down, 1,000 jobs/s, the delivery queue's messages in flight and delayed (simulated; see tests/BENCH.md \"Capacity\")",
+        &[
+            "waits",
+            "breaker",
+            "in flight at 5 s",
+            "10 s",
+            "20 s",
+            "peak",
+            "delayed at 20 s",
+            "in flight per failing job/s",
+            "120,000 in flight after",
+        ],
+    );
+    let shut = BreakerPolicy {
+        failures: 1_000_000,
+        ..BreakerPolicy::default()
+    };
+    let runs = [
+        (
+            "parked (10 s or more)",
+            webhooks_dispatcher::PARK_FROM_S,
+            BreakerPolicy::default(),
+            "opens after 5",
+        ),
+        (
+            "all hidden (before)",
+            u64::MAX,
+            BreakerPolicy::default(),
+            "opens after 5",
+        ),
+        (
+            "parked (10 s or more)",
+            webhooks_dispatcher::PARK_FROM_S,
+            shut,
+            "kept shut",
+        ),
+    ];
+    for (waits, park_from_s, breaker, name) in runs {
+        let run = Run {
+            seconds: FAILING_SECONDS,
+            dead_url: Some(dead.clone()),
+            park_from_s,
+            breaker,
+            ..Run::healthy(
+                1,
+                dispatchers_for(SIM_RATE) as usize,
+                ingesters_for(SIM_RATE) as usize,
+                TTL,
+            )
+        };
+        let out = simulate(&sink, &run).await;
+        let at = |s: usize| out.queue.get(s - 1).map_or(0, |q| q.0);
+        let peak = out.queue.iter().map(|q| q.0).max().unwrap_or(0);
+        let last = at(FAILING_SECONDS as usize);
+        // Growth over the last 10 s: what keeps accumulating, per job/s failing.
+        let growth = (last as f64 - at(10) as f64) / 10.0;
+        let full = if growth > 1.0 {
+            format!(
+                "{:.0} s",
+                FAILING_SECONDS as f64 + (IN_FLIGHT_LIMIT as f64 - last as f64) / growth
+            )
+        } else {
+            "never (steady)".into()
+        };
+        t.row(vec![
+            waits.into(),
+            name.into(),
+            int(at(5) as f64),
+            int(at(10) as f64),
+            int(last as f64),
+            int(peak as f64),
+            int(out.queue.last().map_or(0, |q| q.1) as f64),
+            format!("{:.1}", peak as f64 / SIM_RATE as f64),
+            full,
+        ]);
+    }
+    t.note(format!(
+        "{FAILING_SECONDS} simulated s each, 1 tenant, 1 endpoint refusing connections, fan-out 1, default retry schedule (5 s, 300 s, ...), breaker probe 60 s; {} dispatcher and {} ingest containers; the in-memory queue on the stopped clock, so hidden and delayed messages come back on simulated time only",
+        dispatchers_for(SIM_RATE),
+        ingesters_for(SIM_RATE)
+    ));
+    t.note("in flight: received and neither deleted nor visible again (ApproximateNumberOfMessagesNotVisible); delayed: sent with DelaySeconds, not yet receivable (…Delayed), which SQS does not limit");
+    t.note("at 10,000 jobs/s the in-flight figures are 10 times these (the same per failing job/s): parked, a few seconds' worth of the first 5 s retries; hidden, the limit in about 12 s");
     t
 }

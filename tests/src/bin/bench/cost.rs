@@ -137,6 +137,7 @@ fn pipeline(env: &Env) -> Pipeline {
         events_queue_url: env.urls[EVENTS_QUEUE.logical_id].clone(),
         metrics: Default::default(),
         keys: Default::default(),
+        park_from_s: webhooks_dispatcher::PARK_FROM_S,
     };
     Pipeline {
         meter,

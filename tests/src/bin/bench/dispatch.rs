@@ -155,6 +155,7 @@ async fn prepare(deliverer: &Deliverer, sink: &Sink, n: usize, format: Format) -
         events_queue_url: queue_url,
         metrics: Default::default(),
         keys: Default::default(),
+        park_from_s: webhooks_dispatcher::PARK_FROM_S,
     };
     Prepared { dispatcher, batches }
 }
