@@ -740,6 +740,21 @@ async fn one_job(h: &Harness, tenant: &str, event: &str) -> aws_lambda_events::e
     take(h, &h.urls.delivery, 1).await.remove(0)
 }
 
+/// A new tenant's webhook for `system.info` to a receiver answering `reply`, and one job of it
+/// (taken from the queue, not handled): the receiver, the tenant, the webhook id and the job.
+async fn webhook_and_job(
+    h: &Harness,
+    reply: Reply,
+) -> (Receiver, String, String, aws_lambda_events::event::sqs::SqsMessage) {
+    let receiver = Receiver::start(reply).await;
+    let tenant = unique("acme");
+    let hook = h
+        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
+        .await;
+    let job = one_job(h, &tenant, "system.info").await;
+    (receiver, tenant, hook, job)
+}
+
 async fn record(
     h: &Harness,
     webhook: &str,
@@ -1624,12 +1639,7 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
     let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "600")], false).await else {
         return;
     };
-    let receiver = Receiver::start(Reply::Status(503)).await;
-    let tenant = unique("acme");
-    let hook = h
-        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
-        .await;
-    let job = one_job(&h, &tenant, "system.info").await;
+    let (receiver, tenant, hook, job) = webhook_and_job(&h, Reply::Status(503)).await;
     let response = h.dispatcher.handle(sqs_event(vec![job.clone()]), None).await;
     assert!(
         response.batch_item_failures.is_empty(),
@@ -1681,11 +1691,12 @@ async fn resend_refuses_what_it_cannot_do(kind: Kind) {
     assert!(body["detail"].as_str().expect("detail").contains("inactive"));
     // Only the parked retry of the first attempt is in the queue (visible once the clock moved),
     // no resend job.
+    let first = webhooks::messages::DeliveryJob::decode(job.body.as_deref().expect("body")).expect("job");
     assert!(
-        h.drain(&h.urls.delivery)
-            .await
-            .iter()
-            .all(|b| Some(b) == job.body.as_ref()),
+        h.drain(&h.urls.delivery).await.iter().all(|b| {
+            let queued = webhooks::messages::DeliveryJob::decode(b).expect("job");
+            (queued.delivery_id.as_str(), queued.cycle) == (first.delivery_id.as_str(), first.cycle)
+        }),
         "nothing was queued"
     );
 
@@ -2326,6 +2337,18 @@ async fn a_job_deferred_many_times_is_sent_again_fresh(kind: Kind) {
     assert_eq!(receiver.received().len(), 1, "and still no POST");
 }
 
+/// Polls the delivery queue with `handler` (deleting what it is done with) until `done`, for
+/// at most `WAIT`.
+async fn poll_until(h: &Harness, handler: &webhooks_local::Handler, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "not done after {WAIT:?}: {what}");
+        webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_millis(500), handler)
+            .await
+            .expect("poll");
+    }
+}
+
 /// The delivery queue's messages in flight and delayed, as SQS reports them
 /// (ApproximateNumberOfMessagesNotVisible and ApproximateNumberOfMessagesDelayed).
 async fn in_flight_and_delayed(h: &Harness) -> (usize, usize) {
@@ -2390,56 +2413,39 @@ async fn waiting_jobs_are_not_in_flight(kind: Kind) {
         let d = dispatcher.clone();
         Box::pin(async move { d.handle(e, None).await })
     });
-    let poll = || webhooks_local::poll_once(h.queue.as_ref(), &h.urls.delivery, Duration::from_millis(500), &handler);
-    let deadline = Instant::now() + WAIT;
-    while dead.received().len() < 12 {
-        assert!(
-            Instant::now() < deadline,
-            "12 first attempts: {}",
-            dead.received().len()
-        );
-        poll().await.expect("poll");
-    }
+    poll_until(&h, &handler, "12 first attempts", || dead.received().len() == 12).await;
     assert_eq!(
         in_flight_and_delayed(&h).await,
         (0, 12),
         "each failed job waits delayed, none in flight"
     );
-    let limit = |n| {
-        if let Some(q) = &h.memory {
-            q.set_in_flight_limit(&h.urls.delivery, n);
-        }
-        if let Some(q) = &h.sqlite {
-            q.set_in_flight_limit(&h.urls.delivery, n);
-        }
-    };
     if matches!(kind, Kind::Emulator) {
         // Neither the limit nor the clock can be moved on the emulator.
         return;
     }
-    limit(12);
+    if let Some(q) = &h.memory {
+        q.set_in_flight_limit(&h.urls.delivery, 12);
+    }
+    if let Some(q) = &h.sqlite {
+        q.set_in_flight_limit(&h.urls.delivery, 12);
+    }
     h.event(&tenant, "system.warning", json!({"ok": true}), None).await;
     let events = take(&h, &h.urls.events, 1).await;
     assert!(h.ingest.handle(sqs_event(events)).await.batch_item_failures.is_empty());
-    while alive.received().is_empty() {
-        assert!(Instant::now() < deadline, "the healthy endpoint's job is not held up");
-        poll().await.expect("poll");
-    }
+    poll_until(&h, &handler, "the healthy endpoint's job is not held up", || {
+        !alive.received().is_empty()
+    })
+    .await;
     // Due: the parked jobs come back and are delivered, one more attempt each.
     dead.set_default(Reply::Status(200));
     h.clock.advance(Duration::from_secs(901));
     if let Some(q) = &h.memory {
         q.advance(Duration::ZERO);
     }
-    let deadline = Instant::now() + WAIT;
-    while dead.received().len() < 24 {
-        assert!(
-            Instant::now() < deadline,
-            "parked jobs delivered: {}",
-            dead.received().len()
-        );
-        poll().await.expect("poll");
-    }
+    poll_until(&h, &handler, "the parked jobs delivered", || {
+        dead.received().len() >= 24
+    })
+    .await;
     let (_, list) = h.get(&tenant, &format!("/api/webhooks/{dead_hook}/deliveries")).await;
     let list = list.as_array().expect("list").clone();
     assert_eq!(list.len(), 12);
@@ -2458,12 +2464,7 @@ async fn a_parked_job_not_due_is_parked_again_without_a_read(kind: Kind) {
     let Some(h) = harness_with(kind, &[("RETRY_SCHEDULE_SECONDS", "3600")], false).await else {
         return;
     };
-    let receiver = Receiver::start(Reply::Status(200)).await;
-    let tenant = unique("acme");
-    let hook = h
-        .webhook(&tenant, &receiver.url("/"), json!(["system.info"]), None)
-        .await;
-    let job = one_job(&h, &tenant, "system.info").await;
+    let (receiver, _, hook, job) = webhook_and_job(&h, Reply::Status(200)).await;
     // As the dispatcher parks a two-hour wait: due an hour from now, back every 15 minutes.
     let mut parked = webhooks::messages::DeliveryJob::decode(job.body.as_deref().expect("body")).expect("job");
     parked.not_before_ms = Some(h.clock.now_ms() + 3_600_000);
