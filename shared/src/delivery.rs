@@ -14,6 +14,9 @@ use crate::ssrf::{self, TargetError, TargetPolicy};
 /// to read an error message, and small enough that a delivery record stays under the 1 KB of
 /// one DynamoDB write unit.
 pub const MAX_RESPONSE_BODY: usize = 256;
+/// Target URLs whose check is remembered per container (see `Deliverer::send`); past this
+/// many the memory starts again empty, as the signing keys' does.
+pub const MAX_CACHED_URLS: usize = 10_000;
 /// Connecting (DNS, TCP, TLS) must finish within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -160,6 +163,11 @@ pub struct Deliverer {
     client: reqwest::Client,
     policy: TargetPolicy,
     dns: Dns,
+    /// URLs that passed `ssrf::check_url` under `policy`, parsed. That check reads nothing but
+    /// the string (syntax, scheme, IP literals; names are checked at connect time by the
+    /// resolver), so its verdict for a string never changes, and a busy webhook's URL is
+    /// parsed once per container instead of once per attempt. Refused URLs are not kept.
+    checked: Arc<std::sync::Mutex<std::collections::HashMap<String, url::Url>>>,
 }
 
 impl Deliverer {
@@ -186,7 +194,12 @@ impl Deliverer {
             .no_proxy()
             .build()
             .map_err(|e| DelivererError(e.to_string()))?;
-        Ok(Deliverer { client, policy, dns })
+        Ok(Deliverer {
+            client,
+            policy,
+            dns,
+            checked: Default::default(),
+        })
     }
 
     pub fn policy(&self) -> TargetPolicy {
@@ -213,13 +226,28 @@ impl Deliverer {
         Ok(())
     }
 
+    /// `ssrf::check_url`, remembered for the URLs that pass it.
+    fn checked_url(&self, url: &str) -> Result<url::Url, TargetError> {
+        let lock = || self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(parsed) = lock().get(url) {
+            return Ok(parsed.clone());
+        }
+        let parsed = ssrf::check_url(url, self.policy)?;
+        let mut checked = lock();
+        if checked.len() >= MAX_CACHED_URLS {
+            checked.clear();
+        }
+        checked.insert(url.to_string(), parsed.clone());
+        Ok(parsed)
+    }
+
     /// POSTs `request` to `url`, waiting at most `timeout` for the whole exchange.
     pub async fn send(&self, url: &str, request: &SignedRequest, timeout: Duration) -> AttemptReport {
         let timeout = timeout.max(Duration::from_millis(1));
         let started = Instant::now();
         // IP literals never reach the resolver, so they are checked here. The URL parsed for
         // the check is the one sent: reqwest would parse the string a second time.
-        let parsed = match ssrf::check_url(url, self.policy) {
+        let parsed = match self.checked_url(url) {
             Ok(parsed) => parsed,
             Err(e) => {
                 e.log_setting(url);
@@ -356,6 +384,36 @@ fn classify(e: &reqwest::Error, timeout: Duration, started: Instant) -> AttemptR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_urls_are_remembered_refused_ones_are_not_and_the_memory_is_bounded() {
+        let deliverer = Deliverer::new(TargetPolicy::default()).expect("client");
+        let kept = || deliverer.checked.lock().expect("lock").len();
+        for _ in 0..2 {
+            assert!(matches!(
+                deliverer.checked_url("https://127.0.0.1/hook"),
+                Err(TargetError::Blocked { .. })
+            ));
+            assert!(matches!(
+                deliverer.checked_url("http://example.com/hook"),
+                Err(TargetError::Scheme)
+            ));
+        }
+        assert_eq!(kept(), 0, "a refused URL is checked again each time");
+        let first = deliverer.checked_url("https://example.com/a?b=1").expect("public");
+        assert_eq!(first.as_str(), "https://example.com/a?b=1");
+        assert_eq!(
+            deliverer.checked_url("https://example.com/a?b=1").expect("again"),
+            first
+        );
+        assert_eq!(kept(), 1);
+        for i in 0..MAX_CACHED_URLS + 5 {
+            deliverer
+                .checked_url(&format!("https://example.com/{i}"))
+                .expect("public");
+            assert!(kept() <= MAX_CACHED_URLS);
+        }
+    }
 
     #[tokio::test]
     async fn a_request_with_an_invalid_header_is_reported_and_not_sent() {
